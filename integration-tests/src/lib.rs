@@ -1,0 +1,1 @@
+//! Integration tests live in `tests/`; run them with `cargo xtask it`.
