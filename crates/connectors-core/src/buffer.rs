@@ -1,0 +1,224 @@
+//! Buffers: collect items until a batch is worth emitting.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::pipeline::{Batch, ItemSource};
+use crate::record::{Position, Record, ShardContext};
+
+/// Collects a shard's items between flushes.
+///
+/// The consumer pushes every record it reads (`None` for one the filter
+/// dropped, so the batch still covers it), asks [`is_full`](Self::is_full)
+/// after each push, and also flushes at [`deadline`](Self::deadline) even
+/// when no record arrives.
+pub trait Buffer<T>: Send + Sync {
+    /// Adds one record's item (`None` if it was filtered out).
+    fn push(&mut self, record: &Record, item: Option<T>);
+
+    /// Whether the buffer should be flushed now.
+    fn is_full(&self) -> bool;
+
+    /// When the buffer must be flushed even if no more records arrive.
+    fn deadline(&self) -> Option<Instant>;
+
+    /// Whether no record was pushed since the last flush.
+    fn is_empty(&self) -> bool;
+
+    /// Takes everything pushed since the last flush as a batch.
+    fn take(&mut self, context: &ShardContext) -> Option<Batch<T>>;
+}
+
+/// When a [`RecordBuffer`] flushes: on ANY of the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferLimits {
+    /// Kept items per batch (default 1,000).
+    pub max_records: usize,
+    /// Payload bytes of kept items per batch (default 5 MiB).
+    pub max_bytes: usize,
+    /// Age of the oldest buffered record (default 30 s); fires while the shard is idle.
+    pub max_age: Duration,
+}
+
+impl Default for BufferLimits {
+    fn default() -> Self {
+        Self {
+            max_records: 1_000,
+            max_bytes: 5 * 1024 * 1024,
+            max_age: Duration::from_secs(30),
+        }
+    }
+}
+
+impl BufferLimits {
+    /// Checks that every limit can be reached.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_records == 0 || self.max_bytes == 0 || self.max_age.is_zero() {
+            return Err(Error::Config(format!(
+                "buffer limits must be positive, got {self:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The default buffer: flushes on a record count, a byte count or an age,
+/// whichever comes first.
+///
+/// ```
+/// use std::time::Duration;
+/// use kinesis_connectors_core::{Buffer, BufferLimits, Record, RecordBuffer};
+/// let mut buffer = RecordBuffer::new(BufferLimits { max_records: 2, ..BufferLimits::default() })?;
+/// buffer.push(&Record::new("a", "k", 1u64), Some("a"));
+/// assert!(!buffer.is_full());
+/// buffer.push(&Record::new("b", "k", 2u64), Some("b"));
+/// assert!(buffer.is_full());
+/// # Ok::<(), kinesis_connectors_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RecordBuffer<T> {
+    limits: BufferLimits,
+    items: Vec<T>,
+    sources: Vec<ItemSource>,
+    first: Option<Position>,
+    last: Option<Position>,
+    record_count: usize,
+    byte_size: usize,
+    first_arrival: Option<SystemTime>,
+    opened_at: Option<Instant>,
+}
+
+impl<T> RecordBuffer<T> {
+    /// An empty buffer with these limits.
+    pub fn new(limits: BufferLimits) -> Result<Self> {
+        limits.validate()?;
+        Ok(Self {
+            limits,
+            items: Vec::new(),
+            sources: Vec::new(),
+            first: None,
+            last: None,
+            record_count: 0,
+            byte_size: 0,
+            first_arrival: None,
+            opened_at: None,
+        })
+    }
+
+    /// The limits this buffer flushes on.
+    pub fn limits(&self) -> BufferLimits {
+        self.limits
+    }
+}
+
+impl<T: Send + Sync> Buffer<T> for RecordBuffer<T> {
+    fn push(&mut self, record: &Record, item: Option<T>) {
+        let position = record.position();
+        if self.first.is_none() {
+            self.first = Some(position.clone());
+            self.first_arrival = record.approximate_arrival;
+            self.opened_at = Some(Instant::now());
+        }
+        if let Some(item) = item {
+            self.byte_size += record.data.len();
+            self.items.push(item);
+            self.sources.push(ItemSource::of(record));
+        }
+        self.last = Some(position);
+        self.record_count += 1;
+    }
+
+    fn is_full(&self) -> bool {
+        self.items.len() >= self.limits.max_records
+            || self.byte_size >= self.limits.max_bytes
+            || self.deadline().is_some_and(|d| d <= Instant::now())
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.opened_at.map(|at| at + self.limits.max_age)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.record_count == 0
+    }
+
+    fn take(&mut self, context: &ShardContext) -> Option<Batch<T>> {
+        let first = self.first.take()?;
+        let last = self.last.take().unwrap_or_else(|| first.clone());
+        let mut batch = Batch::new(context.clone(), Vec::new(), first, last);
+        batch.items = std::mem::take(&mut self.items);
+        batch.sources = std::mem::take(&mut self.sources);
+        batch.record_count = std::mem::take(&mut self.record_count);
+        batch.byte_size = std::mem::take(&mut self.byte_size);
+        batch.first_arrival = self.first_arrival.take();
+        self.opened_at = None;
+        Some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ShardContext {
+        ShardContext::new("a", "s", "shard")
+    }
+
+    #[test]
+    fn flushes_on_bytes() {
+        let limits = BufferLimits {
+            max_bytes: 10,
+            ..BufferLimits::default()
+        };
+        let mut buffer = RecordBuffer::new(limits).unwrap();
+        buffer.push(&Record::new("12345", "k", 1u64), Some(1));
+        assert!(!buffer.is_full());
+        buffer.push(&Record::new("67890", "k", 2u64), Some(2));
+        assert!(buffer.is_full());
+    }
+
+    #[test]
+    fn filtered_records_are_covered_but_not_counted() {
+        let mut buffer = RecordBuffer::new(BufferLimits::default()).unwrap();
+        buffer.push(&Record::new("a", "k", 1u64), None);
+        buffer.push(&Record::new("b", "k", 2u64), Some("b"));
+        buffer.push(&Record::new("c", "k", 3u64), None);
+        let batch = buffer.take(&ctx()).unwrap();
+        assert_eq!(batch.items, vec!["b"]);
+        assert_eq!(batch.record_count, 3);
+        assert_eq!(batch.byte_size, 1);
+        assert_eq!(batch.first, Position::new(1u64.into()));
+        assert_eq!(batch.last, Position::new(3u64.into()));
+        assert_eq!(batch.sources[0].position, Position::new(2u64.into()));
+        assert!(buffer.is_empty());
+        assert!(buffer.take(&ctx()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn age_deadline_starts_with_the_first_record() {
+        let limits = BufferLimits {
+            max_age: Duration::from_secs(5),
+            ..BufferLimits::default()
+        };
+        let mut buffer = RecordBuffer::<u8>::new(limits).unwrap();
+        assert!(buffer.deadline().is_none());
+        buffer.push(&Record::new("a", "k", 1u64), None);
+        assert!(!buffer.is_full());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(buffer.is_full());
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let limits = BufferLimits {
+            max_records: 0,
+            ..BufferLimits::default()
+        };
+        assert!(matches!(
+            RecordBuffer::<u8>::new(limits),
+            Err(Error::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,275 @@
+//! Checkpoints: how far each shard has been processed, per application.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::lease::Lease;
+use crate::record::Position;
+
+/// Identifies one shard's checkpoint: the application that consumes it, the
+/// stream and the shard.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardKey {
+    /// The application (consumer) name.
+    pub application: String,
+    /// The stream name.
+    pub stream: String,
+    /// The shard id.
+    pub shard_id: String,
+}
+
+impl ShardKey {
+    /// The key of `shard_id` in `stream`, consumed by `application`.
+    pub fn new(
+        application: impl Into<String>,
+        stream: impl Into<String>,
+        shard_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            application: application.into(),
+            stream: stream.into(),
+            shard_id: shard_id.into(),
+        }
+    }
+}
+
+impl fmt::Display for ShardKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.application, self.stream, self.shard_id)
+    }
+}
+
+/// How far a shard has been processed.
+///
+/// Checkpoints are totally ordered: positions by sequence number, then
+/// sub-sequence; [`Checkpoint::ShardEnd`] after every position.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Checkpoint {
+    /// Every record up to and including this position was emitted.
+    At(Position),
+    /// The shard was closed and every record in it was emitted; its children may start.
+    ShardEnd,
+}
+
+impl Checkpoint {
+    /// The position, unless this is the SHARD_END marker.
+    pub fn position(&self) -> Option<&Position> {
+        match self {
+            Self::At(position) => Some(position),
+            Self::ShardEnd => None,
+        }
+    }
+
+    /// Whether this is the SHARD_END marker.
+    pub fn is_shard_end(&self) -> bool {
+        matches!(self, Self::ShardEnd)
+    }
+}
+
+impl Ord for Checkpoint {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self, other) {
+            (Self::ShardEnd, Self::ShardEnd) => Ordering::Equal,
+            (Self::ShardEnd, Self::At(_)) => Ordering::Greater,
+            (Self::At(_), Self::ShardEnd) => Ordering::Less,
+            (Self::At(a), Self::At(b)) => a.cmp(b),
+        }
+    }
+}
+
+impl PartialOrd for Checkpoint {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::At(position) => position.fmt(f),
+            Self::ShardEnd => f.write_str("SHARD_END"),
+        }
+    }
+}
+
+/// Where checkpoints are kept (Redis, DynamoDB, memory…).
+///
+/// Object safe, so `Arc<dyn CheckpointStore>` works. Implementations must
+/// never move a checkpoint backwards: `set` with a checkpoint older than the
+/// stored one leaves the stored one in place and returns `Ok(())` (a replayed
+/// batch is not an error). Unreachable stores return retryable errors.
+/// Third-party stores check themselves with the testkit's
+/// `checkpoint_store_conformance`.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// The stored checkpoint, or `None` if the shard was never checkpointed.
+    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>>;
+
+    /// Stores `checkpoint` unless a newer one is already stored.
+    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()>;
+
+    /// Stores `checkpoint` only while `lease` is still held with the same
+    /// counter; otherwise fails with [`Error::LeaseLost`] and writes nothing.
+    ///
+    /// Stores without leases have nothing to fence against and just `set`;
+    /// stores that keep leases (so several workers can share a stream)
+    /// override this with an atomic conditional write.
+    async fn set_fenced(
+        &self,
+        key: &ShardKey,
+        checkpoint: &Checkpoint,
+        lease: &Lease,
+    ) -> Result<()> {
+        let _ = lease;
+        self.set(key, checkpoint).await
+    }
+}
+
+#[async_trait]
+impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
+    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
+        (**self).get(key).await
+    }
+    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
+        (**self).set(key, checkpoint).await
+    }
+    async fn set_fenced(
+        &self,
+        key: &ShardKey,
+        checkpoint: &Checkpoint,
+        lease: &Lease,
+    ) -> Result<()> {
+        (**self).set_fenced(key, checkpoint, lease).await
+    }
+}
+
+/// A checkpoint store in process memory: for tests and for pipelines that
+/// may start over after a restart.
+///
+/// ```
+/// use kinesis_connectors_core::{Checkpoint, CheckpointStore, MemoryCheckpointStore, Position, ShardKey};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryCheckpointStore::new();
+/// let key = ShardKey::new("app", "orders", "shardId-000000000000");
+/// store.set(&key, &Checkpoint::At(Position::new(7u64.into()))).await?;
+/// store.set(&key, &Checkpoint::At(Position::new(3u64.into()))).await?; // ignored: older
+/// assert_eq!(store.get(&key).await?, Some(Checkpoint::At(Position::new(7u64.into()))));
+/// # Ok::<(), kinesis_connectors_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct MemoryCheckpointStore {
+    checkpoints: Arc<Mutex<HashMap<ShardKey, Checkpoint>>>,
+}
+
+impl MemoryCheckpointStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every stored checkpoint, for inspection in tests.
+    pub fn snapshot(&self) -> HashMap<ShardKey, Checkpoint> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ShardKey, Checkpoint>> {
+        // A panic while holding this lock cannot leave the map half-updated
+        // (every update is a single insert), so a poisoned lock is still usable.
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryCheckpointStore {
+    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
+        let mut map = self.lock();
+        match map.get(key) {
+            Some(stored) if stored >= checkpoint => {}
+            _ => {
+                map.insert(key.clone(), checkpoint.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether every parent of a shard reached SHARD_END in `store`, so the
+/// shard itself may start.
+pub(crate) async fn parents_finished(
+    store: &dyn CheckpointStore,
+    key: &ShardKey,
+    parents: &[String],
+) -> Result<bool, Error> {
+    for parent in parents {
+        let parent_key = ShardKey::new(&*key.application, &*key.stream, parent.as_str());
+        match store.get(&parent_key).await? {
+            Some(Checkpoint::ShardEnd) => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(n: u64) -> Checkpoint {
+        Checkpoint::At(Position::new(n.into()))
+    }
+
+    #[test]
+    fn checkpoints_are_ordered_with_shard_end_last() {
+        assert!(at(9) < at(10));
+        assert!(at(u64::MAX) < Checkpoint::ShardEnd);
+        assert_eq!(Checkpoint::ShardEnd.to_string(), "SHARD_END");
+    }
+
+    #[tokio::test]
+    async fn memory_store_never_moves_backwards() {
+        let store = MemoryCheckpointStore::new();
+        let key = ShardKey::new("a", "s", "shard-1");
+        assert_eq!(store.get(&key).await.unwrap(), None);
+        store.set(&key, &at(10)).await.unwrap();
+        store.set(&key, &at(9)).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Some(at(10)));
+        store.set(&key, &Checkpoint::ShardEnd).await.unwrap();
+        store.set(&key, &at(11)).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Some(Checkpoint::ShardEnd));
+    }
+
+    #[tokio::test]
+    async fn parents_must_all_reach_shard_end() {
+        let store = MemoryCheckpointStore::new();
+        let child = ShardKey::new("a", "s", "child");
+        let parents = vec!["p1".to_owned(), "p2".to_owned()];
+        assert!(!parents_finished(&store, &child, &parents).await.unwrap());
+        store
+            .set(&ShardKey::new("a", "s", "p1"), &Checkpoint::ShardEnd)
+            .await
+            .unwrap();
+        store
+            .set(&ShardKey::new("a", "s", "p2"), &at(4))
+            .await
+            .unwrap();
+        assert!(!parents_finished(&store, &child, &parents).await.unwrap());
+        store
+            .set(&ShardKey::new("a", "s", "p2"), &Checkpoint::ShardEnd)
+            .await
+            .unwrap();
+        assert!(parents_finished(&store, &child, &parents).await.unwrap());
+        assert!(parents_finished(&store, &child, &[]).await.unwrap());
+    }
+}

@@ -1,0 +1,375 @@
+//! The pipeline traits: Transformer → Filter → Buffer → Emitter.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::record::{Position, Record, ShardContext};
+
+/// Turns records into the user's items, and items back into bytes for sinks
+/// that write bytes (S3 objects, streams).
+///
+/// Synchronous on purpose: transforming is CPU work; I/O belongs in emitters.
+pub trait Transformer: Send + Sync + 'static {
+    /// The user's model of one record.
+    type Item: Send + Sync + 'static;
+
+    /// Decodes one record. An error is handled by the pipeline's
+    /// [`BadRecordPolicy`]; it never stops other records by itself.
+    fn to_item(&self, record: &Record) -> Result<Self::Item>;
+
+    /// Appends the encoding of `item` to `out` (without a separator).
+    fn from_item(&self, item: &Self::Item, out: &mut Vec<u8>) -> Result<()>;
+}
+
+/// Decides which items go on to the emitter. Dropped records still advance
+/// the checkpoint.
+///
+/// Closures implement it:
+///
+/// ```
+/// use kinesis_connectors_core::Filter;
+/// let only_even = |n: &u64| n % 2 == 0;
+/// assert!(only_even.keep(&4));
+/// assert!(!only_even.keep(&5));
+/// ```
+pub trait Filter<T>: Send + Sync + 'static {
+    /// Whether to keep `item`.
+    fn keep(&self, item: &T) -> bool;
+}
+
+impl<T, F> Filter<T> for F
+where
+    F: Fn(&T) -> bool + Send + Sync + 'static,
+{
+    fn keep(&self, item: &T) -> bool {
+        self(item)
+    }
+}
+
+/// The filter that keeps everything (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllPass;
+
+impl<T> Filter<T> for AllPass {
+    fn keep(&self, _item: &T) -> bool {
+        true
+    }
+}
+
+/// Where an item in a batch came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemSource {
+    /// The record's position in its shard.
+    pub position: Position,
+    /// The record's partition key (forwarding emitters reuse it).
+    pub partition_key: String,
+    /// The record's explicit hash key, if the producer set one.
+    pub explicit_hash_key: Option<String>,
+    /// The size of the record's payload in bytes.
+    pub size: usize,
+}
+
+impl ItemSource {
+    /// The source of an item decoded from `record`.
+    pub fn of(record: &Record) -> Self {
+        Self {
+            position: record.position(),
+            partition_key: record.partition_key.clone(),
+            explicit_hash_key: record.explicit_hash_key.clone(),
+            size: record.data.len(),
+        }
+    }
+}
+
+/// A flushed buffer: the items to emit and the range of records they cover.
+///
+/// `first` and `last` include records that the filter dropped, so an emitter
+/// can name its output after them and a replayed batch produces the same name
+/// (idempotent delivery).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Batch<T> {
+    /// The items, in shard order.
+    pub items: Vec<T>,
+    /// Where each item came from; `sources[i]` belongs to `items[i]`.
+    pub sources: Vec<ItemSource>,
+    /// The first record covered (kept or filtered).
+    pub first: Position,
+    /// The last record covered (kept or filtered).
+    pub last: Position,
+    /// How many records the batch covers, filtered ones included.
+    pub record_count: usize,
+    /// Payload bytes of the kept records.
+    pub byte_size: usize,
+    /// When the first covered record arrived in Kinesis, if known.
+    pub first_arrival: Option<SystemTime>,
+    /// The shard the batch came from.
+    pub context: ShardContext,
+}
+
+impl<T> Batch<T> {
+    /// A batch of `items` covering `first..=last` of a shard.
+    ///
+    /// ```
+    /// use kinesis_connectors_core::{Batch, ItemSource, Position, Record, ShardContext};
+    /// let record = Record::new("x", "pk", 1u64);
+    /// let batch = Batch::new(
+    ///     ShardContext::new("app", "stream", "shardId-0"),
+    ///     vec![("x".to_owned(), ItemSource::of(&record))],
+    ///     record.position(),
+    ///     record.position(),
+    /// );
+    /// assert_eq!(batch.len(), 1);
+    /// ```
+    pub fn new(
+        context: ShardContext,
+        items: Vec<(T, ItemSource)>,
+        first: Position,
+        last: Position,
+    ) -> Self {
+        let byte_size = items.iter().map(|(_, s)| s.size).sum();
+        let record_count = items.len();
+        let (items, sources) = items.into_iter().unzip();
+        Self {
+            items,
+            sources,
+            first,
+            last,
+            record_count,
+            byte_size,
+            first_arrival: None,
+            context,
+        }
+    }
+
+    /// How many items the batch holds.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the batch holds no items (every covered record was filtered).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// An item an emitter could not deliver on its own account (too large,
+/// not convertible) while the rest of the batch was delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedItem {
+    /// Index into [`Batch::items`].
+    pub index: usize,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// What an emitter reports after delivering a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct EmitOutcome {
+    /// Items rejected one by one; they go to the pipeline's bad-record policy.
+    pub rejected: Vec<RejectedItem>,
+}
+
+impl EmitOutcome {
+    /// Every item was delivered.
+    pub fn delivered() -> Self {
+        Self::default()
+    }
+
+    /// Every item but `rejected` was delivered.
+    pub fn with_rejected(rejected: Vec<RejectedItem>) -> Self {
+        Self { rejected }
+    }
+}
+
+/// Delivers batches to a sink (S3, Redshift, DynamoDB, another stream…).
+///
+/// Object safe: `Box<dyn Emitter<T>>` and `Arc<dyn Emitter<T>>` work.
+/// The consumer checkpoints a batch only after `emit` returned `Ok`, and may
+/// call `emit` again with the same batch after a failure or a restart, so
+/// emitters should be idempotent per batch (e.g. name outputs after
+/// `batch.first`/`batch.last`). Return retryable errors
+/// ([`Error::emit_retryable`](crate::Error::emit_retryable)) for throttling
+/// and network failures. Third-party emitters check themselves with the
+/// testkit's `emitter_conformance`.
+#[async_trait]
+pub trait Emitter<T: Send + Sync>: Send + Sync {
+    /// Delivers `batch`. An empty batch must succeed without side effects.
+    async fn emit(&self, batch: &Batch<T>) -> Result<EmitOutcome>;
+
+    /// Flushes and closes the sink; called once when the consumer stops.
+    async fn shutdown(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<T: Send + Sync, E: Emitter<T> + ?Sized> Emitter<T> for Arc<E> {
+    async fn emit(&self, batch: &Batch<T>) -> Result<EmitOutcome> {
+        (**self).emit(batch).await
+    }
+    async fn shutdown(&self) -> Result<()> {
+        (**self).shutdown().await
+    }
+}
+
+#[async_trait]
+impl<T: Send + Sync, E: Emitter<T> + ?Sized> Emitter<T> for Box<E> {
+    async fn emit(&self, batch: &Batch<T>) -> Result<EmitOutcome> {
+        (**self).emit(batch).await
+    }
+    async fn shutdown(&self) -> Result<()> {
+        (**self).shutdown().await
+    }
+}
+
+/// A record the pipeline could not process, as handed to a dead-letter emitter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRecord {
+    /// The record's payload: the raw bytes for a transform failure, the
+    /// re-encoded item for an item an emitter rejected.
+    pub data: Bytes,
+    /// The record's partition key.
+    pub partition_key: String,
+    /// The record's position in its shard.
+    pub position: Position,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// What the pipeline does with a record that cannot be transformed, or an
+/// item an emitter rejected.
+#[derive(Clone, Default)]
+pub enum BadRecordPolicy {
+    /// Log it (with shard and sequence number), count it, and go on (default).
+    #[default]
+    Skip,
+    /// Send it with its error to this emitter, then go on. If the dead-letter
+    /// emitter itself fails past its retries, the shard stops.
+    DeadLetter(Arc<dyn Emitter<FailedRecord>>),
+    /// Stop the shard with an error naming the record.
+    Stop,
+}
+
+impl std::fmt::Debug for BadRecordPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Skip => "Skip",
+            Self::DeadLetter(_) => "DeadLetter(..)",
+            Self::Stop => "Stop",
+        })
+    }
+}
+
+/// One shard's pipeline: transformer, filter, buffer, emitter and what to do
+/// with bad records. The stream consumer builds one per shard through the
+/// factory the user gives it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use kinesis_connectors_core::{
+///     async_trait, Batch, BufferLimits, EmitOutcome, Emitter, Pipeline, Utf8Transformer,
+/// };
+///
+/// struct Print;
+/// #[async_trait]
+/// impl Emitter<String> for Print {
+///     async fn emit(&self, batch: &Batch<String>) -> kinesis_connectors_core::Result<EmitOutcome> {
+///         for line in &batch.items {
+///             println!("{line}");
+///         }
+///         Ok(EmitOutcome::delivered())
+///     }
+/// }
+///
+/// let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(Print))
+///     .filter(|line: &String| !line.is_empty())
+///     .buffer_limits(BufferLimits { max_records: 100, ..BufferLimits::default() })
+///     .build()?;
+/// # Ok::<(), kinesis_connectors_core::Error>(())
+/// ```
+pub struct Pipeline<T: Transformer> {
+    pub(crate) transformer: T,
+    pub(crate) filter: Box<dyn Filter<T::Item>>,
+    pub(crate) buffer: Box<dyn crate::buffer::Buffer<T::Item>>,
+    pub(crate) emitter: Arc<dyn Emitter<T::Item>>,
+    pub(crate) bad_records: BadRecordPolicy,
+}
+
+impl<T: Transformer> Pipeline<T> {
+    /// Starts a pipeline decoding with `transformer` and delivering to `emitter`.
+    pub fn builder(transformer: T, emitter: Arc<dyn Emitter<T::Item>>) -> PipelineBuilder<T> {
+        PipelineBuilder {
+            transformer,
+            emitter,
+            filter: Box::new(AllPass),
+            buffer: None,
+            limits: crate::buffer::BufferLimits::default(),
+            bad_records: BadRecordPolicy::default(),
+        }
+    }
+}
+
+impl<T: Transformer> std::fmt::Debug for Pipeline<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("bad_records", &self.bad_records)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Pipeline`]; see [`Pipeline::builder`].
+pub struct PipelineBuilder<T: Transformer> {
+    transformer: T,
+    emitter: Arc<dyn Emitter<T::Item>>,
+    filter: Box<dyn Filter<T::Item>>,
+    buffer: Option<Box<dyn crate::buffer::Buffer<T::Item>>>,
+    limits: crate::buffer::BufferLimits,
+    bad_records: BadRecordPolicy,
+}
+
+impl<T: Transformer> PipelineBuilder<T> {
+    /// Keeps only the items `filter` accepts (default: all).
+    pub fn filter(mut self, filter: impl Filter<T::Item>) -> Self {
+        self.filter = Box::new(filter);
+        self
+    }
+
+    /// Flush limits for the default [`RecordBuffer`](crate::RecordBuffer).
+    pub fn buffer_limits(mut self, limits: crate::buffer::BufferLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Replaces the default buffer with a custom one.
+    pub fn buffer(mut self, buffer: impl crate::buffer::Buffer<T::Item> + 'static) -> Self {
+        self.buffer = Some(Box::new(buffer));
+        self
+    }
+
+    /// What to do with records that fail to transform (default: skip and count).
+    pub fn bad_records(mut self, policy: BadRecordPolicy) -> Self {
+        self.bad_records = policy;
+        self
+    }
+
+    /// Checks the configuration and builds the pipeline.
+    pub fn build(self) -> Result<Pipeline<T>> {
+        let buffer = match self.buffer {
+            Some(buffer) => buffer,
+            None => Box::new(crate::buffer::RecordBuffer::new(self.limits)?),
+        };
+        Ok(Pipeline {
+            transformer: self.transformer,
+            filter: self.filter,
+            buffer,
+            emitter: self.emitter,
+            bad_records: self.bad_records,
+        })
+    }
+}

@@ -1,0 +1,757 @@
+//! The shard consumer: reads one shard and runs its records through a pipeline.
+//!
+//! Two tasks per shard: a reader that calls `GetRecords` (rate-limited,
+//! backing off on throttling, renewing expired iterators) and hands each
+//! page over a channel of one slot, and the processor that transforms,
+//! filters, buffers, emits and checkpoints. The reader reserves the slot
+//! before it calls Kinesis, so at most one page waits while a batch is being
+//! emitted: memory per shard is bounded by one batch in flight plus one
+//! read ahead, and reading overlaps emitting.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
+use crate::error::{Error, Result, SourceErrorKind};
+use crate::lease::Lease;
+use crate::metrics::ShardMetrics;
+use crate::pipeline::{
+    BadRecordPolicy, Batch, EmitOutcome, Emitter, FailedRecord, ItemSource, Pipeline, Transformer,
+};
+use crate::record::{Position, Record, SequenceNumber, ShardContext};
+use crate::retry::RetryPolicy;
+use crate::source::{InitialPosition, RecordSource, RecordsPage, StartPosition};
+
+/// Kinesis allows five `GetRecords` calls per second per shard.
+const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How a shard is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// Records asked for per `GetRecords` call (default 10,000, the API maximum).
+    pub max_records_per_call: u32,
+    /// Pause after a call that found the shard caught up (default 1 s, at
+    /// least 200 ms: never more than 5 calls per second per shard).
+    pub idle_delay: Duration,
+    /// Where a shard without a checkpoint starts (default `TRIM_HORIZON`).
+    pub initial_position: InitialPosition,
+    /// Backoff for throttling, transient errors and failed emits.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            max_records_per_call: 10_000,
+            idle_delay: Duration::from_secs(1),
+            initial_position: InitialPosition::TrimHorizon,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl ShardConfig {
+    /// Checks the configuration against the service limits.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=10_000).contains(&self.max_records_per_call) {
+            return Err(Error::Config(format!(
+                "max_records_per_call must be within 1..=10000, got {}",
+                self.max_records_per_call
+            )));
+        }
+        if self.idle_delay < MIN_CALL_INTERVAL {
+            return Err(Error::Config(format!(
+                "idle_delay must be at least {MIN_CALL_INTERVAL:?} (5 GetRecords calls/s per shard), got {:?}",
+                self.idle_delay
+            )));
+        }
+        self.retry.validate()
+    }
+}
+
+/// The lease a shard runs under, shared with the task that renews it.
+///
+/// The renewal task stores each renewed lease here (the checkpoint fence
+/// uses the newest counter) and cancels [`lost`](Self::lost) when the lease
+/// is gone, which stops the shard at once without writing anything.
+#[derive(Debug, Clone)]
+pub struct LeaseHandle {
+    current: Arc<Mutex<Lease>>,
+    lost: CancellationToken,
+}
+
+impl LeaseHandle {
+    /// A handle for a freshly acquired lease.
+    pub fn new(lease: Lease) -> Self {
+        Self {
+            current: Arc::new(Mutex::new(lease)),
+            lost: CancellationToken::new(),
+        }
+    }
+
+    /// The lease as last renewed.
+    pub fn current(&self) -> Lease {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records a renewal.
+    pub fn update(&self, lease: Lease) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = lease;
+    }
+
+    /// Marks the lease lost: the shard stops without writing.
+    pub fn mark_lost(&self) {
+        self.lost.cancel();
+    }
+
+    /// Whether the lease was lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+}
+
+/// Counts of what one shard task did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Records read from Kinesis.
+    pub records_read: u64,
+    /// Records dropped by the filter.
+    pub records_filtered: u64,
+    /// Items delivered by the emitter.
+    pub records_emitted: u64,
+    /// Records that failed to transform or were rejected by the emitter.
+    pub records_failed: u64,
+    /// Batches delivered.
+    pub batches_emitted: u64,
+    /// Checkpoints written.
+    pub checkpoints_written: u64,
+}
+
+/// Why a shard task ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ShardOutcome {
+    /// The shard was closed and fully processed; SHARD_END is checkpointed.
+    ShardEnd {
+        /// The shards created from this one.
+        children: Vec<String>,
+    },
+    /// Shutdown was requested; everything read was emitted and checkpointed.
+    Shutdown,
+    /// Another worker took the lease; nothing more was written.
+    LeaseLost,
+    /// The shard stopped on an error; its checkpoint covers only emitted records.
+    Failed(Error),
+}
+
+/// What a shard task did and how it ended.
+#[derive(Debug)]
+pub struct ShardReport {
+    /// The shard.
+    pub shard_id: String,
+    /// How it ended.
+    pub outcome: ShardOutcome,
+    /// What it did.
+    pub stats: ShardStats,
+    /// The last checkpoint this task wrote or found.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Everything one shard task needs besides its pipeline.
+#[derive(Clone)]
+pub struct ShardEnv {
+    /// Where records come from.
+    pub source: Arc<dyn RecordSource>,
+    /// Where checkpoints go.
+    pub store: Arc<dyn CheckpointStore>,
+    /// How the shard is read.
+    pub config: ShardConfig,
+}
+
+impl std::fmt::Debug for ShardEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardEnv")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Consumes one shard until it ends, shutdown is requested, the lease is
+/// lost or an error stops it.
+///
+/// The stream consumer runs one per shard; it can also be used directly to
+/// read a single shard.
+pub struct ShardConsumer<T: Transformer> {
+    env: ShardEnv,
+    context: ShardContext,
+    lease: LeaseHandle,
+    pipeline: Pipeline<T>,
+}
+
+impl<T: Transformer> ShardConsumer<T> {
+    /// A consumer of `context.shard_id` running `pipeline` under `lease`.
+    pub fn new(
+        env: ShardEnv,
+        context: ShardContext,
+        lease: LeaseHandle,
+        pipeline: Pipeline<T>,
+    ) -> Self {
+        Self {
+            env,
+            context,
+            lease,
+            pipeline,
+        }
+    }
+
+    /// Runs until the shard ends, `cancel` fires, the lease is lost or an error stops it.
+    pub async fn run(self, cancel: CancellationToken) -> ShardReport {
+        let span = tracing::info_span!(
+            "shard",
+            stream = %self.context.stream,
+            shard_id = %self.context.shard_id
+        );
+        let shard_id = self.context.shard_id.to_string();
+        let mut processor = Processor::new(self.env, self.context, self.lease, self.pipeline);
+        let outcome = processor.run(cancel).instrument(span).await;
+        ShardReport {
+            shard_id,
+            outcome,
+            stats: processor.stats,
+            checkpoint: processor.checkpointed,
+        }
+    }
+}
+
+/// What the reader hands to the processor.
+type Page = Result<RecordsPage>;
+
+/// The state of one shard's processing half.
+struct Processor<T: Transformer> {
+    env: ShardEnv,
+    context: ShardContext,
+    key: ShardKey,
+    lease: LeaseHandle,
+    pipeline: Pipeline<T>,
+    metrics: ShardMetrics,
+    stats: ShardStats,
+    /// The newest checkpoint stored; records at or before it are skipped.
+    checkpointed: Option<Checkpoint>,
+}
+
+/// Stops the processing loop early.
+enum Stop {
+    LeaseLost,
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::LeaseLost { .. } => Self::LeaseLost,
+            other => Self::Failed(other),
+        }
+    }
+}
+
+impl From<Stop> for ShardOutcome {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::LeaseLost => Self::LeaseLost,
+            Stop::Failed(error) => Self::Failed(error),
+        }
+    }
+}
+
+impl<T: Transformer> Processor<T> {
+    fn new(
+        env: ShardEnv,
+        context: ShardContext,
+        lease: LeaseHandle,
+        pipeline: Pipeline<T>,
+    ) -> Self {
+        let key = ShardKey::new(&*context.application, &*context.stream, &*context.shard_id);
+        let metrics = ShardMetrics::new(&context);
+        Self {
+            env,
+            context,
+            key,
+            lease,
+            pipeline,
+            metrics,
+            stats: ShardStats::default(),
+            checkpointed: None,
+        }
+    }
+
+    async fn run(&mut self, cancel: CancellationToken) -> ShardOutcome {
+        if let Err(error) = self.env.config.validate() {
+            return ShardOutcome::Failed(error);
+        }
+        self.checkpointed = match self.read_checkpoint(&cancel).await {
+            Ok(checkpoint) => checkpoint,
+            Err(Stop::LeaseLost) => return ShardOutcome::LeaseLost,
+            Err(Stop::Failed(error)) => return ShardOutcome::Failed(error),
+        };
+        let start = match &self.checkpointed {
+            Some(Checkpoint::ShardEnd) => {
+                debug!("shard already finished");
+                return ShardOutcome::ShardEnd {
+                    children: Vec::new(),
+                };
+            }
+            // A partly processed aggregated record is read again from its
+            // start; its finished sub-records are skipped below.
+            Some(Checkpoint::At(Position {
+                sequence,
+                sub_sequence: Some(_),
+            })) => StartPosition::AtSequence(sequence.clone()),
+            Some(Checkpoint::At(position)) => {
+                StartPosition::AfterSequence(position.sequence.clone())
+            }
+            None => self.env.config.initial_position.into(),
+        };
+        info!(start = ?start, "shard consumer starting");
+
+        let (pages_tx, pages_rx) = mpsc::channel::<Page>(1);
+        let reader_stop = CancellationToken::new();
+        let reader = Reader {
+            source: Arc::clone(&self.env.source),
+            stream: self.context.stream.to_string(),
+            shard_id: self.context.shard_id.to_string(),
+            start,
+            config: self.env.config,
+            stop: reader_stop.clone(),
+        };
+        let reader_task = tokio::spawn(reader.run(pages_tx).in_current_span());
+        let _stop_reader = reader_stop.drop_guard();
+
+        let outcome = self.process(pages_rx, &cancel).await;
+        reader_task.abort();
+        match &outcome {
+            ShardOutcome::ShardEnd { children } => info!(?children, "shard finished"),
+            ShardOutcome::Shutdown => info!("shard stopped for shutdown"),
+            ShardOutcome::LeaseLost => warn!("lease lost; shard stopped without writing"),
+            ShardOutcome::Failed(error) => warn!(%error, "shard stopped on error"),
+        }
+        outcome
+    }
+
+    async fn process(
+        &mut self,
+        mut pages: mpsc::Receiver<Page>,
+        cancel: &CancellationToken,
+    ) -> ShardOutcome {
+        let lost = self.lease.lost.clone();
+        loop {
+            let deadline = self.pipeline.buffer.deadline();
+            let step = tokio::select! {
+                biased;
+                () = lost.cancelled() => return ShardOutcome::LeaseLost,
+                () = cancel.cancelled() => break,
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.flush().await
+                }
+                page = pages.recv() => match page {
+                    Some(Ok(page)) => match self.handle_page(page).await {
+                        Ok(Some(children)) => return match self.finish_shard().await {
+                            Ok(()) => ShardOutcome::ShardEnd { children },
+                            Err(stop) => stop.into(),
+                        },
+                        Ok(None) => Ok(()),
+                        Err(stop) => Err(stop),
+                    },
+                    Some(Err(error)) => {
+                        // Deliver what was read before giving up on the shard.
+                        return match self.flush().await {
+                            Ok(()) => ShardOutcome::Failed(error),
+                            Err(stop) => stop.into(),
+                        };
+                    }
+                    None => Err(Stop::Failed(Error::Config(
+                        "the shard reader stopped unexpectedly".into(),
+                    ))),
+                },
+            };
+            if let Err(stop) = step {
+                return stop.into();
+            }
+        }
+        match self.flush().await {
+            Ok(()) => ShardOutcome::Shutdown,
+            Err(stop) => stop.into(),
+        }
+    }
+
+    /// Runs a page through the pipeline; `Some(children)` at shard end.
+    async fn handle_page(&mut self, page: RecordsPage) -> Result<Option<Vec<String>>, Stop> {
+        if let Some(behind) = page.millis_behind_latest {
+            self.metrics.millis_behind_latest.set(behind as f64);
+        }
+        for record in &page.records {
+            self.handle_record(record).await?;
+        }
+        Ok(page.next_iterator.is_none().then_some(page.child_shards))
+    }
+
+    async fn handle_record(&mut self, record: &Record) -> Result<(), Stop> {
+        if let Some(Checkpoint::At(done)) = &self.checkpointed {
+            if record.position() <= *done {
+                return Ok(());
+            }
+        }
+        self.stats.records_read += 1;
+        self.metrics.records_read.increment(1);
+        self.metrics.bytes_read.increment(record.data.len() as u64);
+        let item = match self.pipeline.transformer.to_item(record) {
+            Ok(item) => {
+                if self.pipeline.filter.keep(&item) {
+                    Some(item)
+                } else {
+                    self.stats.records_filtered += 1;
+                    self.metrics.records_filtered.increment(1);
+                    None
+                }
+            }
+            Err(error) => {
+                let failed = FailedRecord {
+                    data: record.data.clone(),
+                    partition_key: record.partition_key.clone(),
+                    position: record.position(),
+                    error: error.to_string(),
+                };
+                self.bad_record(failed).await?;
+                None
+            }
+        };
+        // Failed and filtered records are pushed as `None`: the batch still
+        // covers them, so the checkpoint moves past them.
+        self.pipeline.buffer.push(record, item);
+        if self.pipeline.buffer.is_full() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Applies the bad-record policy to one record.
+    async fn bad_record(&mut self, failed: FailedRecord) -> Result<(), Stop> {
+        self.stats.records_failed += 1;
+        self.metrics.records_failed.increment(1);
+        match self.pipeline.bad_records.clone() {
+            BadRecordPolicy::Skip => {
+                warn!(sequence = %failed.position, error = %failed.error, "skipping bad record");
+                Ok(())
+            }
+            BadRecordPolicy::Stop => Err(Stop::Failed(Error::Transform {
+                message: format!(
+                    "shard {}: record {} failed: {}",
+                    self.context.shard_id, failed.position, failed.error
+                ),
+                source: None,
+            })),
+            BadRecordPolicy::DeadLetter(dead_letter) => {
+                warn!(sequence = %failed.position, error = %failed.error, "sending bad record to the dead-letter emitter");
+                let position = failed.position.clone();
+                let source = ItemSource {
+                    position: position.clone(),
+                    partition_key: failed.partition_key.clone(),
+                    explicit_hash_key: None,
+                    size: failed.data.len(),
+                };
+                let batch = Batch::new(
+                    self.context.clone(),
+                    vec![(failed, source)],
+                    position.clone(),
+                    position,
+                );
+                emit_with_retry(&*dead_letter, &batch, &self.env.config.retry, &self.lease)
+                    .await
+                    .map(|_| ())
+                    .map_err(Stop::from)
+            }
+        }
+    }
+
+    /// Emits whatever is buffered, then checkpoints past it.
+    async fn flush(&mut self) -> Result<(), Stop> {
+        let Some(batch) = self.pipeline.buffer.take(&self.context) else {
+            return Ok(());
+        };
+        if !batch.is_empty() {
+            let started = Instant::now();
+            let outcome = emit_with_retry(
+                &*self.pipeline.emitter,
+                &batch,
+                &self.env.config.retry,
+                &self.lease,
+            )
+            .await
+            .inspect_err(|_| self.metrics.emit_failures.increment(1))?;
+            self.metrics
+                .emit_latency
+                .record(started.elapsed().as_secs_f64());
+            let delivered = batch.len() - outcome.rejected.len().min(batch.len());
+            self.stats.records_emitted += delivered as u64;
+            self.stats.batches_emitted += 1;
+            self.metrics.records_emitted.increment(delivered as u64);
+            self.metrics.batches_emitted.increment(1);
+            debug!(first = %batch.first, last = %batch.last, items = batch.len(), "batch emitted");
+            self.rejected(&batch, outcome).await?;
+        }
+        self.checkpoint(Checkpoint::At(batch.last)).await
+    }
+
+    /// Hands items an emitter rejected one by one to the bad-record policy.
+    async fn rejected(&mut self, batch: &Batch<T::Item>, outcome: EmitOutcome) -> Result<(), Stop> {
+        for rejected in outcome.rejected {
+            let (Some(item), Some(source)) = (
+                batch.items.get(rejected.index),
+                batch.sources.get(rejected.index),
+            ) else {
+                warn!(
+                    index = rejected.index,
+                    "emitter rejected an item index outside the batch"
+                );
+                continue;
+            };
+            let mut data = Vec::new();
+            // The item could be re-encoded only if the transformer supports
+            // it; otherwise the dead letter carries the reason alone.
+            let _ = self.pipeline.transformer.from_item(item, &mut data);
+            self.bad_record(FailedRecord {
+                data: data.into(),
+                partition_key: source.partition_key.clone(),
+                position: source.position.clone(),
+                error: rejected.reason,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Reaching SHARD_END: everything is emitted, then the marker is written.
+    async fn finish_shard(&mut self) -> Result<(), Stop> {
+        self.flush().await?;
+        self.checkpoint(Checkpoint::ShardEnd).await
+    }
+
+    async fn read_checkpoint(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Checkpoint>, Stop> {
+        let mut delays = self.env.config.retry.delays();
+        loop {
+            match self.env.store.get(&self.key).await {
+                Ok(checkpoint) => return Ok(checkpoint),
+                Err(error) if error.is_retryable() && !cancel.is_cancelled() => {
+                    warn!(%error, "reading the checkpoint failed; retrying");
+                    sleep(delays.next_delay()).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Writes `checkpoint` (fenced by the lease) unless it is not newer than
+    /// the stored one. Retryable store errors are retried until shutdown,
+    /// then a bounded number of times.
+    async fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), Stop> {
+        if self
+            .checkpointed
+            .as_ref()
+            .is_some_and(|done| *done >= checkpoint)
+        {
+            return Ok(());
+        }
+        let mut delays = self.env.config.retry.delays();
+        let mut attempts = 0;
+        loop {
+            if self.lease.is_lost() {
+                return Err(Stop::LeaseLost);
+            }
+            attempts += 1;
+            let lease = self.lease.current();
+            match self
+                .env
+                .store
+                .set_fenced(&self.key, &checkpoint, &lease)
+                .await
+            {
+                Ok(()) => {
+                    debug!(%checkpoint, "checkpoint written");
+                    self.stats.checkpoints_written += 1;
+                    self.metrics.checkpoint_writes.increment(1);
+                    self.checkpointed = Some(checkpoint);
+                    return Ok(());
+                }
+                Err(error) if error.is_retryable() => {
+                    warn!(%error, attempts, "checkpoint write failed; retrying");
+                    sleep(delays.next_delay()).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// Emits `batch`, retrying retryable failures with backoff up to the
+/// policy's attempt limit; the error then names the batch's range.
+async fn emit_with_retry<U: Send + Sync>(
+    emitter: &dyn Emitter<U>,
+    batch: &Batch<U>,
+    retry: &RetryPolicy,
+    lease: &LeaseHandle,
+) -> Result<EmitOutcome> {
+    let mut delays = retry.delays();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let error = match emitter.emit(batch).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(error) => error,
+        };
+        if error.is_retryable() && attempts < retry.max_attempts && !lease.is_lost() {
+            let delay = delays.next_delay();
+            warn!(%error, attempts, ?delay, first = %batch.first, last = %batch.last, "emit failed; retrying");
+            sleep(delay).await;
+            continue;
+        }
+        if lease.is_lost() {
+            return Err(Error::LeaseLost {
+                shard_id: batch.context.shard_id.to_string(),
+                owner: None,
+            });
+        }
+        return Err(Error::BatchFailed {
+            shard_id: batch.context.shard_id.to_string(),
+            first: batch.first.to_string(),
+            last: batch.last.to_string(),
+            attempts,
+            source: Box::new(error),
+        });
+    }
+}
+
+/// The reading half of a shard task.
+struct Reader {
+    source: Arc<dyn RecordSource>,
+    stream: String,
+    shard_id: String,
+    start: StartPosition,
+    config: ShardConfig,
+    stop: CancellationToken,
+}
+
+impl Reader {
+    async fn run(self, pages: mpsc::Sender<Page>) {
+        let mut last_read: Option<SequenceNumber> = None;
+        let mut iterator: Option<String> = None;
+        let mut next_call = Instant::now();
+        let mut delays = self.config.retry.delays();
+        loop {
+            // Wait for the processor to take the previous page before
+            // reading the next one: one read ahead, no more.
+            let permit = tokio::select! {
+                () = self.stop.cancelled() => return,
+                permit = pages.reserve() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let page = loop {
+                let current = match iterator.take() {
+                    Some(current) => current,
+                    None => {
+                        // After an expired iterator, resume after the last
+                        // record read, not the last checkpoint.
+                        let position = match &last_read {
+                            Some(sequence) => StartPosition::AfterSequence(sequence.clone()),
+                            None => self.start.clone(),
+                        };
+                        match self
+                            .source
+                            .shard_iterator(&self.stream, &self.shard_id, &position)
+                            .await
+                        {
+                            Ok(fresh) => fresh,
+                            Err(error) if error.is_retryable() => {
+                                let delay = delays.next_delay();
+                                warn!(%error, ?delay, "getting a shard iterator failed; retrying");
+                                if self.pause(delay).await {
+                                    return;
+                                }
+                                continue;
+                            }
+                            Err(error) => break Err(error),
+                        }
+                    }
+                };
+                if self.pause_until(next_call).await {
+                    return;
+                }
+                let result = self
+                    .source
+                    .get_records(&current, self.config.max_records_per_call)
+                    .await;
+                next_call = Instant::now() + MIN_CALL_INTERVAL;
+                match result {
+                    Ok(page) => {
+                        delays = self.config.retry.delays();
+                        let caught_up = page.millis_behind_latest.is_none_or(|behind| behind <= 0);
+                        if page.records.is_empty() && caught_up {
+                            next_call = Instant::now() + self.config.idle_delay;
+                        }
+                        if let Some(last) = page.records.last() {
+                            last_read = Some(last.sequence_number.clone());
+                        }
+                        iterator = page.next_iterator.clone();
+                        break Ok(page);
+                    }
+                    Err(error) if error.source_kind() == Some(SourceErrorKind::ExpiredIterator) => {
+                        debug!("shard iterator expired; getting a new one");
+                    }
+                    Err(error) if error.is_retryable() => {
+                        let delay = delays.next_delay();
+                        warn!(%error, ?delay, "GetRecords failed; backing off");
+                        iterator = Some(current);
+                        if self.pause(delay).await {
+                            return;
+                        }
+                    }
+                    Err(error) => break Err(error),
+                }
+            };
+            let finished = page
+                .as_ref()
+                .map_or(true, |page| page.next_iterator.is_none());
+            permit.send(page);
+            if finished {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps for `delay`; true if the reader was stopped meanwhile.
+    async fn pause(&self, delay: Duration) -> bool {
+        self.pause_until(Instant::now() + delay).await
+    }
+
+    /// Sleeps until `at`; true if the reader was stopped meanwhile.
+    async fn pause_until(&self, at: Instant) -> bool {
+        tokio::select! {
+            () = self.stop.cancelled() => true,
+            () = sleep_until(at) => false,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Built-in transformers and the newline-delimited encoding helper.
+
+use std::marker::PhantomData;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::pipeline::Transformer;
+use crate::record::Record;
+
+/// Passes the payload through untouched (`Item = Bytes`, no copy).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesTransformer;
+
+impl Transformer for BytesTransformer {
+    type Item = Bytes;
+
+    fn to_item(&self, record: &Record) -> Result<Bytes> {
+        Ok(record.data.clone())
+    }
+
+    fn from_item(&self, item: &Bytes, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(item);
+        Ok(())
+    }
+}
+
+/// Passes whole records through (`Item = Record`), keeping partition keys
+/// for emitters that forward to another stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordTransformer;
+
+impl Transformer for RecordTransformer {
+    type Item = Record;
+
+    fn to_item(&self, record: &Record) -> Result<Record> {
+        Ok(record.clone())
+    }
+
+    fn from_item(&self, item: &Record, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(&item.data);
+        Ok(())
+    }
+}
+
+/// Decodes payloads as UTF-8 text (`Item = String`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Utf8Transformer;
+
+impl Transformer for Utf8Transformer {
+    type Item = String;
+
+    fn to_item(&self, record: &Record) -> Result<String> {
+        String::from_utf8(record.data.to_vec()).map_err(|e| Error::Transform {
+            message: format!("record {} is not UTF-8", record.position()),
+            source: Some(Box::new(e)),
+        })
+    }
+
+    fn from_item(&self, item: &String, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(item.as_bytes());
+        Ok(())
+    }
+}
+
+/// Decodes JSON payloads into `T` and encodes `T` back to compact JSON.
+///
+/// ```
+/// use kinesis_connectors_core::{JsonTransformer, Record, Transformer};
+/// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+/// struct Click { user: String, page: String }
+///
+/// let json = JsonTransformer::<Click>::new();
+/// let click = json.to_item(&Record::new(r#"{"user":"u1","page":"/"}"#, "u1", 1u64))?;
+/// assert_eq!(click.user, "u1");
+/// let mut out = Vec::new();
+/// json.from_item(&click, &mut out)?;
+/// assert_eq!(out, br#"{"user":"u1","page":"/"}"#);
+/// # Ok::<(), kinesis_connectors_core::Error>(())
+/// ```
+pub struct JsonTransformer<T> {
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T> JsonTransformer<T> {
+    /// A JSON transformer for `T`.
+    pub fn new() -> Self {
+        Self { _item: PhantomData }
+    }
+}
+
+impl<T> Default for JsonTransformer<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for JsonTransformer<T> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl<T> std::fmt::Debug for JsonTransformer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JsonTransformer<{}>", std::any::type_name::<T>())
+    }
+}
+
+impl<T> Transformer for JsonTransformer<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    type Item = T;
+
+    fn to_item(&self, record: &Record) -> Result<T> {
+        serde_json::from_slice(&record.data).map_err(|e| Error::Transform {
+            message: format!(
+                "record {} is not valid JSON for the target type",
+                record.position()
+            ),
+            source: Some(Box::new(e)),
+        })
+    }
+
+    fn from_item(&self, item: &T, out: &mut Vec<u8>) -> Result<()> {
+        serde_json::to_writer(out, item).map_err(|e| Error::Transform {
+            message: "item could not be encoded as JSON".to_owned(),
+            source: Some(Box::new(e)),
+        })
+    }
+}
+
+/// Encodes `items` one per line (each followed by `\n`), the default body of
+/// byte sinks such as S3 objects.
+///
+/// ```
+/// use kinesis_connectors_core::{encode_lines, Utf8Transformer};
+/// let mut out = Vec::new();
+/// encode_lines(&Utf8Transformer, &["a".to_owned(), "b".to_owned()], &mut out)?;
+/// assert_eq!(out, b"a\nb\n");
+/// # Ok::<(), kinesis_connectors_core::Error>(())
+/// ```
+pub fn encode_lines<T: Transformer>(
+    transformer: &T,
+    items: &[T::Item],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    for item in items {
+        transformer.from_item(item, out)?;
+        out.push(b'\n');
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_rejects_invalid_bytes_with_the_position() {
+        let record = Record::new(vec![0xff, 0xfe], "k", 12u64);
+        let err = Utf8Transformer.to_item(&record).unwrap_err();
+        assert!(err.to_string().contains("12"), "{err}");
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn json_round_trips_and_reports_bad_input() {
+        let json = JsonTransformer::<serde_json::Value>::new();
+        let value = json.to_item(&Record::new(r#"{"a":1}"#, "k", 1u64)).unwrap();
+        let mut out = Vec::new();
+        json.from_item(&value, &mut out).unwrap();
+        assert_eq!(out, br#"{"a":1}"#);
+        assert!(json.to_item(&Record::new("{", "k", 2u64)).is_err());
+    }
+
+    #[test]
+    fn passthrough_keeps_bytes_and_records() {
+        let record = Record::new("payload", "k", 3u64);
+        assert_eq!(BytesTransformer.to_item(&record).unwrap(), record.data);
+        assert_eq!(RecordTransformer.to_item(&record).unwrap(), record);
+        let mut out = Vec::new();
+        encode_lines(&BytesTransformer, &[record.data.clone()], &mut out).unwrap();
+        assert_eq!(out, b"payload\n");
+    }
+}
