@@ -1,44 +1,4 @@
-//! # kinesis-connectors-core
-//!
-//! Consume Amazon Kinesis Data Streams shard by shard and run every record
-//! through a pipeline: [`Transformer`] → [`Filter`] → [`Buffer`] →
-//! [`Emitter`], with the checkpoint written to a [`CheckpointStore`] only
-//! after the emitter succeeded (at-least-once, never loss).
-//!
-//! - [`StreamConsumer`] discovers shards, follows resharding (children start
-//!   only after their parents reached SHARD_END), takes shards through a
-//!   [`ShardAssigner`] and shuts down gracefully on a [`CancellationToken`].
-//! - [`ShardConsumer`] is the loop for one shard; `ARCHITECTURE.md` at the
-//!   repository root lists where each of its rules lives.
-//! - Backends live in their own crates (`kinesis-connectors-s3`,
-//!   `kinesis-checkpoint-redis`, …) so an application compiles only the SDKs
-//!   it uses.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use kinesis_connectors_core::{
-//!     async_trait, Batch, EmitOutcome, Emitter, JsonTransformer, Pipeline, Result,
-//! };
-//!
-//! #[derive(serde::Serialize, serde::Deserialize)]
-//! struct Order { id: u64, total_cents: i64 }
-//!
-//! /// Sums order totals; a real emitter would write to a sink.
-//! struct Totals;
-//! #[async_trait]
-//! impl Emitter<Order> for Totals {
-//!     async fn emit(&self, batch: &Batch<Order>) -> Result<EmitOutcome> {
-//!         let total: i64 = batch.items.iter().map(|o| o.total_cents).sum();
-//!         println!("{} orders, {total} cents, records {}..={}", batch.len(), batch.first, batch.last);
-//!         Ok(EmitOutcome::delivered())
-//!     }
-//! }
-//!
-//! let pipeline = Pipeline::builder(JsonTransformer::<Order>::new(), Arc::new(Totals))
-//!     .filter(|order: &Order| order.total_cents > 0)
-//!     .build()?;
-//! # Ok::<(), kinesis_connectors_core::Error>(())
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod buffer;
 mod checkpoint;
