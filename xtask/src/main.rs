@@ -1,1 +1,177 @@
-fn main() {}
+//! `cargo xtask`: project automation for kinesis-connectors.
+//!
+//! - `cargo xtask stack up | down | status | env` — the local AWS stack;
+//! - `cargo xtask it [FILTER] [--keep] [--localstack [URL]]` — integration tests;
+//! - `cargo xtask tidy` — workspace hygiene rules;
+//! - `cargo xtask ci` — everything CI runs.
+//!
+//! Only std, anyhow and serde_json: this crate must compile in seconds.
+//! See `xtask/README.md`.
+
+mod ci;
+mod install;
+mod it;
+mod stack;
+mod tidy;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use crate::it::ItOptions;
+use crate::stack::Mode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  stack up [--localstack [URL]]   start (or reuse) the local stack on free 127.0.0.1 ports
+  stack down                      stop every process the stack started
+  stack status                    print each service, its pid, port and health
+  stack env                       print `export VAR=value` lines: eval \"$(cargo xtask stack env)\"
+  it [FILTER] [--keep] [--localstack [URL]]
+                                  run the integration-tests package against the stack
+  tidy                            check READMEs, lints, workspace dependencies, isolation
+  ci                              fmt, clippy, tests, doctests, doc, deny, tidy, it, it --localstack
+
+--localstack      start LocalStack on this machine (Python 3.13 venv under target/stack)
+--localstack URL  use the LocalStack already running at URL (e.g. http://localhost:4566)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `--localstack [URL]` out of `args`.
+fn take_mode(args: &mut Vec<String>) -> Result<Mode> {
+    let Some(i) = args
+        .iter()
+        .position(|a| a == "--localstack" || a.starts_with("--localstack="))
+    else {
+        return Ok(Mode::Embedded);
+    };
+    let flag = args.remove(i);
+    if let Some(url) = flag.strip_prefix("--localstack=") {
+        return Ok(Mode::LocalStackUrl(url.trim_end_matches('/').to_owned()));
+    }
+    if args
+        .get(i)
+        .is_some_and(|a| a.starts_with("http://") || a.starts_with("https://"))
+    {
+        let url = args.remove(i);
+        if url.starts_with("https://") {
+            bail!("use the plain http:// URL of LocalStack (port 4566 speaks both)");
+        }
+        return Ok(Mode::LocalStackUrl(url.trim_end_matches('/').to_owned()));
+    }
+    Ok(Mode::LocalStackHost)
+}
+
+fn dispatch(args: &[String]) -> Result<ExitCode> {
+    let mut args = args.to_vec();
+    let Some(command) = args.first().cloned() else {
+        print!("{USAGE}");
+        return Ok(ExitCode::FAILURE);
+    };
+    args.remove(0);
+    match command.as_str() {
+        "stack" => {
+            let mode = take_mode(&mut args)?;
+            let sub = args.first().map(String::as_str);
+            let extra = args.get(1);
+            if let Some(extra) = extra {
+                bail!("unexpected argument `{extra}`\n\n{USAGE}");
+            }
+            match sub {
+                Some("up") => {
+                    let up = stack::up(&mode)?;
+                    up.state.print_routes();
+                    util::say(
+                        "`eval \"$(cargo xtask stack env)\"` exports the endpoints; `cargo xtask stack down` stops it",
+                    );
+                }
+                Some(other @ ("down" | "status" | "env")) if mode != Mode::Embedded => {
+                    bail!("`stack {other}` takes no --localstack: it acts on the recorded stack")
+                }
+                Some("down") => stack::down()?,
+                Some("status") => {
+                    if !stack::status()? {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                Some("env") => stack::env()?,
+                _ => bail!("`cargo xtask stack` needs up, down, status or env\n\n{USAGE}"),
+            }
+        }
+        "it" => {
+            let mode = take_mode(&mut args)?;
+            let mut keep = false;
+            let mut filter = None;
+            for a in args {
+                match a.as_str() {
+                    "--keep" => keep = true,
+                    flag if flag.starts_with('-') => bail!("unknown flag `{flag}`\n\n{USAGE}"),
+                    _ if filter.is_some() => bail!("only one FILTER is supported\n\n{USAGE}"),
+                    _ => filter = Some(a),
+                }
+            }
+            it::run(&ItOptions { filter, keep, mode })?;
+        }
+        "tidy" => {
+            no_more(&args)?;
+            tidy::run()?;
+        }
+        "ci" => {
+            no_more(&args)?;
+            ci::run()?;
+        }
+        "help" | "--help" | "-h" => print!("{USAGE}"),
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn no_more(args: &[String]) -> Result<()> {
+    if let Some(a) = args.first() {
+        bail!("unexpected argument `{a}`\n\n{USAGE}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn parses_localstack_flags() -> Result<()> {
+        let mut a = v(&["up"]);
+        assert_eq!(take_mode(&mut a)?, Mode::Embedded);
+        let mut a = v(&["up", "--localstack"]);
+        assert_eq!(take_mode(&mut a)?, Mode::LocalStackHost);
+        assert_eq!(a, v(&["up"]));
+        let mut a = v(&["--localstack", "http://localhost:4566/", "my_test"]);
+        assert_eq!(
+            take_mode(&mut a)?,
+            Mode::LocalStackUrl("http://localhost:4566".into())
+        );
+        assert_eq!(a, v(&["my_test"]));
+        let mut a = v(&["--localstack", "my_test"]);
+        assert_eq!(take_mode(&mut a)?, Mode::LocalStackHost);
+        assert_eq!(a, v(&["my_test"]));
+        let mut a = v(&["--localstack=http://h:1"]);
+        assert_eq!(take_mode(&mut a)?, Mode::LocalStackUrl("http://h:1".into()));
+        Ok(())
+    }
+}

@@ -1,0 +1,338 @@
+//! Installs the programs of the local stack when they are missing:
+//! kinesis-local (npm), moto (a Python venv), LocalStack (a Python 3.13 venv
+//! through `uv`), redis-server (Debian package) and finds PostgreSQL.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{self, say, secs};
+
+/// The kinesis-local (kinesis-mock) release the stack runs.
+pub(crate) const KINESIS_LOCAL: &str = "kinesis-local@0.6.2";
+/// The moto release (with its server extras) the stack runs.
+pub(crate) const MOTO: &str = "moto[server]==5.2.5";
+/// The LocalStack release the host LocalStack leg runs.
+pub(crate) const LOCALSTACK: &str = "localstack-core[runtime]==2026.3.0";
+/// `uv --exclude-newer`: resolve LocalStack's dependencies as of its release.
+pub(crate) const LOCALSTACK_EXCLUDE_NEWER: &str = "2026-03-31";
+
+/// Marker written into an install folder once its install succeeded.
+const MARKER: &str = ".kc-installed";
+
+fn marker_ok(dir: &Path, spec: &str) -> bool {
+    fs::read_to_string(dir.join(MARKER)).is_ok_and(|s| s.trim() == spec)
+}
+
+fn write_marker(dir: &Path, spec: &str) -> Result<()> {
+    fs::write(dir.join(MARKER), spec)
+        .with_context(|| format!("writing the marker in {}", dir.display()))
+}
+
+/// The kinesis-local package folder (holds `main.js` and `server.json`).
+pub(crate) fn kinesis_local_dir() -> PathBuf {
+    util::stack_dir().join("npm/node_modules/kinesis-local")
+}
+
+/// Installs kinesis-local from npm unless the pinned version is there.
+pub(crate) fn ensure_kinesis_local() -> Result<()> {
+    let prefix = util::stack_dir().join("npm");
+    let pkg = kinesis_local_dir();
+    let version = KINESIS_LOCAL.rsplit('@').next().unwrap_or_default();
+    let installed = fs::read_to_string(pkg.join("package.json")).is_ok_and(|s| {
+        s.contains(&format!("\"version\" : \"{version}\""))
+            || s.contains(&format!("\"version\": \"{version}\""))
+    });
+    if installed && pkg.join("main.js").is_file() {
+        return Ok(());
+    }
+    ensure_program("node", "nodejs")?;
+    ensure_program("npm", "npm")?;
+    let start = Instant::now();
+    say(format!(
+        "installing {KINESIS_LOCAL} with npm into {} …",
+        prefix.display()
+    ));
+    let mut cmd = Command::new("npm");
+    cmd.args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .arg(KINESIS_LOCAL);
+    util::run_logged(
+        &mut cmd,
+        &util::logs_dir().join("install-kinesis-local.log"),
+    )?;
+    if !pkg.join("main.js").is_file() {
+        bail!("npm finished but {} has no main.js", pkg.display());
+    }
+    say(format!(
+        "installed {KINESIS_LOCAL} in {}",
+        secs(start.elapsed())
+    ));
+    Ok(())
+}
+
+/// The moto venv folder.
+pub(crate) fn moto_venv() -> PathBuf {
+    util::stack_dir().join("venv-moto")
+}
+
+/// Creates the moto venv and installs moto's server unless already done.
+pub(crate) fn ensure_moto() -> Result<()> {
+    let venv = moto_venv();
+    if marker_ok(&venv, MOTO) && util::is_executable(&venv.join("bin/moto_server")) {
+        return Ok(());
+    }
+    let python = find_python(&["python3"], |_, minor| minor >= 9).context(
+        "moto needs Python ≥ 3.9 with the venv module: install python3 and python3-venv",
+    )?;
+    let start = Instant::now();
+    let log = util::logs_dir().join("install-moto.log");
+    say(format!(
+        "installing {MOTO} into {} with {} (usually 45-60 s) …",
+        venv.display(),
+        python.display()
+    ));
+    if venv.exists() {
+        fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
+    }
+    util::run_logged(Command::new(&python).args(["-m", "venv"]).arg(&venv), &log)?;
+    util::run_logged(
+        Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+            ])
+            .arg(MOTO),
+        &log,
+    )?;
+    write_marker(&venv, MOTO)?;
+    say(format!("installed moto in {}", secs(start.elapsed())));
+    Ok(())
+}
+
+/// The LocalStack venv folder.
+pub(crate) fn localstack_venv() -> PathBuf {
+    util::stack_dir().join("venv-localstack")
+}
+
+/// Creates the Python 3.13 venv for LocalStack and installs it with `uv`.
+pub(crate) fn ensure_localstack() -> Result<()> {
+    let venv = localstack_venv();
+    let spec = format!("{LOCALSTACK} --exclude-newer {LOCALSTACK_EXCLUDE_NEWER}");
+    if marker_ok(&venv, &spec) && util::is_executable(&venv.join("bin/python")) {
+        return Ok(());
+    }
+    let python = find_python313()?;
+    let start = Instant::now();
+    let log = util::logs_dir().join("install-localstack.log");
+    say(format!(
+        "installing {LOCALSTACK} into {} with {} and uv (usually 10-30 s) …",
+        venv.display(),
+        python.display()
+    ));
+    if venv.exists() {
+        fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
+    }
+    util::run_logged(Command::new(&python).args(["-m", "venv"]).arg(&venv), &log)?;
+    util::run_logged(
+        Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+            "uv",
+        ]),
+        &log,
+    )?;
+    util::run_logged(
+        Command::new(venv.join("bin/uv"))
+            .args(["pip", "install", "--python"])
+            .arg(venv.join("bin/python"))
+            .args(["--exclude-newer", LOCALSTACK_EXCLUDE_NEWER, LOCALSTACK])
+            .env("VIRTUAL_ENV", &venv)
+            .env("UV_NO_PROGRESS", "1"),
+        &log,
+    )?;
+    write_marker(&venv, &spec)?;
+    say(format!("installed LocalStack in {}", secs(start.elapsed())));
+    Ok(())
+}
+
+/// Finds a Python 3.13 interpreter (LocalStack 2026.3 fails on 3.11 and 3.12).
+fn find_python313() -> Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    let mut pyenv_roots: Vec<PathBuf> = Vec::new();
+    if let Some(root) = std::env::var_os("PYENV_ROOT") {
+        pyenv_roots.push(PathBuf::from(root));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        pyenv_roots.push(PathBuf::from(home).join(".pyenv"));
+    }
+    for root in pyenv_roots {
+        if let Ok(entries) = fs::read_dir(root.join("versions")) {
+            let mut versions: Vec<PathBuf> = entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("3.13"))
+                .map(|e| e.path().join("bin/python3.13"))
+                .collect();
+            versions.sort();
+            candidates.extend(versions.into_iter().rev());
+        }
+    }
+    for dir in ["/usr/local/bin", "/usr/bin"] {
+        candidates.push(Path::new(dir).join("python3.13"));
+    }
+    if let Some(p) = util::which("python3.13") {
+        candidates.push(p);
+    }
+    for c in candidates {
+        if util::is_executable(&c)
+            && python_version(&c).is_some_and(|(maj, min)| maj == 3 && min == 13)
+        {
+            return Ok(c);
+        }
+    }
+    bail!(
+        "LocalStack needs Python 3.13 (3.11/3.12 fail) and none was found \
+         (looked in $PYENV_ROOT/versions/3.13*, ~/.pyenv/versions/3.13*, /usr/local/bin, /usr/bin, PATH): \
+         install Python 3.13 (e.g. `pyenv install 3.13`) or pass --localstack URL of a running LocalStack"
+    )
+}
+
+/// Finds the first of `names` on PATH whose version satisfies `ok(major, minor)`.
+fn find_python(names: &[&str], ok: impl Fn(u32, u32) -> bool) -> Option<PathBuf> {
+    names.iter().find_map(|name| {
+        let path = util::which(name)?;
+        let (major, minor) = python_version(&path)?;
+        (major == 3 && ok(major, minor)).then_some(path)
+    })
+}
+
+/// `(major, minor)` of a Python interpreter.
+fn python_version(python: &Path) -> Option<(u32, u32)> {
+    let out = util::output(Command::new(python).args([
+        "-c",
+        "import sys, venv; print(sys.version_info[0], sys.version_info[1])",
+    ]))
+    .ok()?;
+    let mut it = out.split_whitespace().map(|s| s.parse::<u32>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// Serialises `apt-get` calls and runs `apt-get update` at most once per run.
+static APT: Mutex<bool> = Mutex::new(false);
+
+/// Makes sure `program` is on PATH, installing Debian `package` when root.
+pub(crate) fn ensure_program(program: &str, package: &str) -> Result<PathBuf> {
+    let find = || {
+        util::which(program).or_else(|| {
+            let fixed = Path::new("/usr/bin").join(program);
+            util::is_executable(&fixed).then_some(fixed)
+        })
+    };
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    if !can_apt() {
+        bail!(
+            "`{program}` is not installed: install it (Debian/Ubuntu: `sudo apt-get install {package}`, \
+             macOS: `brew install {package}`) and run this again"
+        );
+    }
+    apt_install(package)?;
+    find().with_context(|| format!("installed {package} but `{program}` is still not on PATH"))
+}
+
+/// Whether this process may install Debian packages (root with apt-get).
+fn can_apt() -> bool {
+    util::euid().is_ok_and(|uid| uid == 0) && util::which("apt-get").is_some()
+}
+
+/// `apt-get install -y PACKAGE` (after one `apt-get update` per run).
+fn apt_install(package: &str) -> Result<()> {
+    let mut updated = APT
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the apt lock is poisoned"))?;
+    let log = util::logs_dir().join(format!("install-{package}.log"));
+    let start = Instant::now();
+    if !*updated {
+        say("apt-get update …");
+        util::run_logged(
+            Command::new("apt-get")
+                .args(["-o", "DPkg::Lock::Timeout=300", "update", "-q"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            &log,
+        )?;
+        *updated = true;
+    }
+    say(format!("apt-get install {package} …"));
+    util::run_logged(
+        Command::new("apt-get")
+            .args([
+                "-o",
+                "DPkg::Lock::Timeout=300",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                package,
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &log,
+    )?;
+    say(format!("installed {package} in {}", secs(start.elapsed())));
+    Ok(())
+}
+
+/// redis-server, installed from Debian's `redis-server` package when missing.
+pub(crate) fn ensure_redis() -> Result<PathBuf> {
+    ensure_program("redis-server", "redis-server")
+}
+
+/// The PostgreSQL binaries folder (holds `initdb`, `postgres`, `pg_ctl`, `pg_isready`).
+pub(crate) fn pg_bin_dir() -> Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    // Highest major version first.
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.reverse();
+    if let Some(p) = util::which("pg_ctl")
+        && let Ok(real) = fs::canonicalize(p)
+        && let Some(dir) = real.parent()
+    {
+        dirs.push(dir.to_path_buf());
+    }
+    dirs.into_iter()
+        .find(|d| ["initdb", "postgres", "pg_ctl", "pg_isready", "createdb"].iter().all(|b| util::is_executable(&d.join(b))))
+        .context(
+            "PostgreSQL server binaries (initdb, postgres, pg_ctl) were not found in /usr/lib/postgresql/*/bin \
+             or on PATH: install them (Debian/Ubuntu: `sudo apt-get install postgresql`)",
+        )
+}
+
+/// Installs PostgreSQL from Debian when root and it is missing, then finds it.
+pub(crate) fn ensure_postgres() -> Result<PathBuf> {
+    if let Ok(dir) = pg_bin_dir() {
+        return Ok(dir);
+    }
+    if can_apt() {
+        // The package's own cluster service is never started by the stack.
+        apt_install("postgresql")?;
+    }
+    pg_bin_dir()
+}
