@@ -66,6 +66,8 @@ fn test_command(opts: &ItOptions, nextest: bool, build_only: bool) -> Command {
 /// Builds the tests, brings the stack up, runs the tests with its environment
 /// and stops what it started (unless `keep`), even when the tests fail.
 pub(crate) fn run(opts: &ItOptions) -> Result<()> {
+    // Held for the whole run: a concurrent run in this workspace waits.
+    let _lock = stack::lock()?;
     let nextest = has_nextest();
     let t = Instant::now();
     let mut build = test_command(opts, nextest, true);
@@ -108,9 +110,11 @@ pub(crate) fn run(opts: &ItOptions) -> Result<()> {
 
     if opts.keep {
         say("--keep: the stack stays up; `cargo xtask stack down` stops it");
-    } else if up.started.is_empty() {
+        return result;
+    }
+    if up.started.is_empty() {
         say(
-            "the stack was already running before this run: left running (`cargo xtask stack down` stops it)",
+            "every service was running before this run: left running (`cargo xtask stack down` stops them)",
         );
     } else {
         let names: Vec<&str> = up.started.iter().map(|k| k.name()).collect();
@@ -118,11 +122,10 @@ pub(crate) fn run(opts: &ItOptions) -> Result<()> {
             "stopping what this run started: {}",
             names.join(", ")
         ));
-        let stopped = stack::stop_kinds(&up.started);
-        if let Err(e) = stopped {
-            // A failed stop must not hide a test failure, but is an error of its own.
-            return result.and(Err(e));
-        }
+    }
+    if let Err(e) = stack::release(&up) {
+        // A failed stop must not hide a test failure, but is an error of its own.
+        return result.and(Err(e));
     }
     result
 }

@@ -92,6 +92,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             }
             match sub {
                 Some("up") => {
+                    let _lock = stack::lock()?;
                     let up = stack::up(&mode)?;
                     up.state.print_routes();
                     util::say(
@@ -101,7 +102,10 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                 Some(other @ ("down" | "status" | "env")) if mode != Mode::Embedded => {
                     bail!("`stack {other}` takes no --localstack: it acts on the recorded stack")
                 }
-                Some("down") => stack::down()?,
+                Some("down") => {
+                    let _lock = stack::lock()?;
+                    stack::down()?;
+                }
                 Some("status") => {
                     if !stack::status()? {
                         return Ok(ExitCode::FAILURE);

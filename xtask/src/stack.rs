@@ -308,6 +308,45 @@ pub(crate) struct Up {
     pub(crate) state: State,
     /// The services this call started (the others were already running).
     pub(crate) started: Vec<Kind>,
+    /// The mode, routes and notes recorded before this call, if a stack ran.
+    previous: Option<(Mode, Routes, Vec<String>)>,
+}
+
+/// An exclusive lock on the stack of this workspace (`target/stack/.lock`),
+/// held while the stack is changed and for a whole `cargo xtask it`, so that
+/// two runs sharing a target directory do not stop each other's services.
+pub(crate) struct StackLock {
+    _file: File,
+}
+
+/// Takes the stack lock, waiting (and saying so) while another run holds it.
+pub(crate) fn lock() -> Result<StackLock> {
+    let dir = util::stack_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let t = Instant::now();
+            say(format!(
+                "another `cargo xtask` run uses the stack of this workspace (lock {}): waiting …",
+                path.display()
+            ));
+            file.lock()
+                .with_context(|| format!("locking {}", path.display()))?;
+            say(format!("got the stack lock after {}", secs(t.elapsed())));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    Ok(StackLock { _file: file })
 }
 
 /// The services `mode` needs, plus what an external LocalStack serves.
@@ -371,6 +410,9 @@ pub(crate) fn up(mode: &Mode) -> Result<Up> {
     write_preload()?;
     let (desired, available) = plan(mode)?;
     let previous = State::load()?;
+    let before = previous
+        .as_ref()
+        .map(|p| (p.mode.clone(), p.routes.clone(), p.notes.clone()));
     let mut state = State {
         mode: mode.clone(),
         services: Vec::new(),
@@ -383,12 +425,15 @@ pub(crate) fn up(mode: &Mode) -> Result<Up> {
     if let Some(prev) = previous {
         for svc in prev.services {
             if !desired.contains(&svc.kind) {
+                // Left running (and recorded) for the mode that started it;
+                // `stack down` stops it.
                 if svc.alive() {
                     say(format!(
-                        "{} is not part of this stack: stopping it",
-                        svc.kind.name()
+                        "{} (pid {}) is not used by this mode: left running",
+                        svc.kind.name(),
+                        svc.pid
                     ));
-                    stop(&svc);
+                    state.services.push(svc);
                 }
             } else if svc.alive() && answers(&svc) {
                 say(format!(
@@ -470,7 +515,11 @@ pub(crate) fn up(mode: &Mode) -> Result<Up> {
         secs(total.elapsed()),
         state_path().display()
     ));
-    Ok(Up { state, started })
+    Ok(Up {
+        state,
+        started,
+        previous: before,
+    })
 }
 
 /// Fills in the endpoint of each AWS service (and notes on fallbacks).
@@ -1079,6 +1128,21 @@ pub(crate) fn stop_kinds(kinds: &[Kind]) -> Result<()> {
         bail!("could not stop {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Ends a run of `up`: stops the services it started and, when a stack ran
+/// before it, records that stack's mode and routes again.
+pub(crate) fn release(up: &Up) -> Result<()> {
+    let stopped = stop_kinds(&up.started);
+    if let Some((mode, routes, notes)) = &up.previous
+        && let Some(mut state) = State::load()?
+    {
+        state.mode = mode.clone();
+        state.routes = routes.clone();
+        state.notes = notes.clone();
+        state.save()?;
+    }
+    stopped
 }
 
 /// `stack down`: stops every recorded service.
