@@ -229,18 +229,29 @@ mod tests {
         assert!(!shards[1].is_closed());
     }
 
+    /// Error metadata as the SDK's deserializer fills it from a response.
+    fn coded(code: &str) -> aws_sdk_kinesis::error::ErrorMetadata {
+        aws_sdk_kinesis::error::ErrorMetadata::builder()
+            .code(code)
+            .build()
+    }
+
     #[tokio::test]
     async fn get_records_errors_are_classified() {
         let throttled = mock!(aws_sdk_kinesis::Client::get_records).then_error(|| {
             GetRecordsError::ProvisionedThroughputExceededException(
                 ProvisionedThroughputExceededException::builder()
                     .message("slow down")
+                    .meta(coded("ProvisionedThroughputExceededException"))
                     .build(),
             )
         });
         let expired = mock!(aws_sdk_kinesis::Client::get_records).then_error(|| {
             GetRecordsError::ExpiredIteratorException(
-                ExpiredIteratorException::builder().message("old").build(),
+                ExpiredIteratorException::builder()
+                    .message("old")
+                    .meta(coded("ExpiredIteratorException"))
+                    .build(),
             )
         });
         let client = mock_client!(
@@ -282,6 +293,7 @@ mod tests {
                         .unwrap(),
                 )
                 .build()
+                .unwrap()
         });
         let client = mock_client!(aws_sdk_kinesis, [&ok]);
         let page = KinesisSource::new(client)

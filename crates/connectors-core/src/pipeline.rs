@@ -202,7 +202,9 @@ pub trait Emitter<T: Send + Sync>: Send + Sync {
     /// Delivers `batch`. An empty batch must succeed without side effects.
     async fn emit(&self, batch: &Batch<T>) -> Result<EmitOutcome>;
 
-    /// Flushes and closes the sink; called once when the consumer stops.
+    /// Flushes and closes the sink; called when the shard task owning this
+    /// pipeline stops after a graceful shutdown or at shard end (so once per
+    /// shard for an emitter shared between shards).
     async fn shutdown(&self) -> Result<()> {
         Ok(())
     }

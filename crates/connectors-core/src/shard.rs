@@ -339,6 +339,11 @@ impl<T: Transformer> Processor<T> {
 
         let outcome = self.process(pages_rx, &cancel).await;
         reader_task.abort();
+        if matches!(outcome, ShardOutcome::Shutdown | ShardOutcome::ShardEnd { .. }) {
+            if let Err(error) = self.pipeline.emitter.shutdown().await {
+                warn!(%error, "emitter shutdown failed");
+            }
+        }
         match &outcome {
             ShardOutcome::ShardEnd { children } => info!(?children, "shard finished"),
             ShardOutcome::Shutdown => info!("shard stopped for shutdown"),

@@ -1,0 +1,707 @@
+//! The shard consumer's rules, one test each, on the testkit's scripted
+//! source with paused tokio time (deterministic, no network).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use kinesis_connectors_core::{
+    BadRecordPolicy, BufferLimits, BytesTransformer, CancellationToken, Checkpoint,
+    CheckpointStore, Error, FailedRecord, InitialPosition, Lease, LeaseHandle,
+    MemoryCheckpointStore, Pipeline, Position, RetryPolicy, SequenceNumber, ShardConfig,
+    ShardConsumer, ShardEnv, ShardInfo, ShardKey, ShardOutcome, ShardReport, StartPosition,
+    Utf8Transformer,
+};
+use kinesis_connectors_testkit::{
+    FailingEmitter, Fault, RecordingEmitter, ScriptedSource, shard_context,
+};
+
+const SHARD: &str = "shard-0";
+
+fn key() -> ShardKey {
+    ShardKey::new("test-app", "test-stream", SHARD)
+}
+
+fn env(source: &ScriptedSource, store: &MemoryCheckpointStore, config: ShardConfig) -> ShardEnv {
+    ShardEnv {
+        source: Arc::new(source.clone()),
+        store: Arc::new(store.clone()),
+        config,
+    }
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(1),
+        max_attempts: 4,
+    }
+}
+
+fn config() -> ShardConfig {
+    ShardConfig {
+        retry: fast_retry(),
+        ..ShardConfig::default()
+    }
+}
+
+fn source_with(n: usize) -> (ScriptedSource, Vec<SequenceNumber>) {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open(SHARD));
+    let seqs = append(&source, 0, n);
+    (source, seqs)
+}
+
+fn append(source: &ScriptedSource, from: usize, n: usize) -> Vec<SequenceNumber> {
+    source.append(
+        SHARD,
+        (from..from + n)
+            .map(|i| (format!("pk-{}", i % 4), Bytes::from(format!("r{i}"))))
+            .collect(),
+    )
+}
+
+fn strings(emitter: &RecordingEmitter<String>) -> Vec<String> {
+    emitter.items()
+}
+
+fn expected(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("r{i}")).collect()
+}
+
+fn pipeline_to(
+    emitter: Arc<dyn kinesis_connectors_core::Emitter<String>>,
+    max_records: usize,
+) -> Pipeline<Utf8Transformer> {
+    Pipeline::builder(Utf8Transformer, emitter)
+        .buffer_limits(BufferLimits {
+            max_records,
+            ..BufferLimits::default()
+        })
+        .build()
+        .unwrap()
+}
+
+/// Runs one shard until `done` says so (then cancels) or the shard ends by itself.
+async fn run_until(
+    consumer: ShardConsumer<Utf8Transformer>,
+    emitter: &RecordingEmitter<String>,
+    items: usize,
+) -> ShardReport {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    emitter
+        .wait_for_items(items, Duration::from_secs(600))
+        .await;
+    cancel.cancel();
+    task.await.unwrap()
+}
+
+fn at(seq: &SequenceNumber) -> Checkpoint {
+    Checkpoint::At(Position::new(seq.clone()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn starts_at_trim_horizon_without_checkpoint_and_checkpoints_after_emit() {
+    let (source, seqs) = source_with(10);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 5),
+    );
+    let report = run_until(consumer, &emitter, 10).await;
+    assert!(matches!(report.outcome, ShardOutcome::Shutdown));
+    assert_eq!(strings(&emitter), expected(0..10));
+    assert_eq!(
+        source.iterator_requests(SHARD),
+        vec![StartPosition::TrimHorizon]
+    );
+    assert_eq!(store.get(&key()).await.unwrap(), Some(at(&seqs[9])));
+    assert_eq!(report.stats.batches_emitted, 2);
+    assert_eq!(report.stats.records_emitted, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resumes_after_the_stored_checkpoint() {
+    let (source, seqs) = source_with(10);
+    let store = MemoryCheckpointStore::new();
+    store.set(&key(), &at(&seqs[3])).await.unwrap();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 100),
+    );
+    run_until(consumer, &emitter, 6).await;
+    assert_eq!(
+        source.iterator_requests(SHARD),
+        vec![StartPosition::AfterSequence(seqs[3].clone())]
+    );
+    assert_eq!(strings(&emitter), expected(4..10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn initial_position_latest_and_at_timestamp_are_requested() {
+    for (initial, wanted) in [
+        (InitialPosition::Latest, StartPosition::Latest),
+        (
+            InitialPosition::AtTimestamp(SystemTime::UNIX_EPOCH),
+            StartPosition::AtTimestamp(SystemTime::UNIX_EPOCH),
+        ),
+    ] {
+        let (source, _) = source_with(3);
+        let store = MemoryCheckpointStore::new();
+        let emitter = RecordingEmitter::new();
+        let consumer = ShardConsumer::new(
+            env(
+                &source,
+                &store,
+                ShardConfig {
+                    initial_position: initial,
+                    ..config()
+                },
+            ),
+            shard_context(SHARD),
+            LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+            pipeline_to(Arc::new(emitter.clone()), 100),
+        );
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(consumer.run(cancel.clone()));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cancel.cancel();
+        task.await.unwrap();
+        assert_eq!(source.iterator_requests(SHARD), vec![wanted]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn partly_done_aggregated_record_resumes_at_sequence_and_skips_done_sub_records() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open(SHARD));
+    let sub = |i: u64| {
+        let mut record = kinesis_connectors_core::Record::new(format!("s{i}"), "pk", 100u64);
+        record.sub_sequence_number = Some(i);
+        record
+    };
+    source.append_records(SHARD, vec![sub(0), sub(1), sub(2), sub(3)]);
+    let store = MemoryCheckpointStore::new();
+    let done = Checkpoint::At(Position {
+        sequence: 100u64.into(),
+        sub_sequence: Some(1),
+    });
+    store.set(&key(), &done).await.unwrap();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 100),
+    );
+    run_until(consumer, &emitter, 2).await;
+    assert_eq!(
+        source.iterator_requests(SHARD),
+        vec![StartPosition::AtSequence(100u64.into())]
+    );
+    assert_eq!(strings(&emitter), vec!["s2".to_owned(), "s3".to_owned()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_than_five_calls_per_second_and_idle_delay_when_caught_up() {
+    let (source, _) = source_with(30);
+    source.set_page_size(1);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 1),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    emitter.wait_for_items(30, Duration::from_secs(600)).await;
+    // Caught up now: the next calls should come once per idle delay (1 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cancel.cancel();
+    task.await.unwrap();
+    let calls = source.get_records_calls(SHARD);
+    for pair in calls.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(200),
+            "GetRecords calls closer than 200 ms: {:?}",
+            pair[1] - pair[0]
+        );
+    }
+    let idle_calls: Vec<_> = calls.iter().skip(31).collect();
+    for pair in idle_calls.windows(2) {
+        assert!(*pair[1] - *pair[0] >= Duration::from_secs(1));
+    }
+    assert!(!idle_calls.is_empty(), "the idle shard is still polled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn age_threshold_flushes_while_the_shard_is_idle() {
+    let (source, seqs) = source_with(3);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
+        .buffer_limits(BufferLimits {
+            max_records: 1_000,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(10),
+        })
+        .build()
+        .unwrap();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline,
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(emitter.item_count(), 0, "flushed before the age limit");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        emitter.item_count(),
+        3,
+        "the age limit did not flush an idle shard"
+    );
+    assert_eq!(store.get(&key()).await.unwrap(), Some(at(&seqs[2])));
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn filtered_records_advance_the_checkpoint() {
+    let (source, seqs) = source_with(6);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
+        .filter(|s: &String| s != "r5" && s != "r4")
+        .buffer_limits(BufferLimits {
+            max_age: Duration::from_secs(2),
+            ..BufferLimits::default()
+        })
+        .build()
+        .unwrap();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline,
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cancel.cancel();
+    let report = task.await.unwrap();
+    assert_eq!(strings(&emitter), expected(0..4));
+    assert_eq!(report.stats.records_filtered, 2);
+    assert_eq!(store.get(&key()).await.unwrap(), Some(at(&seqs[5])));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_and_transient_errors_back_off_and_retry() {
+    let (source, _) = source_with(4);
+    source.inject(SHARD, Fault::Throttle);
+    source.inject(SHARD, Fault::Throttle);
+    source.inject(SHARD, Fault::Transient);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 4),
+    );
+    let report = run_until(consumer, &emitter, 4).await;
+    assert_eq!(strings(&emitter), expected(0..4));
+    assert!(matches!(report.outcome, ShardOutcome::Shutdown));
+    let calls = source.get_records_calls(SHARD);
+    assert!(calls.len() >= 4);
+    // Backoff grows: the gap after the second throttle exceeds the first delay.
+    assert!(calls[1] - calls[0] >= Duration::from_millis(200));
+    assert!(calls[3] - calls[0] >= Duration::from_millis(600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_iterator_resumes_after_the_last_record_read_not_the_checkpoint() {
+    let (source, seqs) = source_with(3);
+    source.set_page_size(3);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    // A large buffer: nothing is checkpointed when the iterator expires.
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 100),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    source.inject(SHARD, Fault::ExpiredIterator);
+    append(&source, 3, 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cancel.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        source.iterator_requests(SHARD),
+        vec![
+            StartPosition::TrimHorizon,
+            StartPosition::AfterSequence(seqs[2].clone())
+        ]
+    );
+    assert_eq!(strings(&emitter), expected(0..5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shard_end_flushes_checkpoints_shard_end_and_reports_children() {
+    let (source, _) = source_with(5);
+    let mut child = ShardInfo::open("shard-1");
+    child.parent_shard_id = Some(SHARD.into());
+    source.close_shard(SHARD, vec![child]);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 100),
+    );
+    let report = consumer.run(CancellationToken::new()).await;
+    match report.outcome {
+        ShardOutcome::ShardEnd { children } => assert_eq!(children, vec!["shard-1".to_owned()]),
+        other => panic!("expected shard end, got {other:?}"),
+    }
+    assert_eq!(strings(&emitter), expected(0..5));
+    assert_eq!(store.get(&key()).await.unwrap(), Some(Checkpoint::ShardEnd));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_records_are_skipped_and_counted_by_default() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open(SHARD));
+    source.append(
+        SHARD,
+        vec![
+            ("k".into(), Bytes::from_static(b"ok-1")),
+            ("k".into(), Bytes::from_static(&[0xff, 0xfe])),
+            ("k".into(), Bytes::from_static(b"ok-2")),
+        ],
+    );
+    source.close_shard(SHARD, vec![]);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 100),
+    );
+    let report = consumer.run(CancellationToken::new()).await;
+    assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
+    assert_eq!(
+        strings(&emitter),
+        vec!["ok-1".to_owned(), "ok-2".to_owned()]
+    );
+    assert_eq!(report.stats.records_failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_records_go_to_the_dead_letter_emitter_or_stop_the_shard() {
+    let make_source = || {
+        let source = ScriptedSource::new();
+        source.add_shard(ShardInfo::open(SHARD));
+        let seqs = source.append(
+            SHARD,
+            vec![
+                ("k".into(), Bytes::from_static(b"ok-1")),
+                ("bad-key".into(), Bytes::from_static(&[0xff])),
+                ("k".into(), Bytes::from_static(b"ok-2")),
+            ],
+        );
+        source.close_shard(SHARD, vec![]);
+        (source, seqs)
+    };
+
+    let (source, seqs) = make_source();
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let dead_letters = RecordingEmitter::<FailedRecord>::new();
+    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
+        .bad_records(BadRecordPolicy::DeadLetter(Arc::new(dead_letters.clone())))
+        .build()
+        .unwrap();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline,
+    );
+    let report = consumer.run(CancellationToken::new()).await;
+    assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
+    let dead = dead_letters.items();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(&dead[0].data[..], &[0xff]);
+    assert_eq!(dead[0].partition_key, "bad-key");
+    assert_eq!(dead[0].position, Position::new(seqs[1].clone()));
+    assert!(dead[0].error.contains("UTF-8"), "{}", dead[0].error);
+    assert_eq!(emitter.item_count(), 2);
+
+    let (source, seqs) = make_source();
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
+        .bad_records(BadRecordPolicy::Stop)
+        .build()
+        .unwrap();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline,
+    );
+    let report = consumer.run(CancellationToken::new()).await;
+    match report.outcome {
+        ShardOutcome::Failed(error) => {
+            let text = error.to_string();
+            assert!(text.contains(seqs[1].as_str()), "{text}");
+            assert!(text.contains(SHARD), "{text}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    // Nothing past the good record before the bad one may be checkpointed.
+    let stored = store.get(&key()).await.unwrap();
+    assert!(stored.is_none_or(|cp| cp < at(&seqs[1])), "{stored:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_emit_failures_are_retried() {
+    let (source, seqs) = source_with(3);
+    source.close_shard(SHARD, vec![]);
+    let store = MemoryCheckpointStore::new();
+    let recording = RecordingEmitter::new();
+    let failing = Arc::new(FailingEmitter::fail_times(recording.clone(), 2, true));
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(failing.clone(), 100),
+    );
+    let report = consumer.run(CancellationToken::new()).await;
+    assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
+    assert_eq!(failing.calls(), 3);
+    assert_eq!(strings(&recording), expected(0..3));
+    let _ = seqs;
+    assert_eq!(store.get(&key()).await.unwrap(), Some(Checkpoint::ShardEnd));
+}
+
+#[tokio::test(start_paused = true)]
+async fn emit_failures_past_the_limit_stop_the_shard_naming_the_range() {
+    let (source, mut seqs) = source_with(3);
+    let store = MemoryCheckpointStore::new();
+    let recording = RecordingEmitter::new();
+    // The first batch goes through; the second fails forever.
+    let consumer_ok = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(recording.clone()), 3),
+    );
+    run_until(consumer_ok, &recording, 3).await;
+    assert_eq!(store.get(&key()).await.unwrap(), Some(at(&seqs[2])));
+    seqs.extend(append(&source, 3, 3));
+
+    let failing = Arc::new(FailingEmitter::fail_forever(recording.clone(), true));
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(failing.clone(), 3),
+    );
+    let report = consumer.run(CancellationToken::new()).await;
+    match &report.outcome {
+        ShardOutcome::Failed(Error::BatchFailed {
+            first,
+            last,
+            attempts,
+            ..
+        }) => {
+            assert_eq!(first, seqs[3].as_str());
+            assert_eq!(last, seqs[5].as_str());
+            assert_eq!(*attempts, fast_retry().max_attempts);
+        }
+        other => panic!("expected BatchFailed, got {other:?}"),
+    }
+    assert_eq!(failing.calls() as u32, fast_retry().max_attempts);
+    assert_eq!(store.get(&key()).await.unwrap(), Some(at(&seqs[2])));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_emit_error_stops_at_once() {
+    let (source, _) = source_with(2);
+    source.close_shard(SHARD, vec![]);
+    let store = MemoryCheckpointStore::new();
+    let failing = Arc::new(FailingEmitter::fail_forever(RecordingEmitter::new(), false));
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(failing.clone(), 100),
+    );
+    let report = consumer.run(CancellationToken::new()).await;
+    assert!(matches!(
+        report.outcome,
+        ShardOutcome::Failed(Error::BatchFailed { attempts: 1, .. })
+    ));
+    assert_eq!(failing.calls(), 1);
+    assert_eq!(store.get(&key()).await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reading_overlaps_emitting_with_at_most_one_page_read_ahead() {
+    let (source, _) = source_with(20);
+    source.set_page_size(1);
+    let store = MemoryCheckpointStore::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let emitter = GatedEmitter {
+        gate: Arc::clone(&gate),
+        inner: RecordingEmitter::new(),
+    };
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        Pipeline::builder(BytesTransformer, Arc::new(emitter.clone()))
+            .buffer_limits(BufferLimits {
+                max_records: 1,
+                ..BufferLimits::default()
+            })
+            .build()
+            .unwrap(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    // The first batch blocks in the emitter; the reader may fetch one page
+    // ahead (into the channel) and no more.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let calls = source.get_records_calls(SHARD).len();
+    assert_eq!(
+        calls, 2,
+        "expected the page being emitted plus one read ahead"
+    );
+    gate.add_permits(100);
+    emitter
+        .inner
+        .wait_for_items(20, Duration::from_secs(60))
+        .await;
+    cancel.cancel();
+    task.await.unwrap();
+    assert_eq!(emitter.inner.item_count(), 20);
+}
+
+#[derive(Clone)]
+struct GatedEmitter {
+    gate: Arc<tokio::sync::Semaphore>,
+    inner: RecordingEmitter<Bytes>,
+}
+
+#[kinesis_connectors_core::async_trait]
+impl kinesis_connectors_core::Emitter<Bytes> for GatedEmitter {
+    async fn emit(
+        &self,
+        batch: &kinesis_connectors_core::Batch<Bytes>,
+    ) -> kinesis_connectors_core::Result<kinesis_connectors_core::EmitOutcome> {
+        let permit = self.gate.acquire().await;
+        drop(permit);
+        self.inner.emit(batch).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_flushes_and_checkpoints_what_was_read() {
+    let (source, seqs) = source_with(7);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 1_000),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(emitter.item_count(), 0);
+    cancel.cancel();
+    let report = task.await.unwrap();
+    assert!(matches!(report.outcome, ShardOutcome::Shutdown));
+    assert_eq!(strings(&emitter), expected(0..7));
+    assert_eq!(store.get(&key()).await.unwrap(), Some(at(&seqs[6])));
+    assert!(emitter.shutdown_called(), "the emitter was not shut down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_stops_the_shard_without_writing() {
+    let (source, _) = source_with(5);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let lease = LeaseHandle::new(Lease::unfenced(SHARD, "w"));
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        lease.clone(),
+        pipeline_to(Arc::new(emitter.clone()), 1_000),
+    );
+    let task = tokio::spawn(consumer.run(CancellationToken::new()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lease.mark_lost();
+    let report = task.await.unwrap();
+    assert!(matches!(report.outcome, ShardOutcome::LeaseLost));
+    assert_eq!(emitter.item_count(), 0);
+    assert_eq!(store.get(&key()).await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fatal_source_error_stops_the_shard_after_delivering_what_was_read() {
+    let (source, seqs) = source_with(2);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 1_000),
+    );
+    let task = tokio::spawn(consumer.run(CancellationToken::new()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    source.inject(SHARD, Fault::Fatal);
+    let report = task.await.unwrap();
+    assert!(matches!(
+        report.outcome,
+        ShardOutcome::Failed(Error::Source { .. })
+    ));
+    assert_eq!(emitter.item_count(), 2);
+    assert_eq!(store.get(&key()).await.unwrap(), Some(at(&seqs[1])));
+}
+
+#[test]
+fn invalid_shard_config_is_rejected() {
+    let too_fast = ShardConfig {
+        idle_delay: Duration::from_millis(50),
+        ..ShardConfig::default()
+    };
+    assert!(matches!(too_fast.validate(), Err(Error::Config(_))));
+    let too_many = ShardConfig {
+        max_records_per_call: 20_000,
+        ..ShardConfig::default()
+    };
+    assert!(too_many.validate().is_err());
+}

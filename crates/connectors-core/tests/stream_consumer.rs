@@ -1,0 +1,329 @@
+//! The stream consumer: discovery, resharding order, assignment, shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_connectors_core::{
+    CancellationToken, Checkpoint, CheckpointStore, Error, Lease, MemoryCheckpointStore, Pipeline,
+    Result, ShardAssigner, ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome,
+    StreamConsumer, StreamReport, Utf8Transformer, async_trait,
+};
+use kinesis_connectors_testkit::{RecordingEmitter, ScriptedSource};
+
+const STREAM: &str = "test-stream";
+
+fn key(shard: &str) -> ShardKey {
+    ShardKey::new("test-app", STREAM, shard)
+}
+
+fn put(source: &ScriptedSource, shard: &str, prefix: &str, n: usize) {
+    source.append(
+        shard,
+        (0..n)
+            .map(|i| (format!("pk-{i}"), Bytes::from(format!("{prefix}-{i}"))))
+            .collect(),
+    );
+}
+
+fn consumer(
+    source: &ScriptedSource,
+    store: &MemoryCheckpointStore,
+    emitter: &RecordingEmitter<String>,
+) -> kinesis_connectors_core::StreamConsumerBuilder<Utf8Transformer> {
+    let emitter = emitter.clone();
+    StreamConsumer::builder(
+        "test-app",
+        STREAM,
+        Arc::new(source.clone()),
+        Arc::new(store.clone()),
+        move |_: &ShardContext| {
+            Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
+                .buffer_limits(kinesis_connectors_core::BufferLimits {
+                    max_records: 10,
+                    max_age: Duration::from_secs(2),
+                    ..Default::default()
+                })
+                .build()
+        },
+    )
+}
+
+async fn run_until_items(
+    consumer: StreamConsumer<Utf8Transformer>,
+    emitter: &RecordingEmitter<String>,
+    items: usize,
+) -> StreamReport {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    assert!(
+        emitter
+            .wait_for_items(items, Duration::from_secs(3_600))
+            .await,
+        "only {} of {items} items arrived",
+        emitter.item_count()
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_shard_is_consumed_in_order() {
+    let source = ScriptedSource::new();
+    for shard in ["s0", "s1", "s2", "s3"] {
+        source.add_shard(ShardInfo::open(shard));
+        put(&source, shard, shard, 25);
+    }
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let report = run_until_items(
+        consumer(&source, &store, &emitter).build().unwrap(),
+        &emitter,
+        100,
+    )
+    .await;
+    assert_eq!(report.shards.len(), 4);
+    assert!(
+        report
+            .shards
+            .iter()
+            .all(|r| matches!(r.outcome, ShardOutcome::Shutdown))
+    );
+    let mut per_shard: HashMap<String, Vec<String>> = HashMap::new();
+    for item in emitter.items() {
+        let (shard, _) = item.split_once('-').unwrap();
+        per_shard
+            .entry(shard.to_owned())
+            .or_default()
+            .push(item.clone());
+    }
+    for shard in ["s0", "s1", "s2", "s3"] {
+        let expected: Vec<String> = (0..25).map(|i| format!("{shard}-{i}")).collect();
+        assert_eq!(
+            per_shard[shard], expected,
+            "shard {shard} out of order or incomplete"
+        );
+        assert!(matches!(
+            store.get(&key(shard)).await.unwrap(),
+            Some(Checkpoint::At(_))
+        ));
+    }
+    assert_eq!(report.records_emitted(), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn children_start_only_after_their_parents_reached_shard_end() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open("parent-a"));
+    source.add_shard(ShardInfo::open("parent-b"));
+    put(&source, "parent-a", "a", 30);
+    put(&source, "parent-b", "b", 30);
+    // A merge: one child, two parents.
+    let mut child = ShardInfo::open("child");
+    child.parent_shard_id = Some("parent-a".into());
+    child.adjacent_parent_shard_id = Some("parent-b".into());
+    source.close_shard("parent-a", vec![child.clone()]);
+    source.close_shard("parent-b", vec![]);
+    put(&source, "child", "c", 30);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let report = run_until_items(
+        consumer(&source, &store, &emitter).build().unwrap(),
+        &emitter,
+        90,
+    )
+    .await;
+    let items = emitter.items();
+    let first_child = items.iter().position(|i| i.starts_with("c-")).unwrap();
+    let last_parent = items.iter().rposition(|i| !i.starts_with("c-")).unwrap();
+    assert!(
+        last_parent < first_child,
+        "a child record was emitted before its parents finished"
+    );
+    assert_eq!(
+        store.get(&key("parent-a")).await.unwrap(),
+        Some(Checkpoint::ShardEnd)
+    );
+    assert_eq!(
+        store.get(&key("parent-b")).await.unwrap(),
+        Some(Checkpoint::ShardEnd)
+    );
+    let ended: Vec<_> = report
+        .shards
+        .iter()
+        .filter(|r| matches!(r.outcome, ShardOutcome::ShardEnd { .. }))
+        .map(|r| r.shard_id.clone())
+        .collect();
+    assert_eq!(ended.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_the_parent_check_uses_the_checkpoint_store() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open("parent"));
+    put(&source, "parent", "p", 5);
+    let mut child = ShardInfo::open("child");
+    child.parent_shard_id = Some("parent".into());
+    source.close_shard("parent", vec![child]);
+    put(&source, "child", "c", 5);
+    let store = MemoryCheckpointStore::new();
+    // An earlier run finished the parent.
+    store
+        .set(&key("parent"), &Checkpoint::ShardEnd)
+        .await
+        .unwrap();
+    let emitter = RecordingEmitter::new();
+    run_until_items(
+        consumer(&source, &store, &emitter).build().unwrap(),
+        &emitter,
+        5,
+    )
+    .await;
+    let expected: Vec<String> = (0..5).map(|i| format!("c-{i}")).collect();
+    assert_eq!(
+        emitter.items(),
+        expected,
+        "the finished parent was read again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn periodic_discovery_picks_up_new_shards() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open("s0"));
+    put(&source, "s0", "s0", 3);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let consumer = consumer(&source, &store, &emitter)
+        .discovery_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    assert!(emitter.wait_for_items(3, Duration::from_secs(20)).await);
+    source.add_shard(ShardInfo::open("s1"));
+    put(&source, "s1", "s1", 3);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        emitter.item_count(),
+        3,
+        "a new shard was read before the next discovery"
+    );
+    assert!(emitter.wait_for_items(6, Duration::from_secs(60)).await);
+    cancel.cancel();
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.shards.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_shard_does_not_stop_the_others() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open("good"));
+    source.add_shard(ShardInfo::open("bad"));
+    put(&source, "good", "good", 5);
+    source.inject("bad", kinesis_connectors_testkit::Fault::Fatal);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let report = run_until_items(
+        consumer(&source, &store, &emitter).build().unwrap(),
+        &emitter,
+        5,
+    )
+    .await;
+    let failures: Vec<_> = report
+        .failures()
+        .map(|(shard, _)| shard.to_owned())
+        .collect();
+    assert_eq!(failures, vec!["bad".to_owned()]);
+}
+
+/// Takes every shard, but reports each lease lost at the first renewal.
+struct LosingAssigner {
+    renewals: Mutex<u32>,
+}
+
+#[async_trait]
+impl ShardAssigner for LosingAssigner {
+    fn worker_id(&self) -> &str {
+        "loser"
+    }
+    async fn acquire(&self, _: &str, shards: &[ShardInfo], held: &[Lease]) -> Result<Vec<Lease>> {
+        Ok(shards
+            .iter()
+            .filter(|s| held.iter().all(|l| l.shard_id != s.shard_id))
+            .map(|s| Lease::unfenced(s.shard_id.clone(), "loser"))
+            .collect())
+    }
+    async fn renew(&self, lease: &Lease) -> Result<Lease> {
+        *self.renewals.lock().unwrap() += 1;
+        Err(Error::LeaseLost {
+            shard_id: lease.shard_id.clone(),
+            owner: Some("thief".into()),
+        })
+    }
+    async fn release(&self, _: &Lease) -> Result<()> {
+        Ok(())
+    }
+    fn renew_interval(&self) -> Option<Duration> {
+        Some(Duration::from_secs(5))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_stops_its_shard_without_a_checkpoint() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open("s0"));
+    put(&source, "s0", "s0", 3);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let assigner = Arc::new(LosingAssigner {
+        renewals: Mutex::new(0),
+    });
+    // Buffer age (2 s) would flush before the renewal (5 s); make it longer.
+    let emitter_for_factory = emitter.clone();
+    let consumer = StreamConsumer::builder(
+        "test-app",
+        STREAM,
+        Arc::new(source.clone()),
+        Arc::new(store.clone()),
+        move |_: &ShardContext| {
+            Pipeline::builder(Utf8Transformer, Arc::new(emitter_for_factory.clone()))
+                .buffer_limits(kinesis_connectors_core::BufferLimits {
+                    max_age: Duration::from_secs(60),
+                    ..Default::default()
+                })
+                .build()
+        },
+    )
+    .assigner(assigner.clone())
+    .build()
+    .unwrap();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cancel.cancel();
+    let report = task.await.unwrap().unwrap();
+    assert!(*assigner.renewals.lock().unwrap() >= 1);
+    assert!(matches!(report.shards[0].outcome, ShardOutcome::LeaseLost));
+    assert_eq!(emitter.item_count(), 0);
+    assert_eq!(store.get(&key("s0")).await.unwrap(), None);
+}
+
+#[test]
+fn bad_consumer_configuration_is_rejected() {
+    let source = ScriptedSource::new();
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let too_often = consumer(&source, &store, &emitter)
+        .discovery_interval(Duration::from_millis(10))
+        .build();
+    assert!(matches!(too_often, Err(Error::Config(_))));
+    let bad_shard_config = consumer(&source, &store, &emitter)
+        .shard_config(ShardConfig {
+            max_records_per_call: 0,
+            ..ShardConfig::default()
+        })
+        .build();
+    assert!(matches!(bad_shard_config, Err(Error::Config(_))));
+}
