@@ -1,1 +1,12 @@
-//! testkit
+#![doc = include_str!("../README.md")]
+
+mod conformance;
+mod emitters;
+mod fixtures;
+mod source;
+
+pub use conformance::{EmitterConformance, checkpoint_store_conformance, emitter_conformance};
+pub use emitters::{FailingEmitter, RecordedBatch, RecordingEmitter, RejectingEmitter};
+pub use fixtures::{TEST_APPLICATION, TEST_STREAM, batch, records, shard_context};
+pub use futures::future::BoxFuture;
+pub use source::{Fault, ScriptedSource};
