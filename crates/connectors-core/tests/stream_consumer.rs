@@ -119,21 +119,31 @@ async fn children_start_only_after_their_parents_reached_shard_end() {
     source.add_shard(ShardInfo::open("parent-b"));
     put(&source, "parent-a", "a", 30);
     put(&source, "parent-b", "b", 30);
-    // A merge: one child, two parents.
+    // A merge: one child, two parents; parent-b closes only later.
     let mut child = ShardInfo::open("child");
     child.parent_shard_id = Some("parent-a".into());
     child.adjacent_parent_shard_id = Some("parent-b".into());
     source.close_shard("parent-a", vec![child.clone()]);
-    source.close_shard("parent-b", vec![]);
     put(&source, "child", "c", 30);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
-    let report = run_until_items(
-        consumer(&source, &store, &emitter).build().unwrap(),
-        &emitter,
-        90,
-    )
-    .await;
+    let consumer = consumer(&source, &store, &emitter).build().unwrap();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    assert!(emitter.wait_for_items(60, Duration::from_secs(60)).await);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        store.get(&key("parent-a")).await.unwrap(),
+        Some(Checkpoint::ShardEnd)
+    );
+    assert!(
+        source.iterator_requests("child").is_empty(),
+        "the child started while parent-b was still open"
+    );
+    source.close_shard("parent-b", vec![]);
+    assert!(emitter.wait_for_items(90, Duration::from_secs(120)).await);
+    cancel.cancel();
+    let report = task.await.unwrap().unwrap();
     let items = emitter.items();
     let first_child = items.iter().position(|i| i.starts_with("c-")).unwrap();
     let last_parent = items.iter().rposition(|i| !i.starts_with("c-")).unwrap();
@@ -142,20 +152,15 @@ async fn children_start_only_after_their_parents_reached_shard_end() {
         "a child record was emitted before its parents finished"
     );
     assert_eq!(
-        store.get(&key("parent-a")).await.unwrap(),
-        Some(Checkpoint::ShardEnd)
-    );
-    assert_eq!(
         store.get(&key("parent-b")).await.unwrap(),
         Some(Checkpoint::ShardEnd)
     );
-    let ended: Vec<_> = report
+    let ended = report
         .shards
         .iter()
         .filter(|r| matches!(r.outcome, ShardOutcome::ShardEnd { .. }))
-        .map(|r| r.shard_id.clone())
-        .collect();
-    assert_eq!(ended.len(), 2);
+        .count();
+    assert_eq!(ended, 2);
 }
 
 #[tokio::test(start_paused = true)]
