@@ -92,7 +92,8 @@ impl StackEnv {
             ("PostgreSQL", &self.database_url),
         ];
         for (service, url) in targets {
-            let (host, port) = host_port(url).with_context(|| format!("{service}: bad URL `{url}`"))?;
+            let (host, port) =
+                host_port(url).with_context(|| format!("{service}: bad URL `{url}`"))?;
             let addrs: Vec<SocketAddr> = (host.as_str(), port)
                 .to_socket_addrs()
                 .with_context(|| format!("{service}: cannot resolve {host}"))?
@@ -127,7 +128,10 @@ pub fn host_port(url: &str) -> Result<(String, u16)> {
         (h, port)
     } else {
         match host_port.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p.parse().with_context(|| format!("bad port `{p}`"))?)),
+            Some((h, p)) => (
+                h,
+                Some(p.parse().with_context(|| format!("bad port `{p}`"))?),
+            ),
             None => (host_port, None),
         }
     };
@@ -170,7 +174,13 @@ pub async fn sdk_config() -> SdkConfig {
     let secret_key = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".to_owned());
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(env.region.clone()))
-        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "local-stack"))
+        .credentials_provider(Credentials::new(
+            access_key,
+            secret_key,
+            None,
+            None,
+            "local-stack",
+        ))
         .load()
         .await
 }
@@ -252,7 +262,11 @@ pub fn unique_name(prefix: &str) -> String {
         .chars()
         .map(|c| {
             let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' }
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
         })
         .collect();
     clean = clean.trim_matches('-').to_owned();
@@ -281,7 +295,11 @@ fn base36(mut n: u64) -> String {
 
 /// Creates a stream with `shard_count` shards and waits (at most 60 s) until it
 /// is `ACTIVE`.
-pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shard_count: i32) -> Result<()> {
+pub async fn create_stream(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+    shard_count: i32,
+) -> Result<()> {
     client
         .create_stream()
         .stream_name(name)
@@ -316,9 +334,18 @@ mod tests {
 
     #[test]
     fn parses_host_and_port() -> Result<()> {
-        assert_eq!(host_port("http://127.0.0.1:4566")?, ("127.0.0.1".to_owned(), 4566));
-        assert_eq!(host_port("redis://127.0.0.1:7/0")?, ("127.0.0.1".to_owned(), 7));
-        assert_eq!(host_port("postgres://postgres@localhost:55/db")?, ("localhost".to_owned(), 55));
+        assert_eq!(
+            host_port("http://127.0.0.1:4566")?,
+            ("127.0.0.1".to_owned(), 4566)
+        );
+        assert_eq!(
+            host_port("redis://127.0.0.1:7/0")?,
+            ("127.0.0.1".to_owned(), 7)
+        );
+        assert_eq!(
+            host_port("postgres://postgres@localhost:55/db")?,
+            ("localhost".to_owned(), 55)
+        );
         assert_eq!(host_port("postgres://u:p@h/db")?, ("h".to_owned(), 5432));
         assert_eq!(host_port("http://[::1]:9")?, ("::1".to_owned(), 9));
         assert!(host_port("nope").is_err());
@@ -333,7 +360,8 @@ mod tests {
         for name in [&a, &b, &unique_name(""), &unique_name(&"x".repeat(200))] {
             assert!(name.len() >= 3 && name.len() <= 63, "{name}");
             assert!(
-                name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
                 "{name}"
             );
             assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
@@ -351,6 +379,8 @@ mod tests {
             "DATABASE_URL" => Some("postgres://postgres@127.0.0.1:3/db".to_owned()),
             _ => None,
         });
-        assert!(full.is_ok_and(|env| env.s3_endpoint == "http://127.0.0.1:1" && env.region == DEFAULT_REGION));
+        assert!(full.is_ok_and(
+            |env| env.s3_endpoint == "http://127.0.0.1:1" && env.region == DEFAULT_REGION
+        ));
     }
 }

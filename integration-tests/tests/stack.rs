@@ -6,13 +6,15 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, ensure};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus,
 };
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_s3::primitives::ByteStream;
 use integration_tests::{
-    create_stream, database_url, dynamodb_client, kinesis_client, redis_url, s3_client, stack, unique_name,
+    create_stream, database_url, dynamodb_client, kinesis_client, redis_url, s3_client, stack,
+    unique_name,
 };
 use redis::AsyncTypedCommands;
 use sqlx::postgres::PgPoolOptions;
@@ -37,8 +39,17 @@ async fn kinesis_two_shards_put_and_read_back() -> Result<()> {
         sent.insert(data);
     }
 
-    let shards = client.list_shards().stream_name(&stream).send().await.context("ListShards")?;
-    ensure!(shards.shards().len() == 2, "expected 2 shards, got {}", shards.shards().len());
+    let shards = client
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .context("ListShards")?;
+    ensure!(
+        shards.shards().len() == 2,
+        "expected 2 shards, got {}",
+        shards.shards().len()
+    );
 
     let mut received = BTreeSet::new();
     let mut shards_with_records = 0;
@@ -57,7 +68,12 @@ async fn kinesis_two_shards_put_and_read_back() -> Result<()> {
         // Read until an empty page: the records are all written already.
         for _ in 0..20 {
             let Some(it) = iterator.take() else { break };
-            let page = client.get_records().shard_iterator(it).send().await.context("GetRecords")?;
+            let page = client
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .context("GetRecords")?;
             for record in page.records() {
                 received.insert(String::from_utf8(record.data().as_ref().to_vec())?);
                 from_this_shard += 1;
@@ -72,9 +88,17 @@ async fn kinesis_two_shards_put_and_read_back() -> Result<()> {
         }
     }
     ensure!(received == sent, "read back {received:?}, sent {sent:?}");
-    ensure!(shards_with_records == 2, "20 keys should land on both shards");
+    ensure!(
+        shards_with_records == 2,
+        "20 keys should land on both shards"
+    );
 
-    client.delete_stream().stream_name(&stream).send().await.context("DeleteStream")?;
+    client
+        .delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await
+        .context("DeleteStream")?;
     Ok(())
 }
 
@@ -82,7 +106,12 @@ async fn kinesis_two_shards_put_and_read_back() -> Result<()> {
 async fn s3_put_and_get_object() -> Result<()> {
     let client = s3_client().await;
     let bucket = unique_name("it-bucket");
-    client.create_bucket().bucket(&bucket).send().await.context("CreateBucket")?;
+    client
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .context("CreateBucket")?;
     let body = b"hello from the integration tests".to_vec();
     client
         .put_object()
@@ -99,8 +128,16 @@ async fn s3_put_and_get_object() -> Result<()> {
         .send()
         .await
         .context("GetObject")?;
-    let bytes = got.body.collect().await.context("reading the object")?.into_bytes();
-    ensure!(bytes.as_ref() == body.as_slice(), "object content differs: {bytes:?}");
+    let bytes = got
+        .body
+        .collect()
+        .await
+        .context("reading the object")?
+        .into_bytes();
+    ensure!(
+        bytes.as_ref() == body.as_slice(),
+        "object content differs: {bytes:?}"
+    );
     Ok(())
 }
 
@@ -117,13 +154,23 @@ async fn dynamodb_write_and_read_item() -> Result<()> {
                 .attribute_type(ScalarAttributeType::S)
                 .build()?,
         )
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build()?)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
         .context("CreateTable")?;
     for _ in 0..100 {
-        let described = client.describe_table().table_name(&table).send().await.context("DescribeTable")?;
+        let described = client
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .context("DescribeTable")?;
         if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
             break;
         }
@@ -133,7 +180,12 @@ async fn dynamodb_write_and_read_item() -> Result<()> {
         .put_item()
         .table_name(&table)
         .item("pk", AttributeValue::S("shard-0001".to_owned()))
-        .item("sequence", AttributeValue::S("49590338271490256608559692538361571095921575989136588898".to_owned()))
+        .item(
+            "sequence",
+            AttributeValue::S(
+                "49590338271490256608559692538361571095921575989136588898".to_owned(),
+            ),
+        )
         .send()
         .await
         .context("PutItem")?;
@@ -147,7 +199,9 @@ async fn dynamodb_write_and_read_item() -> Result<()> {
         .context("GetItem")?;
     let item = got.item().context("the item was not found")?;
     ensure!(
-        item.get("sequence").and_then(|v| v.as_s().ok()).map(String::as_str)
+        item.get("sequence")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
             == Some("49590338271490256608559692538361571095921575989136588898"),
         "unexpected item {item:?}"
     );
@@ -162,27 +216,34 @@ async fn postgres_runs_sql() -> Result<()> {
         .await
         .context("connecting to PostgreSQL")?;
     let table = unique_name("it_sql").replace('-', "_");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, body TEXT NOT NULL)")))
-        .execute(&pool)
-        .await
-        .context("CREATE TABLE")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, body TEXT NOT NULL)"
+    )))
+    .execute(&pool)
+    .await
+    .context("CREATE TABLE")?;
     let mut tx = pool.begin().await?;
     for id in 1..=3_i64 {
-        sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} (id, body) VALUES ($1, $2)")))
-            .bind(id)
-            .bind(format!("row {id}"))
-            .execute(&mut *tx)
-            .await
-            .context("INSERT")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (id, body) VALUES ($1, $2)"
+        )))
+        .bind(id)
+        .bind(format!("row {id}"))
+        .execute(&mut *tx)
+        .await
+        .context("INSERT")?;
     }
     tx.commit().await?;
-    let (count, last): (i64, String) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*), max(body) FROM {table}")))
-            .fetch_one(&pool)
-            .await
-            .context("SELECT")?;
+    let (count, last): (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), max(body) FROM {table}"
+    )))
+    .fetch_one(&pool)
+    .await
+    .context("SELECT")?;
     ensure!(count == 3 && last == "row 3", "got ({count}, {last})");
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}"))).execute(&pool).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&pool)
+        .await?;
     pool.close().await;
     Ok(())
 }
@@ -197,7 +258,10 @@ async fn redis_set_and_get() -> Result<()> {
     let key = unique_name("it-key");
     con.set(&key, "checkpoint-42").await.context("SET")?;
     let value = con.get(&key).await.context("GET")?;
-    ensure!(value.as_deref() == Some("checkpoint-42"), "GET returned {value:?}");
+    ensure!(
+        value.as_deref() == Some("checkpoint-42"),
+        "GET returned {value:?}"
+    );
     con.del(&key).await.context("DEL")?;
     Ok(())
 }

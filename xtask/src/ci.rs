@@ -43,7 +43,7 @@ fn cargo_step(args: &[&str], envs: &[(&str, &str)]) -> Outcome {
     say(format!("$ {}", util::show(&cmd)));
     match util::run_status(&mut cmd) {
         Ok(s) if s.success() => Outcome::Pass,
-        Ok(s) => Outcome::Fail(format!("exit {s}")),
+        Ok(s) => Outcome::Fail(s.to_string()),
         Err(e) => Outcome::Fail(format!("{e:#}")),
     }
 }
@@ -127,7 +127,7 @@ fn deny_step() -> Outcome {
     say(format!("$ {}", util::show(&cmd)));
     match util::run_status(&mut cmd) {
         Ok(s) if s.success() => Outcome::Pass,
-        Ok(s) => Outcome::Fail(format!("exit {s}")),
+        Ok(s) => Outcome::Fail(s.to_string()),
         Err(e) => Outcome::Fail(format!("{e:#}")),
     }
 }
