@@ -22,6 +22,8 @@ pub trait Transformer: Send + Sync + 'static {
     fn to_item(&self, record: &Record) -> Result<Self::Item>;
 
     /// Appends the encoding of `item` to `out` (without a separator).
+    // Named as the pair of `to_item`, after the seed libraries' transformers.
+    #[allow(clippy::wrong_self_convention)]
     fn from_item(&self, item: &Self::Item, out: &mut Vec<u8>) -> Result<()>;
 }
 

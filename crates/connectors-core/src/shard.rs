@@ -339,10 +339,12 @@ impl<T: Transformer> Processor<T> {
 
         let outcome = self.process(pages_rx, &cancel).await;
         reader_task.abort();
-        if matches!(outcome, ShardOutcome::Shutdown | ShardOutcome::ShardEnd { .. }) {
-            if let Err(error) = self.pipeline.emitter.shutdown().await {
-                warn!(%error, "emitter shutdown failed");
-            }
+        if matches!(
+            outcome,
+            ShardOutcome::Shutdown | ShardOutcome::ShardEnd { .. }
+        ) && let Err(error) = self.pipeline.emitter.shutdown().await
+        {
+            warn!(%error, "emitter shutdown failed");
         }
         match &outcome {
             ShardOutcome::ShardEnd { children } => info!(?children, "shard finished"),
@@ -411,10 +413,10 @@ impl<T: Transformer> Processor<T> {
     }
 
     async fn handle_record(&mut self, record: &Record) -> Result<(), Stop> {
-        if let Some(Checkpoint::At(done)) = &self.checkpointed {
-            if record.position() <= *done {
-                return Ok(());
-            }
+        if let Some(Checkpoint::At(done)) = &self.checkpointed
+            && record.position() <= *done
+        {
+            return Ok(());
         }
         self.stats.records_read += 1;
         self.metrics.records_read.increment(1);

@@ -183,7 +183,12 @@ mod tests {
         assert_eq!(BytesTransformer.to_item(&record).unwrap(), record.data);
         assert_eq!(RecordTransformer.to_item(&record).unwrap(), record);
         let mut out = Vec::new();
-        encode_lines(&BytesTransformer, &[record.data.clone()], &mut out).unwrap();
+        encode_lines(
+            &BytesTransformer,
+            std::slice::from_ref(&record.data),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, b"payload\n");
     }
 }

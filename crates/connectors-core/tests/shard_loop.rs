@@ -1,6 +1,9 @@
 //! The shard consumer's rules, one test each, on the testkit's scripted
 //! source with paused tokio time (deterministic, no network).
 
+// Test code: helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

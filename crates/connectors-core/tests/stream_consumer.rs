@@ -1,5 +1,8 @@
 //! The stream consumer: discovery, resharding order, assignment, shutdown.
 
+// Test code: helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
