@@ -77,7 +77,7 @@ impl ShardConfig {
 /// The lease a shard runs under, shared with the task that renews it.
 ///
 /// The renewal task stores each renewed lease here (the checkpoint fence
-/// uses the newest counter) and cancels [`lost`](Self::lost) when the lease
+/// uses the newest counter) and calls [`mark_lost`](Self::mark_lost) when the lease
 /// is gone, which stops the shard at once without writing anything.
 #[derive(Debug, Clone)]
 pub struct LeaseHandle {
