@@ -1,0 +1,1 @@
+//! Redis checkpoint store and shard leases for kinesis-connectors.

@@ -1,0 +1,1 @@
+//! DynamoDB emitter for kinesis-connectors: BatchWriteItem with retries of unprocessed items.

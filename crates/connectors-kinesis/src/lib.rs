@@ -1,0 +1,1 @@
+//! Kinesis emitter for kinesis-connectors: forward records to another stream with PutRecords.
