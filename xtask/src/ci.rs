@@ -53,9 +53,25 @@ fn result_step(r: Result<()>) -> Outcome {
         Ok(()) => Outcome::Pass,
         Err(e) => {
             eprintln!("xtask: error: {e:#}");
-            let first = format!("{e}");
-            Outcome::Fail(first.lines().next().unwrap_or_default().to_owned())
+            Outcome::Fail(short_reason(&format!("{e}")))
         }
+    }
+}
+
+/// The first two lines of an error message, on one line and at most 160 characters.
+fn short_reason(message: &str) -> String {
+    let joined = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if joined.chars().count() > 160 {
+        let cut: String = joined.chars().take(157).collect();
+        format!("{cut}...")
+    } else {
+        joined
     }
 }
 
@@ -272,4 +288,19 @@ pub(crate) fn run() -> Result<()> {
         bail!("{failed} ci step(s) failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_reasons_keep_the_first_problem() {
+        let msg = "tidy found 2 problem(s):\n  - a: no README.md\n  - b: no lints";
+        assert_eq!(
+            short_reason(msg),
+            "tidy found 2 problem(s): - a: no README.md"
+        );
+        assert_eq!(short_reason(&"x".repeat(300)).chars().count(), 160);
+    }
 }
