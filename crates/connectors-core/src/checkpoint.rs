@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseStore, StoredLease};
 use crate::record::Position;
 
 /// Identifies one shard's checkpoint: the application that consumes it, the
@@ -148,8 +148,9 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
     }
 }
 
-/// A checkpoint store in process memory: for tests and for pipelines that
-/// may start over after a restart.
+/// A checkpoint and lease store in process memory: for tests, for
+/// pipelines that may start over after a restart, and for several workers
+/// inside one process (clones share the same state).
 ///
 /// ```
 /// use kinesis_connectors_core::{Checkpoint, CheckpointStore, MemoryCheckpointStore, Position, ShardKey};
@@ -164,7 +165,47 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct MemoryCheckpointStore {
-    checkpoints: Arc<Mutex<HashMap<ShardKey, Checkpoint>>>,
+    state: Arc<Mutex<MemoryState>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    checkpoints: HashMap<ShardKey, Checkpoint>,
+    leases: HashMap<ShardKey, MemoryLease>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct MemoryLease {
+    owner: Option<String>,
+    counter: u64,
+    parents: Vec<String>,
+}
+
+impl MemoryState {
+    fn set(&mut self, key: &ShardKey, checkpoint: &Checkpoint) {
+        match self.checkpoints.get(key) {
+            Some(stored) if stored >= checkpoint => {}
+            _ => {
+                self.checkpoints.insert(key.clone(), checkpoint.clone());
+            }
+        }
+    }
+
+    /// The stored lease if `lease` still holds it.
+    fn held(&mut self, key: &ShardKey, lease: &Lease) -> Result<&mut MemoryLease> {
+        match self.leases.get_mut(key) {
+            Some(stored)
+                if stored.owner.as_deref() == Some(lease.owner.as_str())
+                    && stored.counter == lease.counter =>
+            {
+                Ok(stored)
+            }
+            stored => Err(Error::LeaseLost {
+                shard_id: key.shard_id.clone(),
+                owner: stored.and_then(|s| s.owner.clone()),
+            }),
+        }
+    }
 }
 
 impl MemoryCheckpointStore {
@@ -175,13 +216,13 @@ impl MemoryCheckpointStore {
 
     /// Every stored checkpoint, for inspection in tests.
     pub fn snapshot(&self) -> HashMap<ShardKey, Checkpoint> {
-        self.lock().clone()
+        self.lock().checkpoints.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ShardKey, Checkpoint>> {
-        // A panic while holding this lock cannot leave the map half-updated
-        // (every update is a single insert), so a poisoned lock is still usable.
-        self.checkpoints
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // Every update is a single insert or field write, so a panic while
+        // holding the lock cannot leave the state half-updated.
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -190,16 +231,99 @@ impl MemoryCheckpointStore {
 #[async_trait]
 impl CheckpointStore for MemoryCheckpointStore {
     async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
-        Ok(self.lock().get(key).cloned())
+        Ok(self.lock().checkpoints.get(key).cloned())
     }
 
     async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
-        let mut map = self.lock();
-        match map.get(key) {
-            Some(stored) if stored >= checkpoint => {}
-            _ => {
-                map.insert(key.clone(), checkpoint.clone());
-            }
+        self.lock().set(key, checkpoint);
+        Ok(())
+    }
+
+    async fn set_fenced(
+        &self,
+        key: &ShardKey,
+        checkpoint: &Checkpoint,
+        lease: &Lease,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        // Without a lease record this store is used by a single worker.
+        if state.leases.contains_key(key) {
+            state.held(key, lease)?;
+        }
+        state.set(key, checkpoint);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemoryCheckpointStore {
+    async fn list_leases(&self, application: &str, stream: &str) -> Result<Vec<StoredLease>> {
+        let state = self.lock();
+        let mut leases: Vec<StoredLease> = state
+            .leases
+            .iter()
+            .filter(|(key, _)| key.application == application && key.stream == stream)
+            .map(|(key, lease)| StoredLease {
+                shard_id: key.shard_id.clone(),
+                owner: lease.owner.clone(),
+                counter: lease.counter,
+                checkpoint: state.checkpoints.get(key).cloned(),
+                parent_shard_ids: lease.parents.clone(),
+            })
+            .collect();
+        leases.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+        Ok(leases)
+    }
+
+    async fn create_lease(&self, key: &ShardKey, parent_shard_ids: &[String]) -> Result<()> {
+        self.lock()
+            .leases
+            .entry(key.clone())
+            .or_insert_with(|| MemoryLease {
+                parents: parent_shard_ids.to_vec(),
+                ..MemoryLease::default()
+            });
+        Ok(())
+    }
+
+    async fn take_lease(
+        &self,
+        key: &ShardKey,
+        expected_counter: u64,
+        owner: &str,
+    ) -> Result<Option<Lease>> {
+        let mut state = self.lock();
+        let Some(stored) = state.leases.get_mut(key) else {
+            return Ok(None);
+        };
+        if stored.counter != expected_counter {
+            return Ok(None);
+        }
+        stored.counter += 1;
+        stored.owner = Some(owner.to_owned());
+        Ok(Some(Lease {
+            shard_id: key.shard_id.clone(),
+            owner: owner.to_owned(),
+            counter: stored.counter,
+            expires_at: None,
+        }))
+    }
+
+    async fn renew_lease(&self, key: &ShardKey, lease: &Lease) -> Result<Lease> {
+        let mut state = self.lock();
+        let stored = state.held(key, lease)?;
+        stored.counter += 1;
+        Ok(Lease {
+            counter: stored.counter,
+            ..lease.clone()
+        })
+    }
+
+    async fn release_lease(&self, key: &ShardKey, lease: &Lease) -> Result<()> {
+        let mut state = self.lock();
+        if let Ok(stored) = state.held(key, lease) {
+            stored.owner = None;
+            stored.counter += 1;
         }
         Ok(())
     }

@@ -9,12 +9,16 @@
 //! refuses the write once the counter moved on, so a worker that lost its
 //! lease (paused, partitioned) can never overwrite a newer checkpoint.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use tokio::time::Instant;
+use tracing::debug;
 
-use crate::error::Result;
+use crate::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
+use crate::error::{Error, Result};
 use crate::source::ShardInfo;
 
 /// A worker's claim on one shard.
@@ -131,6 +135,288 @@ impl ShardAssigner for SingleWorker {
 
     fn renew_interval(&self) -> Option<Duration> {
         None
+    }
+}
+
+/// A lease as a shared lease store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLease {
+    /// The shard.
+    pub shard_id: String,
+    /// The worker holding it; `None` when free.
+    pub owner: Option<String>,
+    /// Bumped on every take, renewal and release.
+    pub counter: u64,
+    /// The shard's checkpoint, if any (SHARD_END leases are not balanced).
+    pub checkpoint: Option<Checkpoint>,
+    /// The shard's parents, recorded when the lease was created.
+    pub parent_shard_ids: Vec<String>,
+}
+
+/// The atomic operations a shared store (DynamoDB, Redis) offers so that
+/// several workers can split a stream's shards between them.
+///
+/// Every write is conditional: `take_lease` only if the counter is still the
+/// one the caller saw, `renew_lease`/`release_lease` and
+/// [`CheckpointStore::set_fenced`] only while owner and counter match the
+/// caller's lease. A failed condition is [`Error::LeaseLost`] (for renewals
+/// and fenced writes) or `Ok(None)` (for takes). Third-party stores check
+/// themselves with the testkit's `lease_conformance`.
+#[async_trait]
+pub trait LeaseStore: CheckpointStore {
+    /// Every lease of `stream` for `application`.
+    async fn list_leases(&self, application: &str, stream: &str) -> Result<Vec<StoredLease>>;
+
+    /// Creates a free lease (no owner, counter 0) unless one exists.
+    async fn create_lease(&self, key: &ShardKey, parent_shard_ids: &[String]) -> Result<()>;
+
+    /// Gives the lease to `owner` if its counter is still `expected_counter`;
+    /// `Ok(None)` if another worker changed it first.
+    async fn take_lease(
+        &self,
+        key: &ShardKey,
+        expected_counter: u64,
+        owner: &str,
+    ) -> Result<Option<Lease>>;
+
+    /// Bumps the counter of a lease `lease.owner` still holds with `lease.counter`.
+    async fn renew_lease(&self, key: &ShardKey, lease: &Lease) -> Result<Lease>;
+
+    /// Frees a lease `lease.owner` still holds; `Ok` if it was already gone.
+    async fn release_lease(&self, key: &ShardKey, lease: &Lease) -> Result<()>;
+}
+
+/// The lease protocol on top of a [`LeaseStore`]: the [`ShardAssigner`] for
+/// several workers sharing a stream.
+///
+/// A lease counts as expired when it has no owner, or when its counter has
+/// not moved for `failover_time` as seen by this worker's own clock (so
+/// clocks need not agree). Each worker aims for `ceil(shards / workers)`
+/// leases: it takes expired leases first (parents before children), and
+/// only when none is free takes at most one lease per round from the most
+/// loaded worker if that one holds more than the target.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use kinesis_connectors_core::{LeaseCoordinator, MemoryCheckpointStore, ShardAssigner};
+/// let store = Arc::new(MemoryCheckpointStore::new());
+/// let leases = LeaseCoordinator::new(store, "my-app", "orders", "worker-1")
+///     .failover_time(Duration::from_secs(10));
+/// assert_eq!(leases.renew_interval(), Some(Duration::from_secs(10) / 3));
+/// ```
+pub struct LeaseCoordinator {
+    store: Arc<dyn LeaseStore>,
+    application: String,
+    stream: String,
+    worker_id: String,
+    failover_time: Duration,
+    /// What this worker last saw of each lease, and since when.
+    observed: Mutex<HashMap<String, Observation>>,
+}
+
+/// A lease's counter and owner as this worker last saw them.
+struct Observation {
+    counter: u64,
+    owner: Option<String>,
+    since: Instant,
+}
+
+impl std::fmt::Debug for LeaseCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseCoordinator")
+            .field("application", &self.application)
+            .field("stream", &self.stream)
+            .field("worker_id", &self.worker_id)
+            .field("failover_time", &self.failover_time)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseCoordinator {
+    /// Leases of `stream` for `application` (the same names the consumer
+    /// uses) in `store`, held as `worker_id` (unique per worker process).
+    pub fn new(
+        store: Arc<dyn LeaseStore>,
+        application: impl Into<String>,
+        stream: impl Into<String>,
+        worker_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            store,
+            application: application.into(),
+            stream: stream.into(),
+            worker_id: worker_id.into(),
+            failover_time: Duration::from_secs(10),
+            observed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long a lease may go unrenewed before other workers take it
+    /// (default 10 s). Leases are renewed every third of it.
+    pub fn failover_time(mut self, failover_time: Duration) -> Self {
+        self.failover_time = failover_time;
+        self
+    }
+
+    fn key(&self, shard_id: &str) -> ShardKey {
+        ShardKey::new(&*self.application, &*self.stream, shard_id)
+    }
+
+    /// Records what the store says now; returns the shards whose leases expired.
+    fn observe(&self, leases: &[StoredLease]) -> HashSet<String> {
+        let now = Instant::now();
+        let mut observed = self
+            .observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut expired = HashSet::new();
+        for lease in leases {
+            let seen = Observation {
+                counter: lease.counter,
+                owner: lease.owner.clone(),
+                since: now,
+            };
+            let entry = observed.entry(lease.shard_id.clone()).or_insert(seen);
+            if entry.counter != lease.counter || entry.owner != lease.owner {
+                *entry = Observation {
+                    counter: lease.counter,
+                    owner: lease.owner.clone(),
+                    since: now,
+                };
+            }
+            if lease.owner.is_none() || now.duration_since(entry.since) >= self.failover_time {
+                expired.insert(lease.shard_id.clone());
+            }
+        }
+        expired
+    }
+}
+
+#[async_trait]
+impl ShardAssigner for LeaseCoordinator {
+    fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    async fn acquire(
+        &self,
+        stream: &str,
+        shards: &[ShardInfo],
+        held: &[Lease],
+    ) -> Result<Vec<Lease>> {
+        if stream != self.stream {
+            return Err(Error::Config(format!(
+                "lease coordinator for stream {:?} used for stream {stream:?}",
+                self.stream
+            )));
+        }
+        let mut leases = self.store.list_leases(&self.application, stream).await?;
+        let missing: Vec<&ShardInfo> = shards
+            .iter()
+            .filter(|s| leases.iter().all(|l| l.shard_id != s.shard_id))
+            .collect();
+        if !missing.is_empty() {
+            for shard in missing {
+                self.store
+                    .create_lease(&self.key(&shard.shard_id), &shard.parents())
+                    .await?;
+            }
+            leases = self.store.list_leases(&self.application, stream).await?;
+        }
+        let known: HashSet<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
+        let expired = self.observe(&leases);
+        let wanted: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+        let held: HashSet<&str> = held.iter().map(|l| l.shard_id.as_str()).collect();
+        let active: Vec<&StoredLease> = leases
+            .iter()
+            .filter(|l| wanted.contains(l.shard_id.as_str()))
+            .filter(|l| !l.checkpoint.as_ref().is_some_and(Checkpoint::is_shard_end))
+            .collect();
+
+        let mut load: HashMap<&str, Vec<&StoredLease>> = HashMap::new();
+        load.entry(self.worker_id.as_str()).or_default();
+        for lease in &active {
+            if let (Some(owner), false) = (&lease.owner, expired.contains(&lease.shard_id)) {
+                load.entry(owner.as_str()).or_default().push(lease);
+            }
+        }
+        let target = active.len().div_ceil(load.len());
+        let mine = load.get(self.worker_id.as_str()).map_or(0, Vec::len);
+
+        // Leases this worker holds in the store but not in memory (a restart
+        // under the same worker id) are taken back first.
+        let mut to_take: Vec<&StoredLease> = load
+            .get(self.worker_id.as_str())
+            .map(|own| {
+                own.iter()
+                    .filter(|l| !held.contains(l.shard_id.as_str()))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if mine < target {
+            let finished: HashSet<&str> = leases
+                .iter()
+                .filter(|l| l.checkpoint.as_ref().is_some_and(Checkpoint::is_shard_end))
+                .map(|l| l.shard_id.as_str())
+                .collect();
+            let mut free: Vec<&StoredLease> = active
+                .iter()
+                .filter(|l| expired.contains(&l.shard_id))
+                .copied()
+                .collect();
+            // Parents first: shards whose parents are done or unknown.
+            free.sort_by_key(|l| {
+                l.parent_shard_ids
+                    .iter()
+                    .any(|p| known.contains(p.as_str()) && !finished.contains(p.as_str()))
+            });
+            let needed = target - mine;
+            if free.is_empty() {
+                let busiest = load
+                    .iter()
+                    .filter(|(owner, _)| **owner != self.worker_id.as_str())
+                    .max_by_key(|(owner, leases)| (leases.len(), **owner));
+                if let Some((owner, leases)) = busiest
+                    && leases.len() > target
+                    && let Some(victim) = leases.iter().max_by_key(|l| &l.shard_id)
+                {
+                    debug!(from = %owner, shard = %victim.shard_id, "taking a lease to balance");
+                    to_take.push(victim);
+                }
+            } else {
+                to_take.extend(free.into_iter().take(needed));
+            }
+        }
+
+        let mut taken = Vec::new();
+        for lease in to_take {
+            let key = self.key(&lease.shard_id);
+            if let Some(lease) = self
+                .store
+                .take_lease(&key, lease.counter, &self.worker_id)
+                .await?
+            {
+                taken.push(lease);
+            }
+        }
+        Ok(taken)
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Lease> {
+        self.store
+            .renew_lease(&self.key(&lease.shard_id), lease)
+            .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        self.store
+            .release_lease(&self.key(&lease.shard_id), lease)
+            .await
+    }
+
+    fn renew_interval(&self) -> Option<Duration> {
+        Some(self.failover_time / 3)
     }
 }
 

@@ -21,7 +21,7 @@ pub use buffer::{Buffer, BufferLimits, RecordBuffer};
 pub use checkpoint::{Checkpoint, CheckpointStore, MemoryCheckpointStore, ShardKey};
 pub use error::{BoxError, Error, Result, SourceErrorKind};
 pub use kinesis::KinesisSource;
-pub use lease::{Lease, ShardAssigner, SingleWorker};
+pub use lease::{Lease, LeaseCoordinator, LeaseStore, ShardAssigner, SingleWorker, StoredLease};
 pub use pipeline::{
     AllPass, BadRecordPolicy, Batch, EmitOutcome, Emitter, FailedRecord, Filter, ItemSource,
     Pipeline, PipelineBuilder, RejectedItem, Transformer,

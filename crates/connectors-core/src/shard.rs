@@ -8,7 +8,7 @@
 //! emitted: memory per shard is bounded by one batch in flight plus one
 //! read ahead, and reading overlaps emitting.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -76,12 +76,15 @@ impl ShardConfig {
 
 /// The lease a shard runs under, shared with the task that renews it.
 ///
-/// The renewal task stores each renewed lease here (the checkpoint fence
-/// uses the newest counter) and calls [`mark_lost`](Self::mark_lost) when the lease
-/// is gone, which stops the shard at once without writing anything.
+/// Renewals and fenced checkpoint writes take turns on the lease (as the
+/// Kinesis Client Library does): a renewal bumps the counter in the store and
+/// here under one lock, so a checkpoint never goes out with a counter that a
+/// renewal of this same worker has just made stale. A renewal that finds the
+/// lease taken calls [`mark_lost`](Self::mark_lost), which stops the shard at
+/// once without writing anything.
 #[derive(Debug, Clone)]
 pub struct LeaseHandle {
-    current: Arc<Mutex<Lease>>,
+    current: Arc<tokio::sync::Mutex<Lease>>,
     lost: CancellationToken,
 }
 
@@ -89,25 +92,15 @@ impl LeaseHandle {
     /// A handle for a freshly acquired lease.
     pub fn new(lease: Lease) -> Self {
         Self {
-            current: Arc::new(Mutex::new(lease)),
+            current: Arc::new(tokio::sync::Mutex::new(lease)),
             lost: CancellationToken::new(),
         }
     }
 
-    /// The lease as last renewed.
-    pub fn current(&self) -> Lease {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Records a renewal.
-    pub fn update(&self, lease: Lease) {
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = lease;
+    /// Exclusive access to the lease: hold it while renewing (and store the
+    /// renewed lease through the guard) or while writing a fenced checkpoint.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, Lease> {
+        self.current.lock().await
     }
 
     /// Marks the lease lost: the shard stops without writing.
@@ -588,13 +581,14 @@ impl<T: Transformer> Processor<T> {
                 return Err(Stop::LeaseLost);
             }
             attempts += 1;
-            let lease = self.lease.current();
-            match self
+            let lease = self.lease.lock().await;
+            let written = self
                 .env
                 .store
                 .set_fenced(&self.key, &checkpoint, &lease)
-                .await
-            {
+                .await;
+            drop(lease);
+            match written {
                 Ok(()) => {
                     debug!(%checkpoint, "checkpoint written");
                     self.stats.checkpoints_written += 1;

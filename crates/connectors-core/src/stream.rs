@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::checkpoint::{CheckpointStore, ShardKey, parents_finished};
 use crate::error::{Error, Result};
-use crate::lease::{Lease, ShardAssigner, SingleWorker};
+use crate::lease::{ShardAssigner, SingleWorker};
 use crate::pipeline::{Pipeline, Transformer};
 use crate::record::ShardContext;
 use crate::shard::{LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport};
@@ -198,7 +198,7 @@ struct Running {
 struct State {
     running: HashMap<String, Running>,
     /// Leases held for shards waiting on their parents.
-    waiting: HashMap<String, Lease>,
+    waiting: HashMap<String, LeaseHandle>,
     /// Shards that reached SHARD_END, or that this run will not read.
     finished: HashSet<String>,
     /// Shards that stopped on an error; not restarted by this run.
@@ -255,7 +255,7 @@ impl<T: Transformer> StreamConsumer<T> {
                 () = cancel.cancelled() => break,
                 () = sleep_until(next_discovery) => {}
                 () = sleep_until(next_renewal.unwrap_or(next_discovery)), if next_renewal.is_some() => {
-                    self.renew(&state).await;
+                    self.renew(&mut state).await;
                     next_renewal = renew_interval.map(|every| Instant::now() + every);
                 }
                 Some(joined) = tasks.join_next() => {
@@ -291,12 +291,15 @@ impl<T: Transformer> StreamConsumer<T> {
             state.initial = Some(shards.iter().map(|s| s.shard_id.clone()).collect());
         }
         let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-        let held: Vec<Lease> = state
+        let mut held = Vec::with_capacity(state.running.len() + state.waiting.len());
+        for handle in state
             .running
             .values()
-            .map(|r| r.lease.current())
-            .chain(state.waiting.values().cloned())
-            .collect();
+            .map(|r| &r.lease)
+            .chain(state.waiting.values())
+        {
+            held.push(handle.lock().await.clone());
+        }
         let open: Vec<ShardInfo> = shards
             .iter()
             .filter(|s| {
@@ -305,7 +308,9 @@ impl<T: Transformer> StreamConsumer<T> {
             .cloned()
             .collect();
         for lease in self.assigner.acquire(&self.stream, &open, &held).await? {
-            state.waiting.insert(lease.shard_id.clone(), lease);
+            state
+                .waiting
+                .insert(lease.shard_id.clone(), LeaseHandle::new(lease));
         }
         for shard in &shards {
             let id = &shard.shard_id;
@@ -323,9 +328,12 @@ impl<T: Transformer> StreamConsumer<T> {
                 debug!(shard = %id, ?parents, "waiting for parent shards to finish");
                 continue;
             }
-            let Some(lease) = state.waiting.remove(id) else {
+            let Some(handle) = state.waiting.remove(id) else {
                 continue;
             };
+            if handle.is_lost() {
+                continue;
+            }
             let mut config = self.config;
             // Shards that appeared after the start were created by
             // resharding: read them from their beginning so nothing written
@@ -343,11 +351,10 @@ impl<T: Transformer> StreamConsumer<T> {
                 Err(error) => {
                     warn!(shard = %id, %error, "building the shard's pipeline failed");
                     state.failed.insert(id.clone());
-                    let _ = self.assigner.release(&lease).await;
+                    self.release(&handle).await;
                     continue;
                 }
             };
-            let handle = LeaseHandle::new(lease);
             let shard_env = ShardEnv {
                 config,
                 ..env.clone()
@@ -365,37 +372,56 @@ impl<T: Transformer> StreamConsumer<T> {
         let Some(running) = state.running.remove(&report.shard_id) else {
             return false;
         };
-        let lease = running.lease.current();
         match &report.outcome {
             ShardOutcome::ShardEnd { .. } => {
                 state.finished.insert(report.shard_id.clone());
-                self.release(&lease).await;
+                self.release(&running.lease).await;
                 true
             }
             ShardOutcome::Failed(error) => {
                 warn!(shard = %report.shard_id, %error, "shard stopped on error; other shards go on");
                 state.failed.insert(report.shard_id.clone());
-                self.release(&lease).await;
+                self.release(&running.lease).await;
                 false
             }
-            ShardOutcome::LeaseLost | ShardOutcome::Shutdown => false,
+            ShardOutcome::Shutdown => {
+                // Graceful handoff: free the lease now rather than at expiry.
+                self.release(&running.lease).await;
+                false
+            }
+            ShardOutcome::LeaseLost => false,
         }
     }
 
     /// Renews every held lease; a lost one stops its shard at once.
-    async fn renew(&self, state: &State) {
-        for running in state.running.values() {
-            let lease = running.lease.current();
+    async fn renew(&self, state: &mut State) {
+        let handles = state
+            .running
+            .values()
+            .map(|r| &r.lease)
+            .chain(state.waiting.values());
+        for handle in handles {
+            let mut lease = handle.lock().await;
             match self.assigner.renew(&lease).await {
-                Ok(renewed) => running.lease.update(renewed),
-                Err(Error::LeaseLost { .. }) => running.lease.mark_lost(),
+                Ok(renewed) => *lease = renewed,
+                Err(Error::LeaseLost { .. }) => {
+                    info!(shard = %lease.shard_id, "lease taken by another worker");
+                    handle.mark_lost();
+                }
                 Err(error) => warn!(shard = %lease.shard_id, %error, "lease renewal failed"),
             }
         }
+        // Shards waiting on their parents simply drop a lost lease.
+        state.waiting.retain(|_, handle| !handle.is_lost());
     }
 
-    async fn release(&self, lease: &Lease) {
-        if let Err(error) = self.assigner.release(lease).await {
+    /// Gives a lease back unless it was lost (then it is not ours to give).
+    async fn release(&self, handle: &LeaseHandle) {
+        if handle.is_lost() {
+            return;
+        }
+        let lease = handle.lock().await;
+        if let Err(error) = self.assigner.release(&lease).await {
             warn!(shard = %lease.shard_id, %error, "releasing the lease failed");
         }
     }
@@ -419,10 +445,10 @@ impl<T: Transformer> StreamConsumer<T> {
             }
         }
         for (_, running) in state.running.drain() {
-            self.release(&running.lease.current()).await;
+            self.release(&running.lease).await;
         }
-        for (_, lease) in state.waiting.drain() {
-            self.release(&lease).await;
+        for (_, handle) in state.waiting.drain() {
+            self.release(&handle).await;
         }
         info!("stream consumer stopped");
     }

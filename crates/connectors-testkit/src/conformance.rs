@@ -29,7 +29,7 @@ const WRITES_PER_WRITER: u64 = 50;
 
 /// A fresh number for names that must not collide with earlier runs
 /// against a shared (persistent) backend, nor with concurrent runs.
-fn unique_run_id() -> u64 {
+pub(crate) fn unique_run_id() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -46,13 +46,13 @@ fn unique_run_id() -> u64 {
 // it, like `assert!` does; this is the one place that panics.
 #[allow(clippy::panic)]
 #[track_caller]
-fn broken(suite: &str, rule: &str, details: &str) -> ! {
+pub(crate) fn broken(suite: &str, rule: &str, details: &str) -> ! {
     panic!("{suite} conformance, rule `{rule}`: {details}")
 }
 
 /// The value of `result`, or a failure naming `rule`.
 #[track_caller]
-fn must<T>(suite: &str, rule: &str, call: &str, result: Result<T>) -> T {
+pub(crate) fn must<T>(suite: &str, rule: &str, call: &str, result: Result<T>) -> T {
     match result {
         Ok(value) => value,
         Err(error) => broken(suite, rule, &format!("{call} failed: {error}")),

@@ -3,10 +3,12 @@
 mod conformance;
 mod emitters;
 mod fixtures;
+mod lease_conformance;
 mod source;
 
 pub use conformance::{EmitterConformance, checkpoint_store_conformance, emitter_conformance};
 pub use emitters::{FailingEmitter, RecordedBatch, RecordingEmitter, RejectingEmitter};
 pub use fixtures::{TEST_APPLICATION, TEST_STREAM, batch, records, shard_context};
 pub use futures::future::BoxFuture;
+pub use lease_conformance::lease_conformance;
 pub use source::{Fault, ScriptedSource};
