@@ -27,9 +27,6 @@ const ACCESS_KEY: &str = "test";
 const SECRET_KEY: &str = "test";
 /// The PostgreSQL database created for tests.
 const TEST_DATABASE: &str = "kc_test";
-/// The fake SigV4 header LocalStack needs to route a request to a service.
-const FAKE_KINESIS_AUTH: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kinesis/aws4_request, \
-                                 SignedHeaders=host, Signature=0000";
 
 /// Which stack `up` starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,7 +358,7 @@ fn plan(mode: &Mode) -> Result<(Vec<Kind>, Vec<String>)> {
             Vec::new(),
         )),
         Mode::LocalStackUrl(url) => {
-            let available = localstack_services(url)?;
+            let available = usable_localstack_services(url)?;
             let mut kinds = Vec::new();
             if !available.iter().any(|s| s == "kinesis") {
                 kinds.push(Kind::Kinesis);
@@ -373,6 +370,99 @@ fn plan(mode: &Mode) -> Result<(Vec<Kind>, Vec<String>)> {
             Ok((kinds, available))
         }
     }
+}
+
+/// The fake SigV4 `Authorization` header LocalStack routes a request by.
+fn fake_auth(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0000"
+    )
+}
+
+/// One cheap real request to `service` (`kinesis`, `s3` or `dynamodb`) of a LocalStack.
+fn probe(url: &HttpUrl, service: &str) -> std::result::Result<(), String> {
+    let auth = fake_auth(service);
+    let (method, target, content_type, body, timeout) = match service {
+        // The first Kinesis call installs and starts kinesis-local.
+        "kinesis" => (
+            "POST",
+            Some("Kinesis_20131202.ListStreams"),
+            "application/x-amz-json-1.1",
+            "{}",
+            240,
+        ),
+        "dynamodb" => (
+            "POST",
+            Some("DynamoDB_20120810.ListTables"),
+            "application/x-amz-json-1.0",
+            "{}",
+            120,
+        ),
+        "s3" => ("GET", None, "application/xml", "", 60),
+        other => return Err(format!("no probe for {other}")),
+    };
+    let mut headers = vec![
+        ("Authorization", auth.as_str()),
+        ("Content-Type", content_type),
+    ];
+    if let Some(target) = target {
+        headers.push(("X-Amz-Target", target));
+    }
+    match util::http(
+        url,
+        method,
+        "/",
+        &headers,
+        body,
+        Duration::from_secs(timeout),
+    ) {
+        Ok((200, _)) => Ok(()),
+        Ok((code, body)) => Err(format!(
+            "HTTP {code}: {}",
+            body.chars().take(160).collect::<String>()
+        )),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// The AWS services of the LocalStack at `url` that the tests can use: those
+/// its health reports available and that answer a real request.
+fn usable_localstack_services(url: &str) -> Result<Vec<String>> {
+    let reported = localstack_services(url)?;
+    let parsed = HttpUrl::parse(url)?;
+    let wanted: Vec<&str> = ["kinesis", "s3", "dynamodb"]
+        .into_iter()
+        .filter(|s| reported.iter().any(|r| r == s))
+        .collect();
+    say(format!(
+        "LocalStack at {url} reports {}; checking each with a real request …",
+        if wanted.is_empty() {
+            "none of kinesis, s3, dynamodb".to_owned()
+        } else {
+            wanted.join(", ")
+        }
+    ));
+    let results: Vec<(&str, std::result::Result<(), String>)> = thread::scope(|scope| {
+        let handles: Vec<_> = wanted
+            .iter()
+            .map(|&service| {
+                let parsed = &parsed;
+                scope.spawn(move || (service, probe(parsed, service)))
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let mut usable = Vec::new();
+    for (service, result) in results {
+        match result {
+            Ok(()) => usable.push(service.to_owned()),
+            Err(why) => say(format!(
+                "LocalStack at {url}: {service} is reported available but does not work ({why})"
+            )),
+        }
+    }
+    Ok(usable)
 }
 
 /// The services a LocalStack reports as available or running at `URL/_localstack/health`.
@@ -561,7 +651,8 @@ fn route(state: &mut State, available: &[String]) -> Result<()> {
                     Ok(ls.clone())
                 } else {
                     notes.push(format!(
-                        "{svc} goes to {}: the LocalStack at {url} does not serve it",
+                        "{svc} goes to {}: the LocalStack at {url} does not serve it \
+                         (not available in its health, or a request to it failed)",
                         fallback.name()
                     ));
                     url_of(fallback)
@@ -998,21 +1089,7 @@ fn start_localstack(log: PathBuf, port: u16) -> Result<Svc> {
         "LocalStack Kinesis",
         Duration::from_secs(300),
         || svc.alive(),
-        || {
-            util::http(
-                &url,
-                "POST",
-                "/",
-                &[
-                    ("Content-Type", "application/x-amz-json-1.1"),
-                    ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
-                    ("Authorization", FAKE_KINESIS_AUTH),
-                ],
-                "{}",
-                Duration::from_secs(240),
-            )
-            .is_ok_and(|(code, _)| code == 200)
-        },
+        || probe(&url, "kinesis").is_ok(),
     );
     if let Err(e) = warm {
         stop(&svc);
