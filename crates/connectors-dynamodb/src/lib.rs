@@ -1,1 +1,18 @@
-//! DynamoDB emitter for kinesis-connectors: BatchWriteItem with retries of unprocessed items.
+#![doc = include_str!("../README.md")]
+
+mod conditional;
+mod emitter;
+mod error;
+mod item;
+
+pub use conditional::ConditionalPut;
+pub use emitter::{
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_RETRY, DynamoDbEmitter, DynamoDbEmitterBuilder,
+    DynamoDbEmitterStats, ItemMapper,
+};
+pub use error::{DynamoDbError, RequestErrorKind, Result};
+pub use item::{Item, MAX_BATCH_ITEMS, MAX_ITEM_BYTES, MAX_REQUEST_BYTES, item_size};
+
+/// The SDK crate this emitter is built on, so users name the same
+/// `Client` and `AttributeValue` types without a version mismatch.
+pub use aws_sdk_dynamodb;

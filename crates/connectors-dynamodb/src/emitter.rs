@@ -1,0 +1,649 @@
+//! `DynamoDbEmitter`: batches of items into a DynamoDB table.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use kinesis_connectors_core::{Batch, BoxError, EmitOutcome, Emitter, RejectedItem, RetryPolicy};
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use crate::conditional::ConditionalPut;
+use crate::error::{DynamoDbError, RequestErrorKind, Result, classify};
+use crate::item::{
+    CHUNK_PAYLOAD_BYTES, Item, KeySchema, KeyValue, MAX_BATCH_ITEMS, MAX_ITEM_BYTES, chunk_ranges,
+    item_size, wire_size,
+};
+
+/// Turns one of the user's items into a DynamoDB item; an error rejects
+/// that item only (see [`DynamoDbEmitterBuilder::item_mapper`]).
+pub type ItemMapper<T> = dyn Fn(&T) -> std::result::Result<Item, BoxError> + Send + Sync;
+
+/// The default number of requests in flight per batch.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+
+/// The default retry policy of unprocessed items, throttled and transient
+/// request failures: 50 ms doubling up to 5 s (plus up to 100 % jitter),
+/// 10 attempts per request.
+pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
+    initial_delay: Duration::from_millis(50),
+    max_delay: Duration::from_secs(5),
+    max_attempts: 10,
+};
+
+/// Counters of what an emitter did since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DynamoDbEmitterStats {
+    /// Items written (each collapsed duplicate counts once, as the item
+    /// that was written).
+    pub items_written: u64,
+    /// Items replaced by a later item with the same primary key in the same
+    /// batch (batch mode).
+    pub duplicates_collapsed: u64,
+    /// Items rejected one by one (not convertible, too large, bad key).
+    pub items_rejected: u64,
+    /// Conditional puts skipped because the condition failed (the stored
+    /// item was newer).
+    pub stale_skipped: u64,
+    /// Requests sent again: after `UnprocessedItems`, throttling or a
+    /// transient failure.
+    pub requests_retried: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    items_written: AtomicU64,
+    duplicates_collapsed: AtomicU64,
+    items_rejected: AtomicU64,
+    stale_skipped: AtomicU64,
+    requests_retried: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// Writes batches of items into one DynamoDB table.
+///
+/// - Items are converted with `serde_dynamo` (or the
+///   [`item_mapper`](DynamoDbEmitterBuilder::item_mapper) you give).
+/// - Within a batch, items with the same primary key collapse to the last
+///   one (DynamoDB refuses a `BatchWriteItem` with duplicate keys, and the
+///   last one is what writing them in order would leave).
+/// - The rest goes out with `BatchWriteItem` in chunks of at most 25 items
+///   and 16 MB, up to [`max_in_flight`](DynamoDbEmitterBuilder::max_in_flight)
+///   chunks at a time.
+/// - `UnprocessedItems` are sent again with capped exponential backoff and
+///   jitter; so are throttled (`ProvisionedThroughputExceededException`,
+///   `ThrottlingException`, `RequestLimitExceeded`) and transient failures.
+///   When the [`retry`](DynamoDbEmitterBuilder::retry) policy runs out the
+///   batch fails with a retryable error naming how many items are left, and
+///   the consumer retries the batch. Validation errors fail the batch for good.
+/// - An item that cannot be converted, is over 400 KB, or has a missing or
+///   invalid key attribute is returned in
+///   [`EmitOutcome::rejected`](kinesis_connectors_core::EmitOutcome) for the
+///   pipeline's [`BadRecordPolicy`](kinesis_connectors_core::BadRecordPolicy);
+///   the rest of the batch is written.
+/// - Optionally, [`conditional_put`](DynamoDbEmitterBuilder::conditional_put)
+///   writes each item with `PutItem` and a condition (only newer versions win).
+///
+/// Every write is a full put of the item under its key, so emitting a batch
+/// again (a retry, a replay after a restart) leaves the table as it was:
+/// no extra items.
+///
+/// ```no_run
+/// # async fn doc(client: aws_sdk_dynamodb::Client) -> Result<(), kinesis_connectors_dynamodb::DynamoDbError> {
+/// use kinesis_connectors_dynamodb::DynamoDbEmitter;
+///
+/// #[derive(serde::Serialize)]
+/// struct Click { user: String, at_ms: u64, page: String }
+///
+/// let emitter = DynamoDbEmitter::<Click>::builder(client, "clicks")
+///     .key_attributes(["user", "at_ms"])
+///     .max_in_flight(4)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+pub struct DynamoDbEmitter<T> {
+    client: Client,
+    table: String,
+    keys: KeySchema,
+    max_in_flight: usize,
+    retry: RetryPolicy,
+    mapper: Box<ItemMapper<T>>,
+    conditional: Option<ConditionalPut>,
+    counters: Counters,
+}
+
+impl<T> fmt::Debug for DynamoDbEmitter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoDbEmitter")
+            .field("table", &self.table)
+            .field("key_attributes", &self.keys.attributes)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("retry", &self.retry)
+            .field("conditional", &self.conditional)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize> DynamoDbEmitter<T> {
+    /// Starts an emitter writing to `table` through `client`, converting
+    /// items with `serde_dynamo` (structs become items, fields attributes).
+    ///
+    /// [`key_attributes`](DynamoDbEmitterBuilder::key_attributes) must be set
+    /// before [`build`](DynamoDbEmitterBuilder::build).
+    pub fn builder(client: Client, table: impl Into<String>) -> DynamoDbEmitterBuilder<T> {
+        DynamoDbEmitterBuilder::new(
+            client,
+            table.into(),
+            Box::new(|item: &T| {
+                serde_dynamo::aws_sdk_dynamodb_1::to_item(item).map_err(BoxError::from)
+            }),
+        )
+    }
+}
+
+impl<T> DynamoDbEmitter<T> {
+    /// Starts an emitter converting items with `mapper` instead of
+    /// `serde_dynamo`, for item types that do not implement `Serialize`.
+    /// An error from `mapper` rejects that item only.
+    pub fn builder_with_mapper(
+        client: Client,
+        table: impl Into<String>,
+        mapper: impl Fn(&T) -> std::result::Result<Item, BoxError> + Send + Sync + 'static,
+    ) -> DynamoDbEmitterBuilder<T> {
+        DynamoDbEmitterBuilder::new(client, table.into(), Box::new(mapper))
+    }
+
+    /// The table written to.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// What the emitter did since it was built.
+    pub fn stats(&self) -> DynamoDbEmitterStats {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DynamoDbEmitterStats {
+            items_written: load(&c.items_written),
+            duplicates_collapsed: load(&c.duplicates_collapsed),
+            items_rejected: load(&c.items_rejected),
+            stale_skipped: load(&c.stale_skipped),
+            requests_retried: load(&c.requests_retried),
+        }
+    }
+
+    /// Delays between attempts of one request.
+    fn delays(&self) -> impl Iterator<Item = Duration> + use<T> {
+        ExponentialBuilder::new()
+            .with_min_delay(self.retry.initial_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// Converts and checks every item; the ones DynamoDB would refuse are
+    /// rejected here, one by one, so they cannot fail a whole request.
+    fn prepare(&self, items: &[T]) -> (Vec<Prepared>, Vec<RejectedItem>) {
+        let mut prepared = Vec::with_capacity(items.len());
+        let mut rejected = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            match self.prepare_one(item) {
+                Ok((item, key)) => prepared.push(Prepared { item, key }),
+                Err(error) => {
+                    debug!(table = %self.table, index, %error, "item rejected");
+                    rejected.push(RejectedItem {
+                        index,
+                        reason: error.to_string(),
+                    });
+                }
+            }
+        }
+        add(&self.counters.items_rejected, rejected.len());
+        (prepared, rejected)
+    }
+
+    fn prepare_one(&self, item: &T) -> Result<(Item, KeyValue)> {
+        let item = (self.mapper)(item).map_err(|source| DynamoDbError::Conversion { source })?;
+        let size = item_size(&item);
+        if size > MAX_ITEM_BYTES {
+            return Err(DynamoDbError::ItemTooLarge { size });
+        }
+        let key = self.keys.key_of(&item)?;
+        if let Some(conditional) = &self.conditional {
+            conditional.values_for(&item)?;
+        }
+        Ok((item, key))
+    }
+
+    /// Batch mode: collapse duplicate keys, chunk, write chunks concurrently.
+    async fn write_batches(&self, prepared: Vec<Prepared>) -> Result<()> {
+        let (items, collapsed) = collapse_duplicates(prepared);
+        add(&self.counters.duplicates_collapsed, collapsed);
+        let ranges = chunk_ranges(
+            items.iter().map(wire_size),
+            MAX_BATCH_ITEMS,
+            CHUNK_PAYLOAD_BYTES,
+        );
+        debug!(
+            table = %self.table,
+            items = items.len(),
+            collapsed,
+            chunks = ranges.len(),
+            "writing with BatchWriteItem"
+        );
+        let mut items = items.into_iter();
+        let mut chunks = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let chunk = items
+                .by_ref()
+                .take(range.len())
+                .map(|item| {
+                    PutRequest::builder()
+                        .set_item(Some(item))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map_err(|e| DynamoDbError::Conversion {
+                            source: Box::new(e),
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            chunks.push(chunk);
+        }
+        let mut writes = futures::stream::iter(chunks.into_iter().map(|c| self.write_chunk(c)))
+            .buffer_unordered(self.max_in_flight);
+        while let Some(result) = writes.next().await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Writes one chunk, sending unprocessed items again until none is left
+    /// or the retry policy runs out.
+    async fn write_chunk(&self, chunk: Vec<WriteRequest>) -> Result<()> {
+        let total = chunk.len();
+        let mut pending = chunk;
+        let mut delays = self.delays();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .batch_write_item()
+                .request_items(self.table.clone(), pending.clone())
+                .send()
+                .await;
+            match result {
+                Ok(output) => {
+                    let left = output
+                        .unprocessed_items
+                        .and_then(|mut tables| tables.remove(&self.table))
+                        .unwrap_or_default();
+                    if left.is_empty() {
+                        add(&self.counters.items_written, total);
+                        return Ok(());
+                    }
+                    if attempt >= self.retry.max_attempts {
+                        add(&self.counters.items_written, total - left.len().min(total));
+                        return Err(DynamoDbError::UnprocessedItems {
+                            table: self.table.clone(),
+                            left: left.len(),
+                            attempts: attempt,
+                        });
+                    }
+                    debug!(
+                        table = %self.table,
+                        attempt,
+                        left = left.len(),
+                        of = pending.len(),
+                        "unprocessed items; sending them again"
+                    );
+                    pending = left;
+                }
+                Err(error) => {
+                    let kind = classify(&error, |e| {
+                        e.is_provisioned_throughput_exceeded_exception()
+                            || e.is_throttling_exception()
+                            || e.is_request_limit_exceeded()
+                    });
+                    if !kind.is_retryable() || attempt >= self.retry.max_attempts {
+                        return Err(DynamoDbError::request(
+                            "BatchWriteItem",
+                            &self.table,
+                            attempt,
+                            kind,
+                            error,
+                        ));
+                    }
+                    log_retry("BatchWriteItem", &self.table, attempt, kind, &error);
+                }
+            }
+            add(&self.counters.requests_retried, 1);
+            tokio::time::sleep(delays.next().unwrap_or(self.retry.max_delay)).await;
+        }
+    }
+
+    /// Conditional mode: one `PutItem` per item; items sharing a key go one
+    /// after the other in batch order, different keys concurrently.
+    async fn write_conditional(
+        &self,
+        condition: &ConditionalPut,
+        prepared: Vec<Prepared>,
+    ) -> Result<()> {
+        let mut groups: Vec<Vec<Item>> = Vec::new();
+        let mut group_of: HashMap<KeyValue, usize> = HashMap::new();
+        for Prepared { item, key } in prepared {
+            match group_of.get(&key) {
+                Some(&group) => groups[group].push(item),
+                None => {
+                    group_of.insert(key, groups.len());
+                    groups.push(vec![item]);
+                }
+            }
+        }
+        debug!(table = %self.table, keys = groups.len(), "writing with conditional PutItem");
+        let mut writes = futures::stream::iter(groups.into_iter().map(|group| async move {
+            for item in group {
+                self.put_conditional(condition, item).await?;
+            }
+            Ok::<(), DynamoDbError>(())
+        }))
+        .buffer_unordered(self.max_in_flight);
+        while let Some(result) = writes.next().await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn put_conditional(&self, condition: &ConditionalPut, item: Item) -> Result<()> {
+        let values = condition.values_for(&item)?;
+        let values = (!values.is_empty()).then_some(values);
+        let mut delays = self.delays();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .put_item()
+                .table_name(self.table.clone())
+                .set_item(Some(item.clone()))
+                .condition_expression(condition.expression())
+                .set_expression_attribute_names(condition.names())
+                .set_expression_attribute_values(values.clone())
+                .send()
+                .await;
+            match result {
+                Ok(_) => {
+                    add(&self.counters.items_written, 1);
+                    return Ok(());
+                }
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    // The stored item wins (e.g. it has a newer version).
+                    add(&self.counters.stale_skipped, 1);
+                    return Ok(());
+                }
+                Err(error) => {
+                    let kind = classify(&error, |e| {
+                        e.is_provisioned_throughput_exceeded_exception()
+                            || e.is_throttling_exception()
+                            || e.is_request_limit_exceeded()
+                    });
+                    if !kind.is_retryable() || attempt >= self.retry.max_attempts {
+                        return Err(DynamoDbError::request(
+                            "PutItem",
+                            &self.table,
+                            attempt,
+                            kind,
+                            error,
+                        ));
+                    }
+                    log_retry("PutItem", &self.table, attempt, kind, &error);
+                }
+            }
+            add(&self.counters.requests_retried, 1);
+            tokio::time::sleep(delays.next().unwrap_or(self.retry.max_delay)).await;
+        }
+    }
+}
+
+fn log_retry<E: std::error::Error + 'static, R: fmt::Debug>(
+    operation: &str,
+    table: &str,
+    attempt: u32,
+    kind: RequestErrorKind,
+    error: &aws_sdk_dynamodb::error::SdkError<E, R>,
+) {
+    warn!(
+        table,
+        attempt,
+        %kind,
+        error = %aws_sdk_dynamodb::error::DisplayErrorContext(error),
+        "{operation} failed; retrying"
+    );
+}
+
+#[async_trait]
+impl<T: Send + Sync> Emitter<T> for DynamoDbEmitter<T> {
+    async fn emit(&self, batch: &Batch<T>) -> kinesis_connectors_core::Result<EmitOutcome> {
+        if batch.is_empty() {
+            return Ok(EmitOutcome::delivered());
+        }
+        let (prepared, rejected) = self.prepare(&batch.items);
+        let written = match &self.conditional {
+            None => self.write_batches(prepared).await,
+            Some(condition) => self.write_conditional(condition, prepared).await,
+        };
+        if let Err(error) = written {
+            debug!(
+                table = %self.table,
+                shard_id = %batch.context.shard_id,
+                first = %batch.first,
+                last = %batch.last,
+                %error,
+                "batch not written"
+            );
+            return Err(error.into());
+        }
+        Ok(EmitOutcome::with_rejected(rejected))
+    }
+}
+
+/// An item ready to write, with its primary key.
+struct Prepared {
+    item: Item,
+    key: KeyValue,
+}
+
+/// Keeps, for each primary key, only the last item, in the order of those
+/// last items; returns them and how many were dropped.
+fn collapse_duplicates(prepared: Vec<Prepared>) -> (Vec<Item>, usize) {
+    let mut last: HashMap<&KeyValue, usize> = HashMap::with_capacity(prepared.len());
+    for (i, p) in prepared.iter().enumerate() {
+        last.insert(&p.key, i);
+    }
+    let keep: Vec<bool> = prepared
+        .iter()
+        .enumerate()
+        .map(|(i, p)| last.get(&p.key) == Some(&i))
+        .collect();
+    let collapsed = prepared.len() - last.len();
+    let items = prepared
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(p, keep)| keep.then_some(p.item))
+        .collect();
+    (items, collapsed)
+}
+
+/// Builds a [`DynamoDbEmitter`]; see [`DynamoDbEmitter::builder`].
+pub struct DynamoDbEmitterBuilder<T> {
+    client: Client,
+    table: String,
+    key_attributes: Vec<String>,
+    max_in_flight: usize,
+    retry: RetryPolicy,
+    mapper: Box<ItemMapper<T>>,
+    conditional: Option<ConditionalPut>,
+}
+
+impl<T> fmt::Debug for DynamoDbEmitterBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoDbEmitterBuilder")
+            .field("table", &self.table)
+            .field("key_attributes", &self.key_attributes)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("retry", &self.retry)
+            .field("conditional", &self.conditional)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> DynamoDbEmitterBuilder<T> {
+    fn new(client: Client, table: String, mapper: Box<ItemMapper<T>>) -> Self {
+        Self {
+            client,
+            table,
+            key_attributes: Vec::new(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            retry: DEFAULT_RETRY,
+            mapper,
+            conditional: None,
+        }
+    }
+
+    /// The table's key attributes: its partition key, then its sort key if
+    /// it has one (required). Used to collapse duplicate keys within a batch
+    /// and to reject items whose key DynamoDB would refuse.
+    pub fn key_attributes<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.key_attributes = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How many requests of one batch may be in flight at once (default 4,
+    /// at least 1): `BatchWriteItem` chunks, or `PutItem` calls in
+    /// conditional mode.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// How each request is retried after `UnprocessedItems`, throttling or a
+    /// transient failure ([`DEFAULT_RETRY`] by default). `max_attempts`
+    /// counts every send of a request; when it runs out the batch fails with
+    /// a retryable error and the consumer's own retry policy takes over.
+    /// These retries come on top of the SDK client's retry configuration.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Converts items with `mapper` instead of the default. An error rejects
+    /// that item only.
+    pub fn item_mapper(
+        mut self,
+        mapper: impl Fn(&T) -> std::result::Result<Item, BoxError> + Send + Sync + 'static,
+    ) -> Self {
+        self.mapper = Box::new(mapper);
+        self
+    }
+
+    /// Writes each item with a conditional `PutItem` instead of
+    /// `BatchWriteItem`; see [`ConditionalPut`] for what it costs.
+    pub fn conditional_put(mut self, condition: ConditionalPut) -> Self {
+        self.conditional = Some(condition);
+        self
+    }
+
+    /// Checks the configuration and builds the emitter.
+    ///
+    /// # Errors
+    ///
+    /// [`DynamoDbError::Config`] naming the problem: a table name DynamoDB
+    /// would refuse, key attributes not set (or more than two, empty,
+    /// repeated), `max_in_flight` of 0, an invalid retry policy, or a
+    /// condition with placeholders that are malformed or unused.
+    pub fn build(self) -> Result<DynamoDbEmitter<T>> {
+        validate_table_name(&self.table)?;
+        let keys = KeySchema::new(self.key_attributes)?;
+        if self.max_in_flight == 0 {
+            return Err(DynamoDbError::Config(
+                "max_in_flight must be at least 1".into(),
+            ));
+        }
+        if let Err(error) = self.retry.validate() {
+            return Err(DynamoDbError::Config(match error {
+                kinesis_connectors_core::Error::Config(message) => message,
+                other => other.to_string(),
+            }));
+        }
+        if let Some(condition) = &self.conditional {
+            condition.validate()?;
+        }
+        Ok(DynamoDbEmitter {
+            client: self.client,
+            table: self.table,
+            keys,
+            max_in_flight: self.max_in_flight,
+            retry: self.retry,
+            mapper: self.mapper,
+            conditional: self.conditional,
+            counters: Counters::default(),
+        })
+    }
+}
+
+/// A table name (3–255 of `a-z A-Z 0-9 _ - .`) or a table ARN.
+fn validate_table_name(table: &str) -> Result<()> {
+    if table.starts_with("arn:") {
+        if table.len() <= 1024 && table.contains(":table/") {
+            return Ok(());
+        }
+        return Err(DynamoDbError::Config(format!(
+            "table ARN {table:?} is not of the form arn:…:table/NAME (at most 1024 characters)"
+        )));
+    }
+    let valid_chars = table
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !(3..=255).contains(&table.len()) || !valid_chars {
+        return Err(DynamoDbError::Config(format!(
+            "table name {table:?} must be 3 to 255 characters of a-z, A-Z, 0-9, `_`, `-` and `.`"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_checked() {
+        assert!(validate_table_name("orders").is_ok());
+        assert!(validate_table_name("my.table-1_x").is_ok());
+        assert!(validate_table_name("ab").is_err());
+        assert!(validate_table_name("has space").is_err());
+        assert!(validate_table_name(&"x".repeat(256)).is_err());
+        assert!(
+            validate_table_name("arn:aws:dynamodb:us-east-1:123456789012:table/orders").is_ok()
+        );
+        assert!(validate_table_name("arn:aws:s3:::bucket").is_err());
+    }
+}
