@@ -99,7 +99,7 @@ pub(crate) fn ensure_moto() -> Result<()> {
     if venv.exists() {
         fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
     }
-    util::run_logged(Command::new(&python).args(["-m", "venv"]).arg(&venv), &log)?;
+    make_venv(&python, &venv, &log)?;
     util::run_logged(
         Command::new(venv.join("bin/pip"))
             .args([
@@ -115,6 +115,27 @@ pub(crate) fn ensure_moto() -> Result<()> {
     write_marker(&venv, MOTO)?;
     say(format!("installed moto in {}", secs(start.elapsed())));
     Ok(())
+}
+
+/// `python -m venv DIR`; when that fails for want of `ensurepip` (Debian's
+/// python3 without python3-venv), installs python3-venv when root and retries.
+fn make_venv(python: &Path, venv: &Path, log: &Path) -> Result<()> {
+    let create = || util::run_logged(Command::new(python).args(["-m", "venv"]).arg(venv), log);
+    match create() {
+        Ok(()) => Ok(()),
+        Err(e) if can_apt() && python.starts_with("/usr") => {
+            say(format!("{e:#}"));
+            say("creating the venv failed: installing Debian's python3-venv and retrying");
+            let _ = fs::remove_dir_all(venv);
+            let minor = python_version(python).map(|(_, m)| m).unwrap_or_default();
+            apt_install(&format!("python3.{minor}-venv"))
+                .or_else(|_| apt_install("python3-venv"))?;
+            create()
+        }
+        Err(e) => Err(e.context(
+            "creating a venv failed (Debian/Ubuntu: `sudo apt-get install python3-venv`)",
+        )),
+    }
 }
 
 /// The LocalStack venv folder.
@@ -140,7 +161,7 @@ pub(crate) fn ensure_localstack() -> Result<()> {
     if venv.exists() {
         fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
     }
-    util::run_logged(Command::new(&python).args(["-m", "venv"]).arg(&venv), &log)?;
+    make_venv(&python, &venv, &log)?;
     util::run_logged(
         Command::new(venv.join("bin/pip")).args([
             "install",
