@@ -592,6 +592,12 @@ pub(crate) fn up(mode: &Mode) -> Result<Up> {
                 if state.services.is_empty() {
                     let _ = fs::remove_file(state_path());
                 } else {
+                    // What still runs belongs to the stack recorded before.
+                    if let Some((mode, routes, notes)) = &before {
+                        state.mode = mode.clone();
+                        state.routes = routes.clone();
+                        state.notes = notes.clone();
+                    }
                     state.save()?;
                 }
                 return Err(e.context(format!("starting {}", kind.name())));
@@ -1285,6 +1291,12 @@ pub(crate) fn running() -> Result<State> {
         .filter(|s| !s.alive())
         .map(|s| s.kind.name())
         .collect();
+    if state.routes.kinesis.is_empty()
+        || state.routes.s3.is_empty()
+        || state.routes.dynamodb.is_empty()
+    {
+        bail!("the stack is incomplete (its start was interrupted): run `cargo xtask stack up`");
+    }
     if !dead.is_empty() {
         bail!(
             "the stack is not healthy ({} dead): run `cargo xtask stack up` to restart it",
