@@ -1,0 +1,163 @@
+//! The crate's one error type, and how SDK errors are classified into it.
+
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// Errors of the Kinesis emitter.
+///
+/// Every variant names the target stream and says whether retrying may
+/// succeed ([`Error::is_retryable`]). Converted into the core's
+/// [`Error::Emit`](kinesis_connectors_core::Error::Emit) (or
+/// [`Error::Config`](kinesis_connectors_core::Error::Config)) by `From`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The builder was given a configuration that cannot work.
+    #[error("invalid Kinesis emitter configuration: {0}")]
+    Config(String),
+
+    /// A `PutRecords` request failed as a whole: throttling, a network error
+    /// or a 5xx (retryable), or a request Kinesis refused (stream not found,
+    /// access denied, KMS key unusable, …: not retryable).
+    #[error(
+        "PutRecords to stream {stream} failed{}{}: {message}",
+        code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
+        if *.retryable { ", retryable" } else { "" }
+    )]
+    Request {
+        /// The target stream.
+        stream: String,
+        /// The Kinesis error code, when Kinesis answered with one.
+        code: Option<String>,
+        /// Whether the same request may succeed later.
+        retryable: bool,
+        /// The SDK's description of the failure.
+        message: String,
+    },
+
+    /// Some records were still refused (`ProvisionedThroughputExceededException`,
+    /// `InternalFailure`) after every attempt; the others were delivered.
+    /// Retryable: the consumer emits the batch again later.
+    #[error(
+        "{failed} of {total} record(s) were not accepted by stream {stream} after {attempts} attempt(s) (last error: {code}: {message})"
+    )]
+    PartialFailure {
+        /// The target stream.
+        stream: String,
+        /// How many records were still refused.
+        failed: usize,
+        /// How many records the batch sent (rejected items excluded).
+        total: usize,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The error code of the last refused record.
+        code: String,
+        /// Its error message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same batch may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Request { retryable, .. } => *retryable,
+            Self::PartialFailure { .. } => true,
+            Self::Config(_) => false,
+        }
+    }
+}
+
+impl From<Error> for kinesis_connectors_core::Error {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Config(message) => Self::Config(message),
+            error if error.is_retryable() => Self::emit_retryable(error),
+            error => Self::emit_permanent(error),
+        }
+    }
+}
+
+/// Kinesis error codes worth retrying.
+const RETRYABLE_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "KMSThrottlingException",
+    "LimitExceededException",
+    "ThrottlingException",
+    "InternalFailure",
+    "InternalFailureException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "ResourceInUseException",
+];
+
+/// Classifies a `PutRecords` error on `stream`.
+pub(crate) fn classify<E>(
+    stream: &str,
+    error: SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    let (code, retryable) = match &error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            (None, true)
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().map(str::to_owned);
+            let retryable = match code.as_deref() {
+                Some(c) => {
+                    RETRYABLE_CODES.contains(&c)
+                        || (status.is_some_and(|s| s >= 500 || s == 429)
+                            && !c.starts_with("KMS")
+                            && c != "ResourceNotFoundException"
+                            && c != "AccessDeniedException")
+                }
+                None => status.is_some_and(|s| s >= 500 || s == 429),
+            };
+            (code, retryable)
+        }
+        _ => (None, false),
+    };
+    Error::Request {
+        stream: stream.to_owned(),
+        code,
+        retryable,
+        message: DisplayErrorContext(&error).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_and_conversion() {
+        let partial = Error::PartialFailure {
+            stream: "target".into(),
+            failed: 3,
+            total: 10,
+            attempts: 5,
+            code: "ProvisionedThroughputExceededException".into(),
+            message: "Rate exceeded".into(),
+        };
+        let text = partial.to_string();
+        assert!(text.starts_with("3 of 10 record(s)"), "{text}");
+        assert!(
+            text.contains("target") && text.contains("5 attempt"),
+            "{text}"
+        );
+        assert!(kinesis_connectors_core::Error::from(partial).is_retryable());
+        assert!(matches!(
+            kinesis_connectors_core::Error::from(Error::Config("x".into())),
+            kinesis_connectors_core::Error::Config(_)
+        ));
+        let refused = Error::Request {
+            stream: "s".into(),
+            code: Some("ResourceNotFoundException".into()),
+            retryable: false,
+            message: "no".into(),
+        };
+        assert!(!kinesis_connectors_core::Error::from(refused).is_retryable());
+    }
+}
