@@ -819,6 +819,9 @@ fn start_kinesis(log: PathBuf, port: u16) -> Result<Svc> {
         .env("KINESIS_MOCK_CERT_PATH", pkg.join("server.json"))
         .env("AWS_REGION", REGION)
         .env("SHOULD_PERSIST_DATA", "false")
+        // The default of 50 shards per account is used up by a few parallel
+        // integration tests; real accounts allow far more.
+        .env("SHARD_LIMIT", "1000")
         .env("LOG_LEVEL", "WARN");
     for var in KINESIS_DURATIONS {
         cmd.env(var, "0ms");
@@ -1070,6 +1073,7 @@ fn start_localstack(log: PathBuf, port: u16) -> Result<Svc> {
         .env("FILESYSTEM_ROOT", &root)
         .env("DISABLE_EVENTS", "1")
         .env("KINESIS_LATENCY", "0")
+        .env("KINESIS_SHARD_LIMIT", "1000")
         .env("DNS_ADDRESS", "0")
         .env("SKIP_SSL_CERT_DOWNLOAD", "1")
         .env("NODE_OPTIONS", node_options)
