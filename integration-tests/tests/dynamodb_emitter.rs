@@ -1,0 +1,533 @@
+//! `DynamoDbEmitter` against the local stack: a pipeline from a 2-shard
+//! Kinesis stream (kinesis-local) of JSON events into a DynamoDB table
+//! (moto), a replay from TRIM_HORIZON that creates no extra items, the
+//! testkit's emitter conformance suite, and conditional puts.
+//!
+//! Run with `cargo xtask it dynamodb_emitter` (every test name starts with
+//! `dynamodb_emitter_`, so the filter selects them). Every test creates its own
+//! stream and table, so they may run in parallel with the other tests.
+//!
+//! What moto cannot show (it never answers with `UnprocessedItems`, never
+//! throttles and accepts 26-item batches) is covered by the mock-based tests
+//! in `crates/connectors-dynamodb/tests/mocked.rs`.
+
+// Test code: helpers may unwrap and panic like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Select,
+    TableStatus,
+};
+use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use integration_tests::{create_stream, dynamodb_client, kinesis_client, unique_name};
+use kinesis_connectors_core::{
+    BadRecordPolicy, Batch, BufferLimits, CancellationToken, EmitOutcome, Emitter, JsonTransformer,
+    KinesisSource, MemoryCheckpointStore, Pipeline, ShardConfig, ShardContext, StreamConsumer,
+    StreamReport, async_trait,
+};
+use kinesis_connectors_dynamodb::{ConditionalPut, DynamoDbEmitter};
+use kinesis_connectors_testkit::EmitterConformance;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+/// The checkpoint namespace of every consumer here.
+const APP: &str = "dynamodb-emitter-it";
+/// The bound of every wait for the table to reach the expected state.
+const WAIT: Duration = Duration::from_secs(120);
+/// Records per `PutRecords` call.
+const PUT_BATCH: usize = 100;
+
+/// One JSON event on the stream, and one item in the table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Event {
+    id: String,
+    version: u64,
+    user: String,
+    amount_cents: i64,
+    tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+impl Event {
+    fn new(n: u64, version: u64) -> Self {
+        Self {
+            id: format!("evt-{n:05}"),
+            version,
+            user: format!("user-{}", n % 37),
+            amount_cents: (n as i64 * 7919) % 100_000 - 50_000,
+            tags: (0..n % 3).map(|t| format!("tag-{t}")).collect(),
+            note: (version > 1).then(|| format!("updated to v{version}")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// DynamoDB helpers
+// ---------------------------------------------------------------------------
+
+/// Creates an on-demand table keyed by `id` (string) and waits (at most
+/// 30 s) until it is `ACTIVE`.
+async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
+    client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .with_context(|| format!("CreateTable {table}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .with_context(|| format!("DescribeTable {table}"))?
+            .table
+            .and_then(|t| t.table_status);
+        if status == Some(TableStatus::Active) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "table {table} is still {status:?} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many items the table holds: Scan with `Select::Count`, every page.
+async fn count_items(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<usize> {
+    let mut pages = client
+        .scan()
+        .table_name(table)
+        .select(Select::Count)
+        .consistent_read(true)
+        .into_paginator()
+        .send();
+    let mut total = 0;
+    while let Some(page) = pages.next().await {
+        total += usize::try_from(page.with_context(|| format!("Scan {table}"))?.count)?;
+    }
+    Ok(total)
+}
+
+/// Every item of the table, by id.
+async fn scan_events(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<BTreeMap<String, Event>> {
+    let mut pages = client
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .into_paginator()
+        .send();
+    let mut events = BTreeMap::new();
+    while let Some(page) = pages.next().await {
+        let items = page
+            .with_context(|| format!("Scan {table}"))?
+            .items
+            .unwrap_or_default();
+        for event in serde_dynamo::aws_sdk_dynamodb_1::from_items::<Event>(items)? {
+            events.insert(event.id.clone(), event);
+        }
+    }
+    Ok(events)
+}
+
+/// Waits until the table holds exactly `expected`; fails after [`WAIT`]
+/// saying how it differs.
+async fn wait_for_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    expected: &BTreeMap<String, Event>,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let actual = scan_events(client, table).await.unwrap();
+        if &actual == expected {
+            return started.elapsed();
+        }
+        if started.elapsed() > WAIT {
+            let missing: Vec<&String> = expected
+                .keys()
+                .filter(|id| !actual.contains_key(*id))
+                .take(10)
+                .collect();
+            let extra: Vec<&String> = actual
+                .keys()
+                .filter(|id| !expected.contains_key(*id))
+                .take(10)
+                .collect();
+            let different: Vec<(&Event, &Event)> = expected
+                .iter()
+                .filter_map(|(id, e)| actual.get(id).filter(|a| *a != e).map(|a| (e, a)))
+                .take(5)
+                .collect();
+            panic!(
+                "table {table} did not reach the expected {} items within {WAIT:?}: it holds {}; \
+                 missing e.g. {missing:?}; unexpected e.g. {extra:?}; different (expected, actual) e.g. {different:#?}",
+                expected.len(),
+                actual.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Producer
+// ---------------------------------------------------------------------------
+
+/// Writes `payloads` (partition key, data) with `PutRecords`, `PUT_BATCH`
+/// per call, resending entries the service refused until all are accepted.
+async fn put_records(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    payloads: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    for chunk in payloads.chunks(PUT_BATCH) {
+        let mut pending: Vec<(String, Vec<u8>)> = chunk.to_vec();
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            attempt += 1;
+            ensure!(
+                attempt <= 30,
+                "PutRecords to {stream} kept failing ({} entries left)",
+                pending.len()
+            );
+            let entries = pending
+                .iter()
+                .map(|(key, data)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .data(Blob::new(data.clone()))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let output = match client
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+            {
+                Ok(output) => output,
+                Err(SdkError::ServiceError(error)) => {
+                    eprintln!(
+                        "PutRecords refused ({:?}); retrying",
+                        error.err().meta().code()
+                    );
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    continue;
+                }
+                Err(error) => bail!("PutRecords: {}", DisplayErrorContext(error)),
+            };
+            ensure!(
+                output.records().len() == pending.len(),
+                "PutRecords answered {} entries for {}",
+                output.records().len(),
+                pending.len()
+            );
+            // Every partition key appears once per call here, so resending the
+            // refused entries keeps per-key order.
+            let refused: Vec<(String, Vec<u8>)> = pending
+                .into_iter()
+                .zip(output.records())
+                .filter(|(_, entry)| entry.error_code().is_some())
+                .map(|(payload, _)| payload)
+                .collect();
+            pending = refused;
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn json(event: &Event) -> (String, Vec<u8>) {
+    (event.id.clone(), serde_json::to_vec(event).unwrap())
+}
+
+// ---------------------------------------------------------------------------
+// Consumer
+// ---------------------------------------------------------------------------
+
+/// The DynamoDB emitter, counting the items of every batch it delivered.
+struct Counting {
+    inner: DynamoDbEmitter<Event>,
+    items: AtomicUsize,
+}
+
+#[async_trait]
+impl Emitter<Event> for Counting {
+    async fn emit(&self, batch: &Batch<Event>) -> kinesis_connectors_core::Result<EmitOutcome> {
+        let outcome = self.inner.emit(batch).await?;
+        self.items.fetch_add(batch.len(), Ordering::SeqCst);
+        Ok(outcome)
+    }
+}
+
+fn counting_emitter(client: &aws_sdk_dynamodb::Client, table: &str) -> Arc<Counting> {
+    Arc::new(Counting {
+        inner: DynamoDbEmitter::builder(client.clone(), table)
+            .key_attributes(["id"])
+            .max_in_flight(4)
+            .build()
+            .expect("emitter configuration"),
+        items: AtomicUsize::new(0),
+    })
+}
+
+type Running = (
+    CancellationToken,
+    JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
+);
+
+/// Starts a consumer of `stream` from TRIM_HORIZON (the store is empty)
+/// with small batches, a 1 s age limit and short idle delays.
+fn start(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    store: MemoryCheckpointStore,
+    emitter: Arc<Counting>,
+) -> Running {
+    let limits = BufferLimits {
+        max_records: 300,
+        max_age: Duration::from_secs(1),
+        ..BufferLimits::default()
+    };
+    let consumer = StreamConsumer::builder(
+        APP,
+        stream,
+        Arc::new(KinesisSource::new(kinesis.clone())),
+        Arc::new(store),
+        move |_: &ShardContext| {
+            Pipeline::builder(JsonTransformer::<Event>::new(), emitter.clone())
+                .buffer_limits(limits)
+                // The bad JSON record and the oversized item are skipped and counted.
+                .bad_records(BadRecordPolicy::Skip)
+                .build()
+        },
+    )
+    .shard_config(ShardConfig {
+        idle_delay: Duration::from_millis(200),
+        ..ShardConfig::default()
+    })
+    .discovery_interval(Duration::from_secs(1))
+    .build()
+    .expect("consumer configuration");
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(consumer.run(cancel.clone()));
+    (cancel, handle)
+}
+
+/// Cancels the consumer and waits (at most 30 s) for its report.
+async fn stop((cancel, handle): Running) -> StreamReport {
+    cancel.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("the consumer did not stop within 30 s of cancel")
+        .expect("the consumer task panicked")
+        .expect("the consumer returned an error");
+    let failures: Vec<String> = report
+        .failures()
+        .map(|(shard, error)| format!("{shard}: {error}"))
+        .collect();
+    assert!(failures.is_empty(), "shards failed: {failures:#?}");
+    report
+}
+
+/// Waits (at most [`WAIT`]) until `counter` reaches `target`.
+async fn wait_for_count(what: &str, counter: &AtomicUsize, target: usize) -> Duration {
+    let started = Instant::now();
+    loop {
+        let seen = counter.load(Ordering::SeqCst);
+        if seen >= target {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{what}: {seen} of {target} items emitted within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// Events written: 1,000 fresh ones, then 100 updates (version 2) of every
+/// tenth one, one record that is not JSON and one event over DynamoDB's
+/// 400 KB item limit. The table must end with one item per id, holding its
+/// last version; the bad record and the oversized item are skipped. A second
+/// consumer with an empty checkpoint store replays the whole stream from
+/// TRIM_HORIZON: the table is unchanged afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
+    let total = Instant::now();
+    let kinesis = kinesis_client().await;
+    let dynamodb = dynamodb_client().await;
+    let stream = unique_name("dyn-emitter");
+    let table = unique_name("dyn-emitter");
+    create_stream(&kinesis, &stream, 2).await.unwrap();
+    create_table(&dynamodb, &table).await.unwrap();
+
+    let fresh: Vec<Event> = (0..1_000).map(|n| Event::new(n, 1)).collect();
+    let updates: Vec<Event> = (0..1_000).step_by(10).map(|n| Event::new(n, 2)).collect();
+    let mut oversized = Event::new(5_000, 1);
+    oversized.note = Some("x".repeat(420 * 1024));
+    let mut expected: BTreeMap<String, Event> = BTreeMap::new();
+    for event in fresh.iter().chain(&updates) {
+        expected.insert(event.id.clone(), event.clone());
+    }
+    // Items the transformer produces: all events, the oversized one included.
+    let emitted_items = fresh.len() + updates.len() + 1;
+
+    let produced = Instant::now();
+    let mut first_phase: Vec<(String, Vec<u8>)> = fresh.iter().map(json).collect();
+    first_phase.push(("not-json".to_owned(), b"{this is not json".to_vec()));
+    put_records(&kinesis, &stream, first_phase).await.unwrap();
+    // Updates go after every fresh event was accepted: same key, same shard, later.
+    put_records(&kinesis, &stream, updates.iter().map(json).collect())
+        .await
+        .unwrap();
+    put_records(&kinesis, &stream, vec![json(&oversized)])
+        .await
+        .unwrap();
+    let produced = produced.elapsed();
+
+    // First run.
+    let first_emitter = counting_emitter(&dynamodb, &table);
+    let running = start(
+        &kinesis,
+        &stream,
+        MemoryCheckpointStore::new(),
+        Arc::clone(&first_emitter),
+    );
+    let filled = wait_for_table(&dynamodb, &table, &expected).await;
+    wait_for_count("first run", &first_emitter.items, emitted_items).await;
+    let report = stop(running).await;
+    let failed: u64 = report.shards.iter().map(|s| s.stats.records_failed).sum();
+    assert_eq!(failed, 2, "the bad JSON record and the oversized item");
+    assert_eq!(report.shards.len(), 2, "both shards ran");
+    let stats = first_emitter.inner.stats();
+    assert_eq!(stats.items_rejected, 1, "{stats:?}");
+    assert_eq!(
+        count_items(&dynamodb, &table).await.unwrap(),
+        expected.len()
+    );
+
+    // Replay: a fresh checkpoint store, so both shards start at TRIM_HORIZON.
+    let replay_emitter = counting_emitter(&dynamodb, &table);
+    let running = start(
+        &kinesis,
+        &stream,
+        MemoryCheckpointStore::new(),
+        Arc::clone(&replay_emitter),
+    );
+    let replayed = wait_for_count("replay", &replay_emitter.items, emitted_items).await;
+    stop(running).await;
+    assert_eq!(
+        replay_emitter.items.load(Ordering::SeqCst),
+        emitted_items,
+        "the replay emitted the whole stream once"
+    );
+    assert_eq!(
+        count_items(&dynamodb, &table).await.unwrap(),
+        expected.len(),
+        "the replay created extra items"
+    );
+    assert_eq!(
+        scan_events(&dynamodb, &table).await.unwrap(),
+        expected,
+        "the replay left other values"
+    );
+    eprintln!(
+        "{} records produced in {produced:?}; table filled in {filled:?}; replay of {emitted_items} items in {replayed:?}; total {:?}",
+        emitted_items + 1,
+        total.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_emitter_conformance_against_the_table() {
+    let client = dynamodb_client().await;
+    let table = unique_name("dyn-conformance");
+    create_table(&client, &table).await.unwrap();
+    let emitter = DynamoDbEmitter::<Event>::builder(client.clone(), &table)
+        .key_attributes(["id"])
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    EmitterConformance::new(&emitter, |i| Event::new(i as u64, 1))
+        .delivered_count(|| {
+            let client = client.clone();
+            let table = table.clone();
+            Box::pin(async move { count_items(&client, &table).await.unwrap() })
+        })
+        .run()
+        .await;
+    eprintln!("conformance suite on moto in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_emitter_conditional_puts_keep_the_newest_version() {
+    let client = dynamodb_client().await;
+    let table = unique_name("dyn-conditional");
+    create_table(&client, &table).await.unwrap();
+    let emitter = DynamoDbEmitter::<Event>::builder(client.clone(), &table)
+        .key_attributes(["id"])
+        .conditional_put(ConditionalPut::newer_version("version"))
+        .build()
+        .unwrap();
+    let context = kinesis_connectors_testkit::shard_context("shardId-000000000000");
+    let a = |version| Event::new(1, version);
+    let b = |version| Event::new(2, version);
+
+    let first = kinesis_connectors_testkit::batch(context.clone(), vec![a(2), b(1)], 10);
+    let outcome = emitter.emit(&first).await.unwrap();
+    assert!(outcome.rejected.is_empty());
+    // a: v1 is older, v3 newer; b: v1 again is not newer; a v2 after v3 is older.
+    let second =
+        kinesis_connectors_testkit::batch(context.clone(), vec![a(1), a(3), b(1), a(2)], 20);
+    let outcome = emitter.emit(&second).await.unwrap();
+    assert!(outcome.rejected.is_empty());
+
+    let stored = scan_events(&client, &table).await.unwrap();
+    let versions: Vec<(&str, u64)> = stored
+        .values()
+        .map(|e| (e.id.as_str(), e.version))
+        .collect();
+    assert_eq!(versions, [("evt-00001", 3), ("evt-00002", 1)]);
+    let stats = emitter.stats();
+    assert_eq!(
+        (stats.items_written, stats.stale_skipped),
+        (3, 3),
+        "{stats:?}"
+    );
+}
