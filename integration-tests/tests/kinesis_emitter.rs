@@ -1,0 +1,373 @@
+//! `KinesisEmitter` on the local stack (kinesis-local): a stream-to-stream
+//! pipeline where every record of a 2-shard source stream arrives in a
+//! 3-shard target stream with its partition key, an oversized item rejected
+//! to the dead-letter policy while the rest of its batch is delivered, and
+//! the testkit's emitter conformance suite counting the target stream.
+//!
+//! Run with `cargo xtask it kinesis_emitter`. Every test uses its own
+//! streams, so they may run in parallel with the other integration tests.
+
+// Test code: helpers may unwrap and panic like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use integration_tests::{create_stream, kinesis_client, unique_name};
+use kinesis_connectors_core::{
+    BadRecordPolicy, BufferLimits, CancellationToken, Emitter, FailedRecord, KinesisSource,
+    MemoryCheckpointStore, Pipeline, ShardConfig, ShardContext, StreamConsumer, StreamReport,
+    Utf8Transformer,
+};
+use kinesis_connectors_kinesis::KinesisEmitter;
+use kinesis_connectors_testkit::{EmitterConformance, RecordingEmitter};
+use tokio::task::JoinHandle;
+
+/// The bound of every wait for the pipeline to deliver.
+const WAIT: Duration = Duration::from_secs(150);
+/// The checkpoint namespace of every consumer here.
+const APP: &str = "kinesis-emitter-it";
+
+/// One record of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Seen {
+    partition_key: String,
+    data: String,
+}
+
+/// Writes `(partition key, data)` records with `PutRecords` (500 per call),
+/// sending refused entries again until every record is accepted.
+async fn produce(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: Vec<(String, String)>,
+) -> Result<()> {
+    for chunk in records.chunks(500) {
+        let mut pending = chunk.to_vec();
+        let mut attempt = 0u64;
+        while !pending.is_empty() {
+            attempt += 1;
+            ensure!(
+                attempt <= 60,
+                "PutRecords to {stream} kept refusing records"
+            );
+            let entries = pending
+                .iter()
+                .map(|(key, data)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .data(Blob::new(data.as_bytes()))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            match client
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+            {
+                Ok(output) => {
+                    pending = pending
+                        .into_iter()
+                        .zip(output.records())
+                        .filter(|(_, r)| r.error_code().is_some())
+                        .map(|(record, _)| record)
+                        .collect();
+                }
+                Err(SdkError::ServiceError(e)) => {
+                    eprintln!("PutRecords refused ({:?}); retrying", e.err().meta().code());
+                }
+                Err(e) => bail!("PutRecords to {stream}: {}", DisplayErrorContext(e)),
+            }
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every record of every shard of `stream`, from `TRIM_HORIZON`.
+async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Vec<Seen>> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| anyhow!("ListShards {stream}: {}", DisplayErrorContext(e)))?;
+    let mut seen = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .map_err(|e| anyhow!("GetShardIterator: {}", DisplayErrorContext(e)))?
+            .shard_iterator
+            .context("no iterator")?;
+        for call in 0.. {
+            ensure!(call < 200, "{stream}/{} never caught up", shard.shard_id());
+            let page = match client.get_records().shard_iterator(&iterator).send().await {
+                Ok(page) => page,
+                Err(SdkError::ServiceError(e))
+                    if e.err().meta().code() == Some("ProvisionedThroughputExceededException") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => bail!("GetRecords: {}", DisplayErrorContext(e)),
+            };
+            let empty = page.records().is_empty();
+            for record in page.records() {
+                seen.push(Seen {
+                    partition_key: record.partition_key().unwrap_or_default().to_owned(),
+                    data: String::from_utf8(record.data().as_ref().to_vec())?,
+                });
+            }
+            match page.next_shard_iterator() {
+                Some(next) if !(empty && page.millis_behind_latest().unwrap_or(0) == 0) => {
+                    iterator = next.to_owned();
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(seen)
+}
+
+fn consumer(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    emitter: Arc<dyn Emitter<String>>,
+    bad_records: BadRecordPolicy,
+) -> StreamConsumer<Utf8Transformer> {
+    let limits = BufferLimits {
+        max_records: 400,
+        max_age: Duration::from_secs(1),
+        ..BufferLimits::default()
+    };
+    StreamConsumer::builder(
+        APP,
+        stream,
+        Arc::new(KinesisSource::new(kinesis.clone())),
+        Arc::new(MemoryCheckpointStore::new()),
+        move |_: &ShardContext| {
+            Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
+                .buffer_limits(limits)
+                .bad_records(bad_records.clone())
+                .build()
+        },
+    )
+    .shard_config(ShardConfig {
+        idle_delay: Duration::from_millis(200),
+        ..ShardConfig::default()
+    })
+    .discovery_interval(Duration::from_secs(1))
+    .build()
+    .expect("consumer configuration")
+}
+
+type Running = (
+    CancellationToken,
+    JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
+);
+
+fn start(consumer: StreamConsumer<Utf8Transformer>) -> Running {
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(consumer.run(cancel.clone()));
+    (cancel, handle)
+}
+
+async fn stop((cancel, handle): Running) -> StreamReport {
+    cancel.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("the consumer did not stop within 30 s of cancel")
+        .expect("the consumer task panicked")
+        .expect("the consumer returned an error");
+    let failures: Vec<String> = report
+        .failures()
+        .map(|(shard, error)| format!("{shard}: {error}"))
+        .collect();
+    assert!(failures.is_empty(), "shards failed: {failures:#?}");
+    report
+}
+
+/// Polls the target stream every second until `expected` records are in it;
+/// fails after `WAIT`.
+async fn wait_for(
+    kinesis: &aws_sdk_kinesis::Client,
+    target: &str,
+    expected: usize,
+) -> (Vec<Seen>, Duration) {
+    let started = Instant::now();
+    loop {
+        let seen = read_stream(kinesis, target).await.unwrap();
+        let distinct = seen.iter().collect::<HashSet<_>>().len();
+        if distinct >= expected {
+            return (seen, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "only {distinct} of {expected} records reached {target} after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_emitter_every_record_arrives_in_the_target_stream() {
+    let kinesis = kinesis_client().await;
+    let source = unique_name("kin-it-src");
+    let target = unique_name("kin-it-dst");
+    create_stream(&kinesis, &source, 2).await.unwrap();
+    create_stream(&kinesis, &target, 3).await.unwrap();
+    let started = Instant::now();
+    let records: Vec<(String, String)> = (0..1_200)
+        .map(|i| (format!("pk-{:02}", i % 20), format!("forward {i:05}")))
+        .collect();
+    produce(&kinesis, &source, records.clone()).await.unwrap();
+    let produced_in = started.elapsed();
+
+    let emitter = KinesisEmitter::builder(kinesis.clone(), &target, Utf8Transformer)
+        .build()
+        .unwrap();
+    let running = start(consumer(
+        &kinesis,
+        &source,
+        Arc::new(emitter),
+        BadRecordPolicy::Stop,
+    ));
+    let (seen, waited) = wait_for(&kinesis, &target, records.len()).await;
+    let report = stop(running).await;
+
+    let expected: HashSet<Seen> = records
+        .iter()
+        .map(|(pk, data)| Seen {
+            partition_key: pk.clone(),
+            data: data.clone(),
+        })
+        .collect();
+    let arrived: HashSet<Seen> = seen.iter().cloned().collect();
+    assert_eq!(
+        arrived, expected,
+        "every record arrived once, with its partition key"
+    );
+    assert_eq!(
+        seen.len(),
+        records.len(),
+        "a clean run writes no duplicates"
+    );
+    eprintln!(
+        "stream to stream: {} records ({produced_in:?} to write, {} emitted) arrived {waited:?} later; total {:?}",
+        records.len(),
+        report.records_emitted(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_emitter_an_oversized_item_goes_to_the_dead_letter_policy() {
+    let kinesis = kinesis_client().await;
+    let source = unique_name("kin-it-big-src");
+    let target = unique_name("kin-it-big-dst");
+    create_stream(&kinesis, &source, 1).await.unwrap();
+    create_stream(&kinesis, &target, 1).await.unwrap();
+    // The source takes 1 MiB records; prefixing each item on the way out
+    // makes one of them too large for the target.
+    let big = "b".repeat(1024 * 1024 - 10);
+    let records = vec![
+        ("k".to_owned(), "small 1".to_owned()),
+        ("k".to_owned(), big.clone()),
+        ("k".to_owned(), "small 2".to_owned()),
+    ];
+    produce(&kinesis, &source, records).await.unwrap();
+
+    struct Prefixed;
+    impl kinesis_connectors_core::Transformer for Prefixed {
+        type Item = String;
+        fn to_item(
+            &self,
+            record: &kinesis_connectors_core::Record,
+        ) -> kinesis_connectors_core::Result<String> {
+            Utf8Transformer.to_item(record)
+        }
+        fn from_item(
+            &self,
+            item: &String,
+            out: &mut Vec<u8>,
+        ) -> kinesis_connectors_core::Result<()> {
+            out.extend_from_slice(b"forwarded: ");
+            out.extend_from_slice(item.as_bytes());
+            Ok(())
+        }
+    }
+    let emitter = KinesisEmitter::builder(kinesis.clone(), &target, Prefixed)
+        .build()
+        .unwrap();
+    let dead_letters = RecordingEmitter::<FailedRecord>::new();
+    let running = start(consumer(
+        &kinesis,
+        &source,
+        Arc::new(emitter),
+        BadRecordPolicy::DeadLetter(Arc::new(dead_letters.clone())),
+    ));
+    let (seen, _) = wait_for(&kinesis, &target, 2).await;
+    let started = Instant::now();
+    while dead_letters.item_count() == 0 {
+        assert!(started.elapsed() < WAIT, "no dead letter after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop(running).await;
+    let data: Vec<&str> = seen.iter().map(|s| s.data.as_str()).collect();
+    assert_eq!(data, vec!["forwarded: small 1", "forwarded: small 2"]);
+    let failed: Vec<FailedRecord> = dead_letters.items();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].error.contains("1 MiB"), "{}", failed[0].error);
+    assert!(failed[0].data.ends_with(big.as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_emitter_conformance_on_the_stack() {
+    let kinesis = kinesis_client().await;
+    let target = unique_name("kin-it-conformance");
+    create_stream(&kinesis, &target, 4).await.unwrap();
+    let started = Instant::now();
+    let emitter = KinesisEmitter::builder(kinesis.clone(), &target, Utf8Transformer)
+        .build()
+        .unwrap();
+    let (client, stream) = (kinesis.clone(), target.clone());
+    // At-least-once: a replay writes its records again and consumers
+    // deduplicate, so delivered = distinct payloads in the target stream.
+    EmitterConformance::new(&emitter, |i| format!("item {i}"))
+        .delivered_count(move || {
+            let (kinesis, stream) = (client.clone(), stream.clone());
+            Box::pin(async move {
+                read_stream(&kinesis, &stream)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| s.data)
+                    .collect::<HashSet<_>>()
+                    .len()
+            })
+        })
+        .run()
+        .await;
+    let all = read_stream(&kinesis, &target).await.unwrap();
+    let distinct = all.iter().map(|s| &s.data).collect::<HashSet<_>>().len();
+    eprintln!(
+        "conformance: {} records in the target ({distinct} distinct, {} from the replay) in {:?}",
+        all.len(),
+        all.len() - distinct,
+        started.elapsed()
+    );
+}

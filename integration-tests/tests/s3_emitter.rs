@@ -1,0 +1,915 @@
+//! `S3Emitter` and `S3ManifestEmitter` on the local stack (kinesis-local for
+//! Kinesis, moto for S3): pipelines from a 2-shard stream into S3 with gzip
+//! off and on (every object compared record by record with what was written
+//! to its shard), a batch forced over the multipart threshold, a replay after
+//! a restart that leaves exactly one object per sequence range, a manifest
+//! stream whose records point at existing objects, and the testkit's emitter
+//! conformance suite against the real services.
+//!
+//! Run with `cargo xtask it s3_emitter`. Every test uses its own bucket and
+//! streams, so they may run in parallel with the other integration tests.
+
+// Test code: helpers may unwrap and panic like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use integration_tests::{create_stream, kinesis_client, s3_client, unique_name};
+use kinesis_connectors_core::{
+    BadRecordPolicy, Batch, BufferLimits, CancellationToken, Checkpoint, CheckpointStore,
+    EmitOutcome, Emitter, KinesisSource, MemoryCheckpointStore, Pipeline, Position, SequenceNumber,
+    ShardConfig, ShardContext, ShardKey, StreamConsumer, StreamReport, Utf8Transformer,
+    async_trait,
+};
+use kinesis_connectors_s3::{S3Emitter, S3ManifestEmitter};
+use kinesis_connectors_testkit::EmitterConformance;
+use tokio::task::JoinHandle;
+
+/// The bound of every wait for the pipeline to deliver.
+const WAIT: Duration = Duration::from_secs(150);
+/// The checkpoint namespace of every consumer here.
+const APP: &str = "s3-emitter-it";
+const MIB: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Producing
+// ---------------------------------------------------------------------------
+
+/// A record Kinesis accepted, and where it went.
+#[derive(Debug, Clone)]
+struct Written {
+    data: String,
+    shard: String,
+    sequence: SequenceNumber,
+}
+
+/// Writes `(partition key, data)` records with `PutRecords`, at most 500
+/// records and 4 MiB per call, sending refused entries again until every
+/// record is accepted.
+async fn produce(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: Vec<(String, String)>,
+) -> Result<Vec<Written>> {
+    let mut written = Vec::with_capacity(records.len());
+    let mut chunk: Vec<(String, String)> = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        if !chunk.is_empty() && (chunk.len() == 500 || bytes + record.1.len() > 4 * MIB) {
+            written.extend(put_all(client, stream, std::mem::take(&mut chunk)).await?);
+            bytes = 0;
+        }
+        bytes += record.1.len();
+        chunk.push(record);
+    }
+    if !chunk.is_empty() {
+        written.extend(put_all(client, stream, chunk).await?);
+    }
+    Ok(written)
+}
+
+async fn put_all(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    mut pending: Vec<(String, String)>,
+) -> Result<Vec<Written>> {
+    let mut written = Vec::new();
+    for attempt in 1..=60u64 {
+        let entries = pending
+            .iter()
+            .map(|(key, data)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(Blob::new(data.as_bytes()))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = match client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(SdkError::ServiceError(e)) => {
+                eprintln!("PutRecords refused ({:?}); retrying", e.err().meta().code());
+                tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
+                continue;
+            }
+            Err(e) => bail!("PutRecords to {stream}: {}", DisplayErrorContext(e)),
+        };
+        let mut refused = Vec::new();
+        for (record, result) in pending.into_iter().zip(output.records()) {
+            match (result.shard_id(), result.sequence_number()) {
+                (Some(shard), Some(seq)) if result.error_code().is_none() => {
+                    written.push(Written {
+                        data: record.1,
+                        shard: shard.to_owned(),
+                        sequence: SequenceNumber::parse(seq)?,
+                    });
+                }
+                _ => refused.push(record),
+            }
+        }
+        if refused.is_empty() {
+            return Ok(written);
+        }
+        pending = refused;
+        tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
+    }
+    bail!(
+        "PutRecords to {stream}: {} records still refused",
+        pending.len()
+    )
+}
+
+/// `n` small records spread over 16 partition keys (so over every shard).
+fn small_records(tag: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("pk-{:02}", i % 16), format!("{tag} record {i:05}")))
+        .collect()
+}
+
+/// Written records by shard, in sequence order.
+fn by_shard(written: &[Written]) -> HashMap<String, Vec<Written>> {
+    let mut shards: HashMap<String, Vec<Written>> = HashMap::new();
+    for w in written {
+        shards.entry(w.shard.clone()).or_default().push(w.clone());
+    }
+    for records in shards.values_mut() {
+        records.sort_by(|a, b| a.sequence.cmp(&b.sequence));
+    }
+    shards
+}
+
+// ---------------------------------------------------------------------------
+// The consumer
+// ---------------------------------------------------------------------------
+
+fn consumer(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    store: Arc<dyn CheckpointStore>,
+    emitter: Arc<dyn Emitter<String>>,
+    limits: BufferLimits,
+) -> StreamConsumer<Utf8Transformer> {
+    StreamConsumer::builder(
+        APP,
+        stream,
+        Arc::new(KinesisSource::new(kinesis.clone())),
+        store,
+        move |_: &ShardContext| {
+            Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
+                .buffer_limits(limits)
+                .bad_records(BadRecordPolicy::Stop)
+                .build()
+        },
+    )
+    .shard_config(ShardConfig {
+        idle_delay: Duration::from_millis(200),
+        ..ShardConfig::default()
+    })
+    .discovery_interval(Duration::from_secs(1))
+    .build()
+    .expect("consumer configuration")
+}
+
+type Running = (
+    CancellationToken,
+    JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
+);
+
+fn start(consumer: StreamConsumer<Utf8Transformer>) -> Running {
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(consumer.run(cancel.clone()));
+    (cancel, handle)
+}
+
+/// Cancels the consumer, waits (bounded) for its report and checks that no
+/// shard failed.
+async fn stop((cancel, handle): Running) -> StreamReport {
+    cancel.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("the consumer did not stop within 30 s of cancel")
+        .expect("the consumer task panicked")
+        .expect("the consumer returned an error");
+    let failures: Vec<String> = report
+        .failures()
+        .map(|(shard, error)| format!("{shard}: {error}"))
+        .collect();
+    assert!(failures.is_empty(), "shards failed: {failures:#?}");
+    report
+}
+
+/// Polls `done` every 500 ms until it returns true; fails after `WAIT`
+/// with the last progress it reported.
+async fn wait_until<F, Fut>(what: &str, mut done: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(bool, String)>>,
+{
+    let started = Instant::now();
+    loop {
+        let (finished, progress) = done().await.expect(what);
+        if finished {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{what}: not done after {WAIT:?} ({progress})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// S3
+// ---------------------------------------------------------------------------
+
+async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| anyhow!("CreateBucket {bucket}: {}", DisplayErrorContext(e)))?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct Listed {
+    key: String,
+    size: i64,
+    etag: String,
+}
+
+/// Every object under `prefix`, following continuation tokens.
+async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<Listed>> {
+    let mut objects = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| anyhow!("ListObjectsV2 {bucket}: {}", DisplayErrorContext(e)))?;
+        for object in page.contents() {
+            objects.push(Listed {
+                key: object.key().unwrap_or_default().to_owned(),
+                size: object.size().unwrap_or_default(),
+                etag: object.e_tag().unwrap_or_default().to_owned(),
+            });
+        }
+        match page.next_continuation_token() {
+            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+            _ => return Ok(objects),
+        }
+    }
+}
+
+/// An object's lines (gunzipped for `.gz` keys) and its `Content-Encoding`.
+async fn read_lines(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<(Vec<String>, Option<String>)> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| anyhow!("GetObject {key}: {}", DisplayErrorContext(e)))?;
+    let encoding = object.content_encoding().map(str::to_owned);
+    let body = object.body.collect().await?.into_bytes();
+    let text = if key.ends_with(".gz") {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .with_context(|| format!("gunzip {key}"))?;
+        text
+    } else {
+        String::from_utf8(body.to_vec())?
+    };
+    Ok((text.lines().map(str::to_owned).collect(), encoding))
+}
+
+/// Lines in all objects under `prefix`.
+async fn count_lines(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<usize> {
+    let mut total = 0;
+    for object in list(s3, bucket, prefix).await? {
+        total += read_lines(s3, bucket, &object.key).await?.0.len();
+    }
+    Ok(total)
+}
+
+/// What a key of the default template says about its batch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct KeyName {
+    shard: String,
+    first: SequenceNumber,
+    last: SequenceNumber,
+}
+
+/// Parses `{prefix}/{stream}/{yyyy}/{mm}/{dd}/{HH}/{shard}-{first_seq}-{last_seq}[.gz]`.
+fn parse_key(prefix: &str, stream: &str, key: &str) -> KeyName {
+    let rest = key
+        .strip_prefix(&format!("{prefix}/{stream}/"))
+        .unwrap_or_else(|| panic!("key {key} is not under {prefix}/{stream}/"));
+    let segments: Vec<&str> = rest.split('/').collect();
+    assert_eq!(segments.len(), 5, "key {key}: yyyy/mm/dd/HH/name expected");
+    let numbers: Vec<u32> = segments[..4]
+        .iter()
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("key {key}: date part {s}"))
+        })
+        .collect();
+    assert!(
+        segments[0].len() == 4
+            && numbers[0] >= 2024
+            && (1..=12).contains(&numbers[1])
+            && (1..=31).contains(&numbers[2])
+            && numbers[3] < 24
+            && segments[1..4].iter().all(|s| s.len() == 2),
+        "key {key}: the date parts are not an arrival date"
+    );
+    let name = segments[4].strip_suffix(".gz").unwrap_or(segments[4]);
+    let mut parts = name.rsplitn(3, '-');
+    let (Some(last), Some(first), Some(shard)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("key {key}: {{shard}}-{{first}}-{{last}} expected");
+    };
+    KeyName {
+        shard: shard.to_owned(),
+        first: SequenceNumber::parse(first).unwrap(),
+        last: SequenceNumber::parse(last).unwrap(),
+    }
+}
+
+/// Checks the objects under `prefix` against what was written: each object
+/// holds exactly the records its shard got in its sequence range, in order;
+/// every record is in exactly one object. Returns the objects by name.
+async fn check_objects(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    stream: &str,
+    written: &[Written],
+    gzip: bool,
+) -> BTreeMap<KeyName, Listed> {
+    let shards = by_shard(written);
+    let mut names = BTreeMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for object in list(s3, bucket, prefix).await.unwrap() {
+        assert_eq!(object.key.ends_with(".gz"), gzip, "key {}", object.key);
+        let name = parse_key(prefix, stream, &object.key);
+        let (lines, encoding) = read_lines(s3, bucket, &object.key).await.unwrap();
+        assert_eq!(
+            encoding.as_deref(),
+            gzip.then_some("gzip"),
+            "Content-Encoding of {}",
+            object.key
+        );
+        let expected: Vec<&str> = shards
+            .get(&name.shard)
+            .unwrap_or_else(|| panic!("object {} names an unknown shard", object.key))
+            .iter()
+            .filter(|w| name.first <= w.sequence && w.sequence <= name.last)
+            .map(|w| w.data.as_str())
+            .collect();
+        assert_eq!(
+            lines, expected,
+            "object {} holds its shard's records {}..={} in order",
+            object.key, name.first, name.last
+        );
+        for line in lines {
+            *seen.entry(line).or_default() += 1;
+        }
+        assert!(names.insert(name, object).is_none());
+    }
+    let dups: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dups.is_empty(), "records in more than one object: {dups:?}");
+    let missing: Vec<&str> = written
+        .iter()
+        .filter(|w| !seen.contains_key(&w.data))
+        .map(|w| w.data.as_str())
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "records in no object: {missing:?}");
+    assert_eq!(seen.len(), written.len());
+    names
+}
+
+/// Per shard, object ranges must not overlap: one object per sequence range.
+fn assert_disjoint(names: &BTreeMap<KeyName, Listed>) {
+    let mut previous: Option<&KeyName> = None;
+    for name in names.keys() {
+        if let Some(p) = previous.filter(|p| p.shard == name.shard) {
+            assert!(
+                p.last < name.first,
+                "objects {p:?} and {name:?} overlap: a replay duplicated data"
+            );
+        }
+        previous = Some(name);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+async fn pipeline_to_s3(gzip: bool) {
+    let kinesis = kinesis_client().await;
+    let s3 = s3_client().await;
+    let stream = unique_name("s3-it-src");
+    let bucket = unique_name("s3-it");
+    create_stream(&kinesis, &stream, 2).await.unwrap();
+    create_bucket(&s3, &bucket).await.unwrap();
+    let started = Instant::now();
+    let written = produce(&kinesis, &stream, small_records("plain", 1_000))
+        .await
+        .unwrap();
+    let shards = by_shard(&written);
+    assert_eq!(shards.len(), 2, "records went to both shards");
+
+    let prefix = "raw";
+    let emitter = S3Emitter::builder(s3.clone(), &bucket, Utf8Transformer)
+        .prefix(prefix)
+        .gzip(gzip)
+        .content_type("text/plain")
+        .build()
+        .unwrap();
+    let limits = BufferLimits {
+        max_records: 150,
+        max_age: Duration::from_secs(1),
+        ..BufferLimits::default()
+    };
+    let store = Arc::new(MemoryCheckpointStore::new());
+    let running = start(consumer(
+        &kinesis,
+        &stream,
+        store,
+        Arc::new(emitter),
+        limits,
+    ));
+    let waited = wait_until("all records in S3", || async {
+        let lines = count_lines(&s3, &bucket, prefix).await?;
+        Ok((
+            lines >= written.len(),
+            format!("{lines} of {} lines", written.len()),
+        ))
+    })
+    .await;
+    let report = stop(running).await;
+    let names = check_objects(&s3, &bucket, prefix, &stream, &written, gzip).await;
+    assert_disjoint(&names);
+    assert!(names.len() >= 8, "1000 records in batches of at most 150");
+    assert!(names.keys().all(|n| shards.contains_key(&n.shard)));
+    eprintln!(
+        "gzip {gzip}: {} records in {} objects ({} emitted), delivered {waited:?} after writing; total {:?}",
+        written.len(),
+        names.len(),
+        report.records_emitted(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_emitter_pipeline_into_s3_plain() {
+    pipeline_to_s3(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_emitter_pipeline_into_s3_gzip() {
+    pipeline_to_s3(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_emitter_a_large_batch_goes_up_in_parts() {
+    let kinesis = kinesis_client().await;
+    let s3 = s3_client().await;
+    let stream = unique_name("s3-it-multipart");
+    let bucket = unique_name("s3-it-multipart");
+    create_stream(&kinesis, &stream, 1).await.unwrap();
+    create_bucket(&s3, &bucket).await.unwrap();
+    let started = Instant::now();
+    // 64 records of 100 KiB: 6.25 MiB in one shard.
+    let records = (0..64)
+        .map(|i| {
+            let data = format!("{i:04} {}", "m".repeat(100 * 1024 - 5));
+            ("big".to_owned(), data)
+        })
+        .collect();
+    let written = produce(&kinesis, &stream, records).await.unwrap();
+    let produced_in = started.elapsed();
+
+    let prefix = "mp";
+    let emitter = S3Emitter::builder(s3.clone(), &bucket, Utf8Transformer)
+        .prefix(prefix)
+        .part_size(5 * MIB)
+        .upload_concurrency(2)
+        .build()
+        .unwrap();
+    // A batch flushes at 6 MiB: over the 5 MiB part size, so multipart.
+    let limits = BufferLimits {
+        max_records: 10_000,
+        max_bytes: 6 * MIB,
+        max_age: Duration::from_secs(2),
+    };
+    let running = start(consumer(
+        &kinesis,
+        &stream,
+        Arc::new(MemoryCheckpointStore::new()),
+        Arc::new(emitter),
+        limits,
+    ));
+    wait_until("the large batch in S3", || async {
+        let lines = count_lines(&s3, &bucket, prefix).await?;
+        Ok((
+            lines >= written.len(),
+            format!("{lines} of {} lines", written.len()),
+        ))
+    })
+    .await;
+    stop(running).await;
+
+    let names = check_objects(&s3, &bucket, prefix, &stream, &written, false).await;
+    let multipart: Vec<&Listed> = names.values().filter(|o| o.size > 5 * MIB as i64).collect();
+    assert_eq!(
+        multipart.len(),
+        1,
+        "one object over the part size: {names:#?}"
+    );
+    // S3 (and moto) give multipart objects an ETag ending in -<parts>.
+    assert!(
+        multipart[0].etag.trim_matches('"').ends_with("-2"),
+        "the large object went up in 2 parts: {:?}",
+        multipart[0]
+    );
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "no upload left open");
+    eprintln!(
+        "multipart: {} records ({produced_in:?} to write) in {} objects, largest {} bytes; total {:?}",
+        written.len(),
+        names.len(),
+        multipart[0].size,
+        started.elapsed()
+    );
+}
+
+/// Delegates to an emitter and counts the items it delivered.
+struct Counting<E> {
+    inner: E,
+    items: AtomicUsize,
+}
+
+#[async_trait]
+impl<E: Emitter<String>> Emitter<String> for Counting<E> {
+    async fn emit(&self, batch: &Batch<String>) -> kinesis_connectors_core::Result<EmitOutcome> {
+        let outcome = self.inner.emit(batch).await?;
+        self.items.fetch_add(batch.len(), Ordering::SeqCst);
+        Ok(outcome)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_emitter_a_replay_after_a_restart_overwrites_its_objects() {
+    let kinesis = kinesis_client().await;
+    let s3 = s3_client().await;
+    let stream = unique_name("s3-it-replay");
+    let bucket = unique_name("s3-it-replay");
+    create_stream(&kinesis, &stream, 2).await.unwrap();
+    create_bucket(&s3, &bucket).await.unwrap();
+    let started = Instant::now();
+    // Every record is in the stream before the consumers start, so batch
+    // boundaries (100 records, the rest on age) are the same in both runs.
+    let written = produce(&kinesis, &stream, small_records("replay", 800))
+        .await
+        .unwrap();
+    let prefix = "replay";
+    let limits = BufferLimits {
+        max_records: 100,
+        max_age: Duration::from_secs(2),
+        ..BufferLimits::default()
+    };
+    let s3_emitter = || {
+        S3Emitter::builder(s3.clone(), &bucket, Utf8Transformer)
+            .prefix(prefix)
+            .build()
+            .unwrap()
+    };
+
+    // First run: everything delivered and checkpointed.
+    let first_store = Arc::new(MemoryCheckpointStore::new());
+    let running = start(consumer(
+        &kinesis,
+        &stream,
+        first_store.clone(),
+        Arc::new(s3_emitter()),
+        limits,
+    ));
+    wait_until("first run delivered", || async {
+        let lines = count_lines(&s3, &bucket, prefix).await?;
+        Ok((
+            lines >= written.len(),
+            format!("{lines} of {} lines", written.len()),
+        ))
+    })
+    .await;
+    stop(running).await;
+    let before = check_objects(&s3, &bucket, prefix, &stream, &written, false).await;
+    assert_disjoint(&before);
+
+    // The restart finds checkpoints only after each shard's first object (as
+    // if the later checkpoints were lost): every later batch is emitted again.
+    let replay_store = Arc::new(MemoryCheckpointStore::new());
+    let mut replayed_records = 0;
+    let mut first_of_shard: BTreeMap<&str, &KeyName> = BTreeMap::new();
+    for name in before.keys() {
+        first_of_shard.entry(name.shard.as_str()).or_insert(name);
+    }
+    for name in first_of_shard.values() {
+        let key = ShardKey::new(APP, stream.as_str(), name.shard.as_str());
+        replay_store
+            .set(&key, &Checkpoint::At(Position::new(name.last.clone())))
+            .await
+            .unwrap();
+        replayed_records += by_shard(&written)[&name.shard]
+            .iter()
+            .filter(|w| w.sequence > name.last)
+            .count();
+    }
+    let counting = Arc::new(Counting {
+        inner: s3_emitter(),
+        items: AtomicUsize::new(0),
+    });
+    let running = start(consumer(
+        &kinesis,
+        &stream,
+        replay_store,
+        counting.clone(),
+        limits,
+    ));
+    wait_until("replay emitted", || async {
+        let emitted = counting.items.load(Ordering::SeqCst);
+        Ok((
+            emitted >= replayed_records,
+            format!("{emitted} of {replayed_records} records"),
+        ))
+    })
+    .await;
+    stop(running).await;
+    assert_eq!(counting.items.load(Ordering::SeqCst), replayed_records);
+
+    let after = check_objects(&s3, &bucket, prefix, &stream, &written, false).await;
+    assert_disjoint(&after);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "the replay wrote the same objects, no new ones"
+    );
+    for (name, object) in &after {
+        assert_eq!(
+            object.etag, before[name].etag,
+            "{name:?} has the same content"
+        );
+    }
+    eprintln!(
+        "replay: {} objects, {replayed_records} of {} records replayed onto the same keys; total {:?}",
+        after.len(),
+        written.len(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_emitter_conformance_on_the_stack() {
+    let s3 = s3_client().await;
+    let bucket = unique_name("s3-it-conformance");
+    create_bucket(&s3, &bucket).await.unwrap();
+    let started = Instant::now();
+    let emitter = S3Emitter::builder(s3.clone(), &bucket, Utf8Transformer)
+        .prefix("conformance")
+        .gzip(true)
+        .build()
+        .unwrap();
+    let (client, b) = (s3.clone(), bucket.clone());
+    EmitterConformance::new(&emitter, |i| format!("item {i}"))
+        .delivered_count(move || {
+            let (s3, bucket) = (client.clone(), b.clone());
+            Box::pin(async move { count_lines(&s3, &bucket, "conformance").await.unwrap() })
+        })
+        .run()
+        .await;
+    let objects = list(&s3, &bucket, "conformance").await.unwrap();
+    assert_eq!(
+        objects.len(),
+        6,
+        "one object per non-empty batch: {objects:#?}"
+    );
+    eprintln!(
+        "conformance: {} objects in {:?}",
+        objects.len(),
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Manifest
+// ---------------------------------------------------------------------------
+
+/// Every record of every shard of `stream`, from `TRIM_HORIZON`.
+async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Vec<String>> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| anyhow!("ListShards {stream}: {}", DisplayErrorContext(e)))?;
+    let mut data = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .map_err(|e| anyhow!("GetShardIterator: {}", DisplayErrorContext(e)))?
+            .shard_iterator
+            .context("no iterator")?;
+        for call in 0.. {
+            ensure!(call < 200, "{stream}/{} never caught up", shard.shard_id());
+            let page = match client.get_records().shard_iterator(&iterator).send().await {
+                Ok(page) => page,
+                Err(SdkError::ServiceError(e))
+                    if e.err().meta().code() == Some("ProvisionedThroughputExceededException") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => bail!("GetRecords: {}", DisplayErrorContext(e)),
+            };
+            let empty = page.records().is_empty();
+            for record in page.records() {
+                data.push(String::from_utf8(record.data().as_ref().to_vec())?);
+            }
+            match page.next_shard_iterator() {
+                Some(next) if !(empty && page.millis_behind_latest().unwrap_or(0) == 0) => {
+                    iterator = next.to_owned();
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_emitter_manifest_records_point_at_existing_objects() {
+    let kinesis = kinesis_client().await;
+    let s3 = s3_client().await;
+    let stream = unique_name("s3-it-msrc");
+    let manifest = unique_name("s3-it-manifest");
+    let bucket = unique_name("s3-it-manifest");
+    create_stream(&kinesis, &stream, 2).await.unwrap();
+    create_stream(&kinesis, &manifest, 1).await.unwrap();
+    create_bucket(&s3, &bucket).await.unwrap();
+    let started = Instant::now();
+    let written = produce(&kinesis, &stream, small_records("manifest", 600))
+        .await
+        .unwrap();
+
+    let prefix = "loads";
+    let s3_emitter = S3Emitter::builder(s3.clone(), &bucket, Utf8Transformer)
+        .prefix(prefix)
+        .gzip(true)
+        .build()
+        .unwrap();
+    let emitter = S3ManifestEmitter::new(s3_emitter, kinesis.clone(), &manifest).unwrap();
+    let limits = BufferLimits {
+        max_records: 100,
+        max_age: Duration::from_secs(1),
+        ..BufferLimits::default()
+    };
+    let running = start(consumer(
+        &kinesis,
+        &stream,
+        Arc::new(MemoryCheckpointStore::new()),
+        Arc::new(emitter),
+        limits,
+    ));
+    wait_until("all records in S3 and the manifest", || async {
+        let lines = count_lines(&s3, &bucket, prefix).await?;
+        let objects = list(&s3, &bucket, prefix).await?.len();
+        let urls = read_stream(&kinesis, &manifest).await?.len();
+        Ok((
+            lines >= written.len() && urls >= objects,
+            format!(
+                "{lines} of {} lines, {urls} manifest records for {objects} objects",
+                written.len()
+            ),
+        ))
+    })
+    .await;
+    stop(running).await;
+
+    let names = check_objects(&s3, &bucket, prefix, &stream, &written, true).await;
+    let urls = read_stream(&kinesis, &manifest).await.unwrap();
+    let distinct: BTreeSet<&String> = urls.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        urls.len(),
+        "a clean run writes each record once"
+    );
+    let objects: BTreeSet<String> = names
+        .values()
+        .map(|o| format!("s3://{bucket}/{}", o.key))
+        .collect();
+    assert_eq!(
+        distinct
+            .iter()
+            .map(|u| (*u).clone())
+            .collect::<BTreeSet<_>>(),
+        objects,
+        "one manifest record per object"
+    );
+    for url in &distinct {
+        let key = url
+            .strip_prefix(&format!("s3://{bucket}/"))
+            .unwrap_or_else(|| panic!("{url} is not in {bucket}"));
+        s3.head_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url} does not exist: {}", DisplayErrorContext(e)));
+    }
+    eprintln!(
+        "manifest: {} records in {} objects, {} manifest records; total {:?}",
+        written.len(),
+        names.len(),
+        urls.len(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_emitter_manifest_emitter_conformance_on_the_stack() {
+    let kinesis = kinesis_client().await;
+    let s3 = s3_client().await;
+    let manifest = unique_name("s3-it-mconf");
+    let bucket = unique_name("s3-it-mconf");
+    create_stream(&kinesis, &manifest, 1).await.unwrap();
+    create_bucket(&s3, &bucket).await.unwrap();
+    let started = Instant::now();
+    let s3_emitter = S3Emitter::builder(s3.clone(), &bucket, Utf8Transformer)
+        .build()
+        .unwrap();
+    let emitter = S3ManifestEmitter::new(s3_emitter, kinesis.clone(), &manifest).unwrap();
+    let (k, s, m, b) = (
+        kinesis.clone(),
+        s3.clone(),
+        manifest.clone(),
+        bucket.clone(),
+    );
+    // Delivered: the lines of the distinct objects the manifest points at.
+    EmitterConformance::new(&emitter, |i| format!("item {i}"))
+        .delivered_count(move || {
+            let (kinesis, s3, manifest, bucket) = (k.clone(), s.clone(), m.clone(), b.clone());
+            Box::pin(async move {
+                let urls: BTreeSet<String> = read_stream(&kinesis, &manifest)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .collect();
+                let mut total = 0;
+                for url in urls {
+                    let key = url.strip_prefix(&format!("s3://{bucket}/")).unwrap();
+                    total += read_lines(&s3, &bucket, key).await.unwrap().0.len();
+                }
+                total
+            })
+        })
+        .run()
+        .await;
+    eprintln!("manifest conformance: {:?}", started.elapsed());
+}
