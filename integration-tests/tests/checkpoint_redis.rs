@@ -6,9 +6,10 @@
 //! outage without losing or regressing, and two workers sharing a stream
 //! through Redis leases.
 //!
-//! Run with `cargo xtask it checkpoint_redis`. Tests that stop Redis start
-//! their own `redis-server` on a free 127.0.0.1 port and kill it by its pid,
-//! never the stack's.
+//! Run with `cargo xtask it checkpoint_redis` (every test name starts with
+//! `checkpoint_redis_`). Tests that stop Redis start their own
+//! `redis-server` on a free 127.0.0.1 port and kill it by its pid, never the
+//! stack's.
 
 // Test code: helpers may unwrap and panic like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -195,7 +196,7 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) -> Duration
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkpoint_conformance_on_the_stack_redis() {
+async fn checkpoint_redis_conformance_on_the_stack() {
     let started = Instant::now();
     let store = stack_store().await;
     checkpoint_store_conformance(&store).await;
@@ -207,14 +208,14 @@ async fn checkpoint_conformance_on_the_stack_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lease_conformance_on_the_stack_redis() {
+async fn checkpoint_redis_lease_conformance_on_the_stack() {
     let started = Instant::now();
     lease_conformance(Arc::new(stack_store().await)).await;
     eprintln!("lease conformance: {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_and_values_follow_the_go_scheme() {
+async fn checkpoint_redis_keys_and_values_follow_the_go_scheme() {
     let store = stack_store().await;
     let mut raw = store.connection().clone();
     let app = unique_name("go-app");
@@ -401,7 +402,7 @@ impl Rng {
 /// does (`Ord for Checkpoint`): lengths and digits of 56-digit sequence
 /// numbers, sub-sequences up to `u64::MAX`, SHARD_END last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lua_ordering_matches_the_core_ordering() {
+async fn checkpoint_redis_lua_ordering_matches_the_core_ordering() {
     let started = Instant::now();
     let store = stack_store().await;
     let app = unique_name("ordering");
@@ -428,7 +429,7 @@ async fn lua_ordering_matches_the_core_ordering() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_redis_gives_retryable_errors_and_recovers() {
+async fn checkpoint_redis_unreachable_server_gives_retryable_errors_and_recovers() {
     let port = free_port();
     let mut server = PrivateRedis::start(port).await;
     let client = redis::Client::open(server.url()).unwrap();
@@ -641,7 +642,7 @@ fn certificates() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rediss_urls_work_over_rustls() {
+async fn checkpoint_redis_rediss_urls_work_over_rustls() {
     let started = Instant::now();
     // This test binary links rustls with both aws-lc-rs (AWS SDK) and ring
     // (sqlx): rustls cannot pick one, so one is installed below, as the
@@ -994,7 +995,7 @@ async fn wait_for_checkpoints(
 /// that are never older than what it had written before; no record is lost
 /// or emitted twice, and a new consumer resumes after the stored checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_rides_out_a_redis_outage() {
+async fn checkpoint_redis_consumer_rides_out_an_outage() {
     let started = Instant::now();
     let app = unique_name("outage-app");
     let kinesis = kinesis_client().await;
@@ -1166,7 +1167,7 @@ async fn a_consumer_rides_out_a_redis_outage() {
 /// gracefully and the other takes its shard over, resuming after its
 /// checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_workers_share_a_stream_through_redis_leases() {
+async fn checkpoint_redis_two_workers_share_a_stream_through_leases() {
     let started = Instant::now();
     let app = unique_name("lease-app");
     let kinesis = kinesis_client().await;
