@@ -265,16 +265,23 @@ async fn produce(
 // Workers
 // ---------------------------------------------------------------------------
 
-/// Makes a worker's store stop answering renewals and fenced checkpoint
-/// writes, as if its process were paused, until resumed.
+/// Makes a worker's fenced checkpoint writes hang, as if its process were
+/// paused in the middle of one, until resumed.
+///
+/// The hanging write holds the shard's `LeaseHandle` (the consumer writes
+/// checkpoints and renews under it), so the worker's renewals and discovery
+/// rounds stop behind it, as they would in a paused process: its lease
+/// expires for the other workers.
 #[derive(Default)]
 struct Pause {
     paused: AtomicBool,
     resume: CancellationToken,
-    /// Calls that waited while paused.
+    /// Writes that waited while paused.
     blocked: AtomicUsize,
-    /// Calls that waited while paused and then got `LeaseLost`.
+    /// Writes that waited while paused and then got `LeaseLost`.
     refused_after_wake: AtomicUsize,
+    /// The checkpoint of the first write that waited.
+    in_flight: std::sync::Mutex<Option<Checkpoint>>,
 }
 
 impl Pause {
@@ -288,10 +295,14 @@ impl Pause {
     }
 
     /// Waits while paused; true if it waited.
-    async fn gate(&self) -> bool {
+    async fn gate(&self, checkpoint: &Checkpoint) -> bool {
         if !self.paused.load(Ordering::SeqCst) {
             return false;
         }
+        self.in_flight
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| checkpoint.clone());
         self.blocked.fetch_add(1, Ordering::SeqCst);
         self.resume.cancelled().await;
         true
@@ -305,7 +316,7 @@ impl Pause {
     }
 }
 
-/// A worker's store with a [`Pause`] in front of renewals and fenced writes.
+/// A worker's store with a [`Pause`] in front of its fenced writes.
 struct PausableStore {
     inner: Arc<DynamoDbCheckpointStore>,
     pause: Arc<Pause>,
@@ -325,7 +336,7 @@ impl CheckpointStore for PausableStore {
         checkpoint: &Checkpoint,
         lease: &Lease,
     ) -> Result<()> {
-        let waited = self.pause.gate().await;
+        let waited = self.pause.gate(checkpoint).await;
         let result = self.inner.set_fenced(key, checkpoint, lease).await;
         self.pause.after(waited, result)
     }
@@ -348,9 +359,7 @@ impl LeaseStore for PausableStore {
         self.inner.take_lease(key, expected_counter, owner).await
     }
     async fn renew_lease(&self, key: &ShardKey, lease: &Lease) -> Result<Lease> {
-        let waited = self.pause.gate().await;
-        let result = self.inner.renew_lease(key, lease).await;
-        self.pause.after(waited, result)
+        self.inner.renew_lease(key, lease).await
     }
     async fn release_lease(&self, key: &ShardKey, lease: &Lease) -> Result<()> {
         self.inner.release_lease(key, lease).await
@@ -741,7 +750,7 @@ async fn leases_dynamodb_a_paused_worker_that_wakes_up_cannot_overwrite_a_newer_
     assert_eq!(fx.owners().await.get("sleepy"), Some(&1));
 
     // Sleepy pauses: it reads and emits the next records, then hangs in its
-    // checkpoint write (and, behind it, its renewals).
+    // checkpoint write (and its renewals and discovery behind it).
     pause.pause();
     let paused = Instant::now();
     let more = produce(&fx.kinesis, &fx.stream, 300..600).await;
@@ -796,8 +805,15 @@ async fn leases_dynamodb_a_paused_worker_that_wakes_up_cannot_overwrite_a_newer_
         Some(&AttributeValue::S("awake".into()))
     );
     println!(
-        "sleepy: {} call(s) blocked while paused, {} refused with LeaseLost after waking; checkpoint stayed {:?}",
+        "sleepy: {} write(s) hung while paused (the first for {:?}), {} refused with LeaseLost after waking; \
+         the checkpoint stayed {:?}",
         pause.blocked.load(Ordering::SeqCst),
+        pause
+            .in_flight
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|c| c.to_string()),
         pause.refused_after_wake.load(Ordering::SeqCst),
         newer.map(|c| c.to_string())
     );
