@@ -1025,13 +1025,9 @@ async fn leases_dynamodb_a_kcl_checkpoint_is_resumed_without_replaying_what_came
         );
     }
     let at_checkpoint = format!("r{}", written[100].0);
-    println!(
-        "the record at the KCL checkpoint itself was {}emitted again",
-        if emitted.contains(&at_checkpoint) {
-            ""
-        } else {
-            "not "
-        }
+    assert!(
+        !emitted.contains(&at_checkpoint),
+        "{at_checkpoint}, the record at the KCL checkpoint, was emitted again"
     );
     let item = fx
         .dynamodb
@@ -1075,17 +1071,9 @@ async fn leases_dynamodb_a_kcl_checkpoint_is_resumed_without_replaying_what_came
 }
 
 /// The record at a KCL `(sequence, 0)` checkpoint was processed by the KCL
-/// (for a record that is not KPL-aggregated, which this one is not) and
-/// should not be emitted again.
-///
-/// Fails with the current core: the store reads the KCL's `(sequence, 0)`
-/// as "sub-record 0 done" (the reading that can never lose sub-records of an
-/// aggregated record), so the consumer starts `AT_SEQUENCE_NUMBER` and only
-/// skips records at or before `(sequence, Some(0))`; the whole record
-/// `(sequence, None)` sorts after that and is emitted again. The fix belongs
-/// in the core's skip rule (a record without sub-records is done when the
-/// checkpoint has its sequence number with any sub-sequence number); see the
-/// proposed diff in the report of issue #7.
+/// (for a record that is not KPL-aggregated, which this one is not) and is
+/// not emitted again: the core treats a whole record as covered by a
+/// checkpoint at its sequence number with any sub-sequence number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_dynamodb_the_record_at_a_kcl_checkpoint_is_not_emitted_again() {
     let (written, emitted, _, fx) = resume_from_kcl("leases-kcl-at", 20, 10).await;

@@ -119,6 +119,17 @@ impl Position {
             sub_sequence: None,
         }
     }
+
+    /// Whether a checkpoint at `done` means this record was processed.
+    ///
+    /// Ordinarily that is `self <= done`. A whole record is also covered by
+    /// a checkpoint with its own sequence number and any sub-sequence
+    /// number: the Kinesis Client Library stores `(sequence, 0)` for a
+    /// processed record that was not aggregated, and a record without
+    /// sub-records has nothing left to process at that sequence number.
+    pub fn is_covered_by(&self, done: &Position) -> bool {
+        self <= done || (self.sub_sequence.is_none() && self.sequence == done.sequence)
+    }
 }
 
 impl Ord for Position {
@@ -265,6 +276,23 @@ mod tests {
         assert!(sub < whole);
         assert!(whole < next);
         assert_eq!(sub.to_string(), "5/3");
+    }
+
+    #[test]
+    fn a_whole_record_is_covered_by_a_sub_record_checkpoint_at_its_sequence() {
+        let at = |sequence: u64, sub_sequence| Position {
+            sequence: sequence.into(),
+            sub_sequence,
+        };
+        // The KCL's checkpoint of a plain record: (sequence, 0).
+        assert!(Position::new(5u64.into()).is_covered_by(&at(5, Some(0))));
+        assert!(Position::new(4u64.into()).is_covered_by(&at(5, Some(0))));
+        assert!(!Position::new(6u64.into()).is_covered_by(&at(5, Some(0))));
+        // Sub-records after the checkpointed one are still to do.
+        assert!(at(5, Some(0)).is_covered_by(&at(5, Some(0))));
+        assert!(!at(5, Some(1)).is_covered_by(&at(5, Some(0))));
+        assert!(at(5, Some(7)).is_covered_by(&Position::new(5u64.into())));
+        assert!(!at(6, Some(0)).is_covered_by(&Position::new(5u64.into())));
     }
 
     #[test]

@@ -216,8 +216,9 @@ impl<T: Transformer> ShardConsumer<T> {
             shard_id = %self.context.shard_id
         );
         let shard_id = self.context.shard_id.to_string();
-        let mut processor = Processor::new(self.env, self.context, self.lease, self.pipeline);
-        let outcome = processor.run(cancel).instrument(span).await;
+        let mut processor =
+            Processor::new(self.env, self.context, self.lease, self.pipeline, cancel);
+        let outcome = processor.run().instrument(span).await;
         ShardReport {
             shard_id,
             outcome,
@@ -239,8 +240,10 @@ struct Processor<T: Transformer> {
     pipeline: Pipeline<T>,
     metrics: ShardMetrics,
     stats: ShardStats,
-    /// The newest checkpoint stored; records at or before it are skipped.
+    /// The newest checkpoint stored; records it covers are skipped.
     checkpointed: Option<Checkpoint>,
+    /// Shutdown: once it fires, store retries are bounded so `run` returns.
+    cancel: CancellationToken,
 }
 
 /// Stops the processing loop early.
@@ -273,6 +276,7 @@ impl<T: Transformer> Processor<T> {
         context: ShardContext,
         lease: LeaseHandle,
         pipeline: Pipeline<T>,
+        cancel: CancellationToken,
     ) -> Self {
         let key = ShardKey::new(&*context.application, &*context.stream, &*context.shard_id);
         let metrics = ShardMetrics::new(&context);
@@ -285,10 +289,12 @@ impl<T: Transformer> Processor<T> {
             metrics,
             stats: ShardStats::default(),
             checkpointed: None,
+            cancel,
         }
     }
 
-    async fn run(&mut self, cancel: CancellationToken) -> ShardOutcome {
+    async fn run(&mut self) -> ShardOutcome {
+        let cancel = self.cancel.clone();
         if let Err(error) = self.env.config.validate() {
             return ShardOutcome::Failed(error);
         }
@@ -407,7 +413,7 @@ impl<T: Transformer> Processor<T> {
 
     async fn handle_record(&mut self, record: &Record) -> Result<(), Stop> {
         if let Some(Checkpoint::At(done)) = &self.checkpointed
-            && record.position() <= *done
+            && record.position().is_covered_by(done)
         {
             return Ok(());
         }
@@ -596,7 +602,11 @@ impl<T: Transformer> Processor<T> {
                     self.checkpointed = Some(checkpoint);
                     return Ok(());
                 }
-                Err(error) if error.is_retryable() => {
+                Err(error)
+                    if error.is_retryable()
+                        && (!self.cancel.is_cancelled()
+                            || attempts < self.env.config.retry.max_attempts) =>
+                {
                     warn!(%error, attempts, "checkpoint write failed; retrying");
                     sleep(delays.next_delay()).await;
                 }

@@ -213,6 +213,27 @@ async fn partly_done_aggregated_record_resumes_at_sequence_and_skips_done_sub_re
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_whole_record_at_a_kcl_style_sub_sequence_zero_checkpoint_is_not_emitted_again() {
+    // The Kinesis Client Library checkpoints a plain record as (sequence, 0).
+    let (source, seqs) = source_with(6);
+    let store = MemoryCheckpointStore::new();
+    let kcl = Checkpoint::At(Position {
+        sequence: seqs[2].clone(),
+        sub_sequence: Some(0),
+    });
+    store.set(&key(), &kcl).await.unwrap();
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 100),
+    );
+    run_until(consumer, &emitter, 3).await;
+    assert_eq!(strings(&emitter), expected(3..6));
+}
+
+#[tokio::test(start_paused = true)]
 async fn never_more_than_five_calls_per_second_and_idle_delay_when_caught_up() {
     let (source, _) = source_with(30);
     source.set_page_size(1);
@@ -696,6 +717,65 @@ async fn a_fatal_source_error_stops_the_shard_after_delivering_what_was_read() {
     ));
     assert_eq!(emitter.item_count(), 2);
     assert_eq!(store.get(&key()).await.unwrap(), Some(at(&seqs[1])));
+}
+
+/// Accepts reads; fails every write with a retryable error while `down`.
+struct DownForWrites {
+    inner: MemoryCheckpointStore,
+    writes: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for DownForWrites {
+    async fn get(&self, key: &ShardKey) -> kinesis_connectors_core::Result<Option<Checkpoint>> {
+        self.inner.get(key).await
+    }
+    async fn set(
+        &self,
+        _key: &ShardKey,
+        _checkpoint: &Checkpoint,
+    ) -> kinesis_connectors_core::Result<()> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(Error::checkpoint_retryable("connection refused"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_returns_after_bounded_retries_when_the_store_stays_down() {
+    let (source, _) = source_with(7);
+    let store = Arc::new(DownForWrites {
+        inner: MemoryCheckpointStore::new(),
+        writes: Default::default(),
+    });
+    let emitter = RecordingEmitter::new();
+    let consumer = ShardConsumer::new(
+        ShardEnv {
+            source: Arc::new(source.clone()),
+            store: store.clone(),
+            config: config(),
+        },
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline_to(Arc::new(emitter.clone()), 1_000),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cancel.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(600), task)
+        .await
+        .expect("the shard did not return after shutdown while the store was down")
+        .unwrap();
+    match report.outcome {
+        ShardOutcome::Failed(error) => assert!(error.is_retryable(), "{error}"),
+        other => panic!("expected the store error, got {other:?}"),
+    }
+    assert_eq!(strings(&emitter), expected(0..7));
+    assert_eq!(
+        store.writes.load(std::sync::atomic::Ordering::SeqCst),
+        fast_retry().max_attempts
+    );
 }
 
 #[test]
