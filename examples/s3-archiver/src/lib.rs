@@ -1,0 +1,310 @@
+//! Archives a Kinesis stream into S3: every flushed batch of a shard becomes
+//! one object of newline-delimited JSON (optionally gzipped), named after the
+//! shard and the sequence range it covers, so a replayed batch overwrites its
+//! object instead of duplicating it. Checkpoints go to the store configured
+//! in `[consumer.checkpoints]` (Redis by default), written only after the
+//! object is in S3.
+//!
+//! Records that are not JSON are logged, counted and skipped (the pipeline's
+//! default `BadRecordPolicy::Skip`); their checkpoint still advances.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+use aws_config::SdkConfig;
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use example_support::ConsumerSettings;
+use kinesis_connectors_core::{
+    CancellationToken, Emitter, JsonTransformer, KinesisSource, Pipeline, ShardContext,
+    StreamConsumer, StreamReport,
+};
+use kinesis_connectors_s3::S3Emitter;
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::info;
+
+/// The archiver's configuration file: the consumer, then the bucket.
+///
+/// ```toml
+/// [consumer]
+/// application = "s3-archiver"   # checkpoint namespace
+/// stream = "demo-events"
+///
+/// [consumer.batch]
+/// max_records = 1000            # records per object, at most
+/// max_age_secs = 10             # an object at least this often while records arrive
+///
+/// [consumer.checkpoints]
+/// store = "redis"               # "redis", "dynamodb" or "memory"
+///
+/// [s3]
+/// bucket = "demo-archive"
+/// prefix = "events"             # keys: events/<stream>/<yyyy>/<mm>/<dd>/<HH>/<shard>-<first>-<last>.jsonl[.gz]
+/// gzip = true
+/// create_bucket = true          # create the bucket when it does not exist
+/// force_path_style = true       # emulators (moto, LocalStack) need path-style URLs
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which stream, where to start, batch limits, checkpoint store.
+    pub consumer: ConsumerSettings,
+    /// Where the objects go.
+    pub s3: S3Settings,
+}
+
+/// The `[s3]` table: where and how objects are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// The bucket.
+    pub bucket: String,
+    /// The first part of every key (empty: keys start with the stream name).
+    #[serde(default)]
+    pub prefix: String,
+    /// Gzip each object (`Content-Encoding: gzip`, keys end in `.jsonl.gz`).
+    #[serde(default)]
+    pub gzip: bool,
+    /// Create the bucket when it does not exist (otherwise that is an error).
+    #[serde(default)]
+    pub create_bucket: bool,
+    /// Address the bucket in the URL path instead of the host name, as
+    /// emulators on `127.0.0.1` need.
+    #[serde(default)]
+    pub force_path_style: bool,
+}
+
+impl Config {
+    /// Refuses settings that cannot work, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            !self.consumer.application.is_empty(),
+            "consumer.application must not be empty"
+        );
+        ensure!(
+            !self.consumer.stream.is_empty(),
+            "consumer.stream must not be empty"
+        );
+        ensure!(
+            self.consumer.discovery_interval_secs >= 1,
+            "consumer.discovery_interval_secs must be at least 1"
+        );
+        self.consumer.batch.limits()?;
+        check_bucket_name(&self.s3.bucket)?;
+        ensure!(
+            !self.s3.prefix.starts_with('/'),
+            "s3.prefix must not start with `/` (S3 keys have no leading slash), got {:?}",
+            self.s3.prefix
+        );
+        Ok(())
+    }
+}
+
+/// S3's bucket naming rules: 3 to 63 characters of `a-z`, `0-9`, `.` and
+/// `-`, starting and ending with a letter or digit.
+fn check_bucket_name(bucket: &str) -> Result<()> {
+    let valid_chars = bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    let valid_ends = bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if (3..=63).contains(&bucket.len()) && valid_chars && valid_ends {
+        Ok(())
+    } else {
+        bail!(
+            "s3.bucket must be 3 to 63 characters of lowercase letters, digits, `.` and `-`, \
+             starting and ending with a letter or digit; got {bucket:?}"
+        )
+    }
+}
+
+/// An S3 client from `aws`, with path-style addressing when asked for.
+pub fn s3_client(aws: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(aws)
+        .force_path_style(force_path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Fails unless `bucket` exists; with `create`, creates it when missing (in
+/// the client's region).
+pub async fn ensure_bucket(client: &aws_sdk_s3::Client, bucket: &str, create: bool) -> Result<()> {
+    let error = match client.head_bucket().bucket(bucket).send().await {
+        Ok(_) => return Ok(()),
+        Err(error) => error,
+    };
+    if !error.as_service_error().is_some_and(|e| e.is_not_found()) {
+        bail!(
+            "cannot check the bucket {bucket}: {}",
+            DisplayErrorContext(error)
+        );
+    }
+    if !create {
+        bail!("the bucket {bucket} does not exist: create it, or set s3.create_bucket = true");
+    }
+    info!(bucket, "creating the bucket");
+    let mut request = client.create_bucket().bucket(bucket);
+    // us-east-1 is the default location and must not be named.
+    if let Some(region) = client.config().region().map(|r| r.as_ref())
+        && region != "us-east-1"
+    {
+        request = request.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    match request.send().await {
+        Ok(_) => Ok(()),
+        // Another worker created it in the meantime.
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_bucket_already_owned_by_you()) =>
+        {
+            Ok(())
+        }
+        Err(error) => bail!(
+            "cannot create the bucket {bucket}: {}",
+            DisplayErrorContext(error)
+        ),
+    }
+}
+
+/// Archives `config.consumer.stream` into the bucket until `cancel` fires,
+/// then flushes, uploads and checkpoints what was read and returns the
+/// consumer's report.
+pub async fn run(
+    config: &Config,
+    aws: &SdkConfig,
+    cancel: CancellationToken,
+) -> Result<StreamReport> {
+    config.validate()?;
+    let settings = &config.consumer;
+    let s3 = s3_client(aws, config.s3.force_path_style);
+    ensure_bucket(&s3, &config.s3.bucket, config.s3.create_bucket).await?;
+
+    // One object per batch: compact JSON, one record per line.
+    let emitter: Arc<dyn Emitter<Value>> = Arc::new(
+        S3Emitter::builder(s3, &config.s3.bucket, JsonTransformer::<Value>::new())
+            .prefix(&config.s3.prefix)
+            .suffix(".jsonl")
+            .gzip(config.s3.gzip)
+            .content_type("application/x-ndjson")
+            .build()
+            .context("bad [s3] settings")?,
+    );
+    let limits = settings.batch.limits()?;
+    let checkpoints = settings
+        .checkpoints
+        .open(&settings.application, &settings.stream, aws)
+        .await?;
+    let consumer = StreamConsumer::builder(
+        &settings.application,
+        &settings.stream,
+        Arc::new(KinesisSource::new(aws_sdk_kinesis::Client::new(aws))),
+        checkpoints.store,
+        move |_: &ShardContext| {
+            Pipeline::builder(JsonTransformer::<Value>::new(), Arc::clone(&emitter))
+                .buffer_limits(limits)
+                .build()
+        },
+    )
+    .assigner(checkpoints.assigner)
+    .initial_position(settings.initial_position.into())
+    .discovery_interval(settings.discovery_interval())
+    .build()
+    .context("bad [consumer] settings")?;
+
+    info!(
+        stream = settings.stream,
+        bucket = config.s3.bucket,
+        prefix = config.s3.prefix,
+        gzip = config.s3.gzip,
+        "archiving"
+    );
+    let report = consumer.run(cancel).await?;
+    let skipped: u64 = report.shards.iter().map(|s| s.stats.records_failed).sum();
+    info!(
+        objects = report
+            .shards
+            .iter()
+            .map(|s| s.stats.batches_emitted)
+            .sum::<u64>(),
+        records_skipped = skipped,
+        "archiver stopped"
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use example_support::{StoreKind, load_config, parse_config};
+
+    fn config_file() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/s3-archiver.toml")
+    }
+
+    #[test]
+    fn the_shipped_config_file_is_valid() {
+        let config: Config = load_config(&config_file()).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.consumer.checkpoints.store, StoreKind::Redis);
+        assert!(config.s3.create_bucket);
+    }
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let config: Config = parse_config(
+            "[consumer]\napplication = \"a\"\nstream = \"s\"\n[s3]\nbucket = \"my-bucket\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert!(!config.s3.gzip && !config.s3.create_bucket && !config.s3.force_path_style);
+        assert_eq!(config.s3.prefix, "");
+
+        let error = parse_config::<Config>(
+            "[consumer]\napplication = \"a\"\nstream = \"s\"\n[s3]\nbucket = \"b\"\ngzipp = true\n",
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("gzipp"), "{error:#}");
+        let error = parse_config::<Config>("[consumer]\napplication = \"a\"\nstream = \"s\"\n")
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("s3"), "{error:#}");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let config: Config = parse_config(
+            "[consumer]\napplication = \"a\"\nstream = \"s\"\n[s3]\nbucket = \"my-bucket\"\n",
+        )
+        .unwrap();
+        for bucket in ["My_Bucket", "ab", "-bucket", "bucket-", &"b".repeat(64)] {
+            let mut bad = config.clone();
+            bad.s3.bucket = bucket.to_owned();
+            let error = bad.validate().unwrap_err().to_string();
+            assert!(error.contains("s3.bucket"), "{bucket}: {error}");
+        }
+        let mut bad = config.clone();
+        bad.s3.prefix = "/archive".to_owned();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("s3.prefix")
+        );
+        let mut bad = config.clone();
+        bad.consumer.stream = String::new();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("consumer.stream")
+        );
+        let mut bad = config;
+        bad.consumer.batch.max_age_secs = -1.0;
+        assert!(bad.validate().unwrap_err().to_string().contains("max_age"));
+    }
+}
