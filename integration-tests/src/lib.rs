@@ -328,6 +328,34 @@ pub async fn create_stream(
     }
 }
 
+/// Builds the binary `binary` of the example package `package` with the
+/// cargo that builds these tests (a link step once the library is built) and
+/// returns its path, so a test can run the example as a user does.
+///
+/// # Panics
+///
+/// When the build fails.
+#[allow(clippy::panic)] // a test that cannot build what it tests must fail
+pub fn example_binary(package: &str, binary: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "-p", package, "--bin", binary])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo build -p {package}: {e}"));
+    assert!(
+        status.success(),
+        "cargo build -p {package} --bin {binary} failed"
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target
+        .join("debug")
+        .join(format!("{binary}{}", std::env::consts::EXE_SUFFIX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

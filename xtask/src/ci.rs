@@ -1,4 +1,7 @@
-//! `cargo xtask ci`: every check CI runs, in order, with a summary at the end.
+//! `cargo xtask ci`: every check CI runs, in order, with a summary at the end:
+//! fmt, clippy, unit tests, doctests, doc, deny, tidy, the integration tests
+//! on the embedded stack, the demo (small), the integration tests on
+//! LocalStack.
 //!
 //! A failing step does not stop the later ones; the command fails when any
 //! step failed. A step can be skipped (with its reason) only where the issue
@@ -11,10 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
+use crate::demo::{self, DemoOptions};
 use crate::it::{self, ItOptions};
 use crate::stack::Mode;
 use crate::tidy::{self, cargo};
 use crate::util::{self, say, secs};
+
+/// Events the demo produces in CI: enough for several batches per stage.
+const CI_DEMO_COUNT: u64 = 2_000;
 
 /// How one step ended.
 enum Outcome {
@@ -227,6 +234,16 @@ pub(crate) fn run() -> Result<()> {
             Box::new(|| {
                 result_step(it::run(&ItOptions {
                     filter: None,
+                    keep: false,
+                    mode: Mode::Embedded,
+                }))
+            }),
+        ),
+        (
+            "demo (embedded, 2000 events)",
+            Box::new(|| {
+                result_step(demo::run(&DemoOptions {
+                    count: CI_DEMO_COUNT,
                     keep: false,
                     mode: Mode::Embedded,
                 }))

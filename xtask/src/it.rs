@@ -80,21 +80,9 @@ pub(crate) fn run(opts: &ItOptions) -> Result<()> {
     }
     say(format!("integration tests built in {}", secs(t.elapsed())));
 
-    let up = stack::up(&opts.mode)?;
-    up.state.print_routes();
-    let result = (|| -> Result<()> {
+    with_stack(&opts.mode, opts.keep, |env| {
         let mut cmd = test_command(opts, nextest, false);
-        for var in [
-            "AWS_PROFILE",
-            "AWS_DEFAULT_PROFILE",
-            "AWS_SESSION_TOKEN",
-            "AWS_CONFIG_FILE",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in up.state.env_vars()? {
-            cmd.env(k, v);
-        }
+        use_stack_env(&mut cmd, env);
         let t = Instant::now();
         say(format!("running: {}", util::show(&cmd)));
         let status = util::run_status(&mut cmd)?;
@@ -106,9 +94,38 @@ pub(crate) fn run(opts: &ItOptions) -> Result<()> {
             bail!("integration tests failed ({status})");
         }
         Ok(())
-    })();
+    })
+}
 
-    if opts.keep {
+/// Gives `cmd` the stack's environment, without the caller's AWS profile
+/// variables (so nothing reaches real AWS).
+pub(crate) fn use_stack_env(cmd: &mut Command, env: &[(&'static str, String)]) {
+    for var in [
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONFIG_FILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+}
+
+/// Brings the stack up, runs `body` with the stack's environment, then
+/// stops what it started (unless `keep`), even when `body` fails. The
+/// caller holds the stack lock.
+pub(crate) fn with_stack(
+    mode: &Mode,
+    keep: bool,
+    body: impl FnOnce(&[(&'static str, String)]) -> Result<()>,
+) -> Result<()> {
+    let up = stack::up(mode)?;
+    up.state.print_routes();
+    let result = up.state.env_vars().and_then(|env| body(&env));
+
+    if keep {
         say("--keep: the stack stays up; `cargo xtask stack down` stops it");
         return result;
     }
@@ -124,7 +141,7 @@ pub(crate) fn run(opts: &ItOptions) -> Result<()> {
         ));
     }
     if let Err(e) = stack::release(&up) {
-        // A failed stop must not hide a test failure, but is an error of its own.
+        // A failed stop must not hide a failure of the body, but is an error of its own.
         return result.and(Err(e));
     }
     result

@@ -1,5 +1,7 @@
 //! `cargo xtask`: project automation for kinesis-connectors.
 //!
+//! - `cargo xtask demo [--count N] [--keep] [--localstack [URL]]` — the
+//!   manifest pipeline end to end on the local stack;
 //! - `cargo xtask stack up | down | status | env` — the local AWS stack;
 //! - `cargo xtask it [FILTER] [--keep] [--localstack [URL]]` — integration tests;
 //! - `cargo xtask tidy` — workspace hygiene rules;
@@ -9,6 +11,7 @@
 //! See `xtask/README.md`.
 
 mod ci;
+mod demo;
 mod install;
 mod it;
 mod stack;
@@ -19,6 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
+use crate::demo::DemoOptions;
 use crate::it::ItOptions;
 use crate::stack::Mode;
 
@@ -26,6 +30,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  demo [--count N] [--keep] [--localstack [URL]]
+                                  the manifest pipeline end to end on the stack (default 20000 events)
   stack up [--localstack [URL]]   start (or reuse) the local stack on free 127.0.0.1 ports
   stack down                      stop every process the stack started
   stack status                    print each service, its pid, port and health
@@ -33,7 +39,7 @@ commands:
   it [FILTER] [--keep] [--localstack [URL]]
                                   run the integration-tests package against the stack
   tidy                            check READMEs, lints, workspace dependencies, isolation
-  ci                              fmt, clippy, tests, doctests, doc, deny, tidy, it, it --localstack
+  ci                              fmt, clippy, tests, doctests, doc, deny, tidy, it, demo, it --localstack
 
 --localstack      start LocalStack on this machine (Python 3.13 venv under target/stack)
 --localstack URL  use the LocalStack already running at URL (e.g. http://localhost:4566)
@@ -128,6 +134,28 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                 }
             }
             it::run(&ItOptions { filter, keep, mode })?;
+        }
+        "demo" => {
+            let mode = take_mode(&mut args)?;
+            let mut opts = DemoOptions {
+                count: demo::DEFAULT_COUNT,
+                keep: false,
+                mode,
+            };
+            let mut args = args.into_iter();
+            while let Some(a) = args.next() {
+                match a.as_str() {
+                    "--keep" => opts.keep = true,
+                    "--count" => {
+                        let n = args.next().unwrap_or_default();
+                        opts.count = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                            anyhow::anyhow!("--count needs a positive number, got `{n}`")
+                        })?;
+                    }
+                    other => bail!("unexpected argument `{other}`\n\n{USAGE}"),
+                }
+            }
+            demo::run(&opts)?;
         }
         "tidy" => {
             no_more(&args)?;

@@ -48,6 +48,10 @@ pub(crate) const ISOLATION: &[(&str, &[&str])] = &[
         &["aws-sdk-dynamodb", "redis"],
     ),
     (
+        "kinesis-emitter-files",
+        &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx", "redis"],
+    ),
+    (
         "kinesis-connectors-testkit",
         &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx", "redis"],
     ),

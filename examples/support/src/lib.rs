@@ -57,6 +57,7 @@ pub fn init_tracing() {
     // A second call (several examples in one test process) keeps the first.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

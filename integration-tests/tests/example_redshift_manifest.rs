@@ -1,0 +1,165 @@
+//! The `redshift-manifest` example binary on the stack, as a user runs it:
+//! started with a config file, events produced into its input stream, every
+//! event loaded into PostgreSQL exactly once, then SIGTERM: the binary
+//! flushes, emits and checkpoints, and exits 0. Started again, it resumes
+//! from its checkpoints and loads nothing twice.
+//!
+//! Run with `cargo xtask it example_redshift_manifest`. The test builds the
+//! binary with the cargo that runs it (a link step when the library is built).
+
+// Test code: helpers may unwrap and panic like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use integration_tests::{database_url, example_binary, kinesis_client, redis_url, unique_name};
+use producer::ProducerConfig;
+use redis::AsyncCommands;
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgPoolOptions;
+
+/// The bound of every wait.
+const WAIT: Duration = Duration::from_secs(120);
+const EVENTS: u64 = 400;
+
+/// The shipped config file with this test's own names.
+fn write_config(run: &str) -> (PathBuf, String, String, String) {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/redshift-manifest/config/redshift-manifest.toml"),
+    )
+    .unwrap();
+    let input = format!("{run}-events");
+    let table = format!("{}_events", run.replace('-', "_"));
+    let text = shipped
+        .replace("\"demo-events\"", &format!("\"{input}\""))
+        .replace("\"demo-manifests\"", &format!("\"{run}-manifests\""))
+        .replace("\"demo-archiver\"", &format!("\"{run}-archiver\""))
+        .replace("\"demo-loader\"", &format!("\"{run}-loader\""))
+        .replace("\"demo-lake\"", &format!("\"{run}-lake\""))
+        .replace("\"demo_events\"", &format!("\"{table}\""))
+        .replace(
+            "\"demo_events_loaded_files\"",
+            &format!("\"{table}_files\""),
+        );
+    assert!(text.contains(&input) && text.contains(&table), "{text}");
+    let path = std::env::temp_dir().join(format!("{run}.toml"));
+    std::fs::write(&path, text).unwrap();
+    (path, input, format!("{run}-archiver"), table)
+}
+
+fn start(binary: &Path, config: &Path) -> Child {
+    Command::new(binary)
+        .args(["--config".as_ref(), config.as_os_str()])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start redshift-manifest")
+}
+
+/// Sends SIGTERM and waits (bounded) for a clean exit.
+fn terminate(child: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "redshift-manifest exited with {status} after SIGTERM"
+            );
+            return;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("redshift-manifest did not exit within {WAIT:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_redshift_manifest_binary_loads_every_event_once_and_stops_on_sigterm() {
+    let binary =
+        tokio::task::spawn_blocking(|| example_binary("redshift-manifest", "redshift-manifest"))
+            .await
+            .unwrap();
+    let run = unique_name("rsm");
+    let (config, input, archiver, table) = write_config(&run);
+    let kinesis = kinesis_client().await;
+    let mut events = ProducerConfig::new(input.clone(), EVENTS);
+    events.create_shards = Some(2);
+    let cancel = kinesis_connectors_core::CancellationToken::new();
+    producer::produce(&kinesis, &events, &cancel, |_| {})
+        .await
+        .unwrap();
+
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database_url())
+        .await
+        .unwrap();
+    let count = |sql: String| {
+        let pool = pool.clone();
+        async move {
+            match sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+                .fetch_one(&pool)
+                .await
+            {
+                Ok(n) => n,
+                // The binary creates the table when it starts.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => 0,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let rows = format!("SELECT count(*) FROM \"{table}\"");
+    let distinct = format!("SELECT count(DISTINCT id) FROM \"{table}\"");
+
+    let mut child = start(&binary, &config);
+    let started = Instant::now();
+    while count(distinct.clone()).await < EVENTS as i64 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("redshift-manifest exited early with {status}");
+        }
+        if started.elapsed() > WAIT {
+            child.kill().ok();
+            panic!("not every event was loaded within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::task::block_in_place(|| terminate(&mut child));
+    assert_eq!(count(rows.clone()).await, EVENTS as i64, "duplicate rows");
+
+    // Stage 1's checkpoints are in Redis under the Go library's key scheme.
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis
+        .keys(format!("{archiver}:checkpoint:{input}:*"))
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "one checkpoint per input shard: {keys:?}");
+
+    // Started again: resumes from the checkpoints; nothing is loaded twice.
+    let mut child = start(&binary, &config);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the restart exited early"
+    );
+    tokio::task::block_in_place(|| terminate(&mut child));
+    assert_eq!(
+        count(rows).await,
+        EVENTS as i64,
+        "the restart loaded rows again"
+    );
+    std::fs::remove_file(&config).ok();
+}
