@@ -34,5 +34,6 @@ pub use shard::{
 pub use source::{InitialPosition, RecordSource, RecordsPage, ShardInfo, StartPosition};
 pub use stream::{PipelineFactory, StreamConsumer, StreamConsumerBuilder, StreamReport};
 pub use transform::{
-    BytesTransformer, JsonTransformer, RecordTransformer, Utf8Transformer, encode_lines,
+    BytesTransformer, EncodedItems, JsonTransformer, RecordTransformer, Utf8Transformer,
+    encode_delimited, encode_lines,
 };

@@ -155,9 +155,90 @@ pub fn encode_lines<T: Transformer>(
     Ok(())
 }
 
+/// What [`encode_delimited`] wrote.
+#[derive(Debug, Default)]
+pub struct EncodedItems {
+    /// Items written (each followed by the delimiter).
+    pub written: usize,
+    /// Items the transformer could not encode, by index, with the error;
+    /// nothing of them was written.
+    pub failed: Vec<(usize, Error)>,
+}
+
+/// Encodes `items` into `out`, each followed by `delimiter`: the body of a
+/// byte sink (an S3 object, a file). An item the transformer cannot encode
+/// is left out and reported, so one bad item does not fail the batch;
+/// `out` can be a compressor, which then sees each item once.
+///
+/// ```
+/// use kinesis_connectors_core::{encode_delimited, Utf8Transformer};
+/// let mut out = Vec::new();
+/// let encoded = encode_delimited(&Utf8Transformer, &["a".to_owned(), "b".to_owned()], b"\r\n", &mut out)?;
+/// assert_eq!(out, b"a\r\nb\r\n");
+/// assert_eq!(encoded.written, 2);
+/// assert!(encoded.failed.is_empty());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn encode_delimited<T: Transformer, W: std::io::Write>(
+    transformer: &T,
+    items: &[T::Item],
+    delimiter: &[u8],
+    out: &mut W,
+) -> std::io::Result<EncodedItems> {
+    let mut encoded = EncodedItems::default();
+    let mut item_bytes = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        item_bytes.clear();
+        if let Err(error) = transformer.from_item(item, &mut item_bytes) {
+            encoded.failed.push((index, error));
+            continue;
+        }
+        item_bytes.extend_from_slice(delimiter);
+        out.write_all(&item_bytes)?;
+        encoded.written += 1;
+    }
+    Ok(encoded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Encodes numbers; refuses odd ones, having written half of them.
+    struct EvenOnly;
+
+    impl Transformer for EvenOnly {
+        type Item = u32;
+        fn to_item(&self, _record: &Record) -> Result<u32> {
+            Ok(0)
+        }
+        fn from_item(&self, item: &u32, out: &mut Vec<u8>) -> Result<()> {
+            out.extend_from_slice(item.to_string().as_bytes());
+            if item % 2 == 1 {
+                return Err(Error::Transform {
+                    message: format!("{item} is odd"),
+                    source: None,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn encode_delimited_leaves_out_items_that_fail_and_reports_them() {
+        let mut out = Vec::new();
+        let encoded = encode_delimited(&EvenOnly, &[2, 3, 4, 5], b"|", &mut out).unwrap();
+        assert_eq!(out, b"2|4|");
+        assert_eq!(encoded.written, 2);
+        let failed: Vec<(usize, String)> = encoded
+            .failed
+            .iter()
+            .map(|(index, error)| (*index, error.to_string()))
+            .collect();
+        assert_eq!(failed.len(), 2);
+        assert_eq!((failed[0].0, failed[1].0), (1, 3));
+        assert!(failed[0].1.contains("3 is odd"), "{}", failed[0].1);
+    }
 
     #[test]
     fn utf8_rejects_invalid_bytes_with_the_position() {

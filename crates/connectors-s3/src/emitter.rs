@@ -1,7 +1,6 @@
 //! `S3Emitter`: one object per batch.
 
 use std::fmt;
-use std::io::Write as _;
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
@@ -10,7 +9,9 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
-use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, RejectedItem, Transformer};
+use kinesis_connectors_core::{
+    Batch, EmitOutcome, Emitter, RejectedItem, Transformer, encode_delimited,
+};
 
 use crate::error::{Error, classify_s3};
 use crate::key::{DEFAULT_KEY_TEMPLATE, KeyTemplate, KeyValues};
@@ -224,48 +225,41 @@ impl<T: Transformer> S3Emitter<T> {
             key: key.to_owned(),
             source,
         };
-        let capacity = if self.gzip {
-            1024
-        } else {
-            batch.byte_size + batch.len() * self.delimiter.len()
-        };
-        let mut plain = Vec::with_capacity(capacity);
-        let mut gzip = self.gzip.then(|| {
+        let (body, encoded) = if self.gzip {
             // No file name and mtime 0 in the header (flate2's defaults): a
             // replayed batch gives the same bytes.
-            flate2::write::GzEncoder::new(
+            let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(batch.byte_size / 4),
                 flate2::Compression::default(),
+            );
+            let encoded = encode_delimited(
+                &self.transformer,
+                &batch.items,
+                &self.delimiter,
+                &mut encoder,
             )
-        });
-        let mut rejected = Vec::new();
-        let mut records = 0;
-        for (index, item) in batch.items.iter().enumerate() {
-            let start = plain.len();
-            if let Err(error) = self.transformer.from_item(item, &mut plain) {
-                plain.truncate(start);
-                rejected.push(RejectedItem {
-                    index,
-                    reason: format!(
-                        "could not be encoded for s3://{}/{key}: {error}",
-                        self.bucket
-                    ),
-                });
-                continue;
-            }
-            plain.extend_from_slice(&self.delimiter);
-            records += 1;
-            if let Some(encoder) = gzip.as_mut() {
-                // Feed the compressor item by item to keep one copy in memory.
-                encoder.write_all(&plain).map_err(compress_error)?;
-                plain.clear();
-            }
-        }
-        let body = match gzip {
-            Some(encoder) => encoder.finish().map_err(compress_error)?,
-            None => plain,
+            .map_err(compress_error)?;
+            (encoder.finish().map_err(compress_error)?, encoded)
+        } else {
+            let mut plain =
+                Vec::with_capacity(batch.byte_size + batch.len() * self.delimiter.len());
+            let encoded =
+                encode_delimited(&self.transformer, &batch.items, &self.delimiter, &mut plain)
+                    .map_err(compress_error)?;
+            (plain, encoded)
         };
-        Ok((body, records, rejected))
+        let rejected = encoded
+            .failed
+            .into_iter()
+            .map(|(index, error)| RejectedItem {
+                index,
+                reason: format!(
+                    "could not be encoded for s3://{}/{key}: {error}",
+                    self.bucket
+                ),
+            })
+            .collect();
+        Ok((body, encoded.written, rejected))
     }
 
     async fn put_single(&self, key: &str, body: Vec<u8>) -> Result<(), Error> {

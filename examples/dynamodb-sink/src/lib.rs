@@ -23,8 +23,7 @@ use aws_sdk_dynamodb::types::{
 };
 use example_support::ConsumerSettings;
 use kinesis_connectors_core::{
-    BoxError, CancellationToken, Emitter, JsonTransformer, KinesisSource, Pipeline, ShardContext,
-    StreamConsumer, StreamReport,
+    BoxError, CancellationToken, Emitter, JsonTransformer, Pipeline, StreamReport,
 };
 use kinesis_connectors_dynamodb::{DynamoDbEmitter, Item};
 use serde::Deserialize;
@@ -142,19 +141,7 @@ impl DynamoDbSettings {
 impl Config {
     /// Refuses settings that cannot work, naming the field.
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            !self.consumer.application.is_empty(),
-            "consumer.application must not be empty"
-        );
-        ensure!(
-            !self.consumer.stream.is_empty(),
-            "consumer.stream must not be empty"
-        );
-        ensure!(
-            self.consumer.discovery_interval_secs >= 1,
-            "consumer.discovery_interval_secs must be at least 1"
-        );
-        self.consumer.batch.limits()?;
+        self.consumer.validate("consumer")?;
         let table = &self.dynamodb.table;
         if table.starts_with("arn:") {
             ensure!(
@@ -373,31 +360,17 @@ pub async fn run(
             .build()
             .context("bad [dynamodb] settings")?,
     );
-    let limits = settings.batch.limits()?;
-    let checkpoints = settings
-        .checkpoints
-        .open(&settings.application, &settings.stream, aws)
-        .await?;
     let pipeline_emitter: Arc<dyn Emitter<Value>> = emitter.clone();
-    let consumer = StreamConsumer::builder(
-        &settings.application,
-        &settings.stream,
-        Arc::new(KinesisSource::new(aws_sdk_kinesis::Client::new(aws))),
-        checkpoints.store,
-        move |_: &ShardContext| {
+    let consumer = settings
+        .consumer("consumer", aws, move |limits| {
             Pipeline::builder(
                 JsonTransformer::<Value>::new(),
                 Arc::clone(&pipeline_emitter),
             )
             .buffer_limits(limits)
             .build()
-        },
-    )
-    .assigner(checkpoints.assigner)
-    .initial_position(settings.initial_position.into())
-    .discovery_interval(settings.discovery_interval())
-    .build()
-    .context("bad [consumer] settings")?;
+        })
+        .await?;
 
     info!(
         stream = settings.stream,

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use aws_config::SdkConfig;
 use example_support::ConsumerSettings;
+use example_support::s3::{ensure_bucket, s3_client};
 use kinesis_connectors_core::{
-    Batch, CancellationToken, EmitOutcome, Emitter, KinesisSource, Pipeline, ShardContext,
-    StreamConsumer, StreamReport, Utf8Transformer, async_trait,
+    Batch, CancellationToken, EmitOutcome, Emitter, Pipeline, StreamConsumer, StreamReport,
+    Utf8Transformer, async_trait,
 };
 use kinesis_connectors_redshift::{
     CopyFormat, Credentials, PostgresLoader, RedshiftLoader, RedshiftManifestEmitter, TableName,
@@ -130,7 +131,9 @@ pub enum LoaderKind {
 impl Config {
     /// Refuses configurations that cannot work, naming the setting.
     pub fn validate(&self) -> Result<()> {
-        ensure!(!self.s3.bucket.is_empty(), "s3.bucket must not be empty");
+        example_support::s3::check_bucket_name(&self.s3.bucket)?;
+        self.stage1.validate("stage1")?;
+        self.stage2.validate("stage2")?;
         ensure!(
             self.stage1.stream != self.stage2.stream,
             "stage2.stream is the manifest stream and must differ from the input stream stage1.stream ({})",
@@ -146,8 +149,6 @@ impl Config {
             self.database.max_connections >= 1,
             "database.max_connections must be at least 1"
         );
-        self.stage1.batch.limits().context("stage1.batch")?;
-        self.stage2.batch.limits().context("stage2.batch")?;
         Ok(())
     }
 
@@ -159,14 +160,6 @@ impl Config {
                 .context("set database.url in the configuration file or DATABASE_URL"),
         }
     }
-}
-
-/// An S3 client from `aws`, with path-style URLs when asked for.
-pub fn s3_client(aws: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::from(aws)
-        .force_path_style(force_path_style)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
 }
 
 /// The data table's columns: the producer's event.
@@ -273,9 +266,7 @@ impl Pipelines {
         config.validate()?;
         let kinesis = aws_sdk_kinesis::Client::new(aws);
         let s3 = s3_client(aws, config.s3.force_path_style);
-        if config.s3.create_bucket {
-            create_bucket(&s3, &config.s3.bucket).await?;
-        }
+        ensure_bucket(&s3, &config.s3.bucket, config.s3.create_bucket).await?;
         if config.create_manifest_stream {
             producer::ensure_stream(&kinesis, &config.stage2.stream, 1).await?;
         }
@@ -295,7 +286,7 @@ impl Pipelines {
         let counts = Arc::new(Counts::default());
 
         let stage1 = stage1(config, aws, &kinesis, &s3, &counts).await?;
-        let (stage2, file_table_ddl) = stage2(config, aws, &kinesis, &s3, &pool, &counts).await?;
+        let (stage2, file_table_ddl) = stage2(config, aws, &s3, &pool, &counts).await?;
         if config.database.create_tables {
             for ddl in [data_table_ddl(&data_table), file_table_ddl] {
                 sqlx::raw_sql(AssertSqlSafe(ddl.clone()))
@@ -371,13 +362,18 @@ async fn stage1(
         counts: counts.clone(),
         stage: Stage::Archive,
     });
-    consumer(settings, aws, kinesis, move || emitter.clone()).await
+    settings
+        .consumer("stage1", aws, move |limits| {
+            Pipeline::builder(Utf8Transformer, emitter.clone())
+                .buffer_limits(limits)
+                .build()
+        })
+        .await
 }
 
 async fn stage2(
     config: &Config,
     aws: &SdkConfig,
-    kinesis: &aws_sdk_kinesis::Client,
     s3: &aws_sdk_s3::Client,
     pool: &PgPool,
     counts: &Arc<Counts>,
@@ -411,62 +407,15 @@ async fn stage2(
         counts: counts.clone(),
         stage: Stage::Load,
     });
-    let consumer = consumer(&config.stage2, aws, kinesis, move || emitter.clone()).await?;
-    Ok((consumer, file_table_ddl))
-}
-
-/// A stream consumer of `settings.stream` delivering to `emitter()`.
-async fn consumer<E>(
-    settings: &ConsumerSettings,
-    aws: &SdkConfig,
-    kinesis: &aws_sdk_kinesis::Client,
-    emitter: impl Fn() -> Arc<E> + Send + Sync + 'static,
-) -> Result<StreamConsumer<Utf8Transformer>>
-where
-    E: Emitter<String> + 'static,
-{
-    let checkpoints = settings
-        .checkpoints
-        .open(&settings.application, &settings.stream, aws)
-        .await
-        .with_context(|| format!("checkpoints of {}", settings.application))?;
-    let limits = settings.batch.limits()?;
-    Ok(StreamConsumer::builder(
-        &settings.application,
-        &settings.stream,
-        Arc::new(KinesisSource::new(kinesis.clone())),
-        checkpoints.store,
-        move |_: &ShardContext| {
-            Pipeline::builder(Utf8Transformer, emitter())
+    let consumer = config
+        .stage2
+        .consumer("stage2", aws, move |limits| {
+            Pipeline::builder(Utf8Transformer, emitter.clone())
                 .buffer_limits(limits)
                 .build()
-        },
-    )
-    .initial_position(settings.initial_position.into())
-    .discovery_interval(settings.discovery_interval())
-    .assigner(checkpoints.assigner)
-    .build()?)
-}
-
-/// Creates `bucket` unless it exists.
-async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
-    if s3.head_bucket().bucket(bucket).send().await.is_ok() {
-        return Ok(());
-    }
-    match s3.create_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(()),
-        Err(error)
-            if error.as_service_error().is_some_and(|e| {
-                e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()
-            }) =>
-        {
-            Ok(())
-        }
-        Err(error) => bail!(
-            "cannot create the bucket {bucket}: {}",
-            aws_sdk_s3::error::DisplayErrorContext(error)
-        ),
-    }
+        })
+        .await?;
+    Ok((consumer, file_table_ddl))
 }
 
 /// Objects under `prefix` in `bucket`.

@@ -10,14 +10,12 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use aws_config::SdkConfig;
-use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use example_support::ConsumerSettings;
+use example_support::s3::{check_bucket_name, ensure_bucket, s3_client};
 use kinesis_connectors_core::{
-    CancellationToken, Emitter, JsonTransformer, KinesisSource, Pipeline, ShardContext,
-    StreamConsumer, StreamReport,
+    CancellationToken, Emitter, JsonTransformer, Pipeline, StreamReport,
 };
 use kinesis_connectors_s3::S3Emitter;
 use serde::Deserialize;
@@ -78,19 +76,7 @@ pub struct S3Settings {
 impl Config {
     /// Refuses settings that cannot work, naming the field.
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            !self.consumer.application.is_empty(),
-            "consumer.application must not be empty"
-        );
-        ensure!(
-            !self.consumer.stream.is_empty(),
-            "consumer.stream must not be empty"
-        );
-        ensure!(
-            self.consumer.discovery_interval_secs >= 1,
-            "consumer.discovery_interval_secs must be at least 1"
-        );
-        self.consumer.batch.limits()?;
+        self.consumer.validate("consumer")?;
         check_bucket_name(&self.s3.bucket)?;
         ensure!(
             !self.s3.prefix.starts_with('/'),
@@ -98,77 +84,6 @@ impl Config {
             self.s3.prefix
         );
         Ok(())
-    }
-}
-
-/// S3's bucket naming rules: 3 to 63 characters of `a-z`, `0-9`, `.` and
-/// `-`, starting and ending with a letter or digit.
-fn check_bucket_name(bucket: &str) -> Result<()> {
-    let valid_chars = bucket
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
-    let valid_ends = bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if (3..=63).contains(&bucket.len()) && valid_chars && valid_ends {
-        Ok(())
-    } else {
-        bail!(
-            "s3.bucket must be 3 to 63 characters of lowercase letters, digits, `.` and `-`, \
-             starting and ending with a letter or digit; got {bucket:?}"
-        )
-    }
-}
-
-/// An S3 client from `aws`, with path-style addressing when asked for.
-pub fn s3_client(aws: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::from(aws)
-        .force_path_style(force_path_style)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
-/// Fails unless `bucket` exists; with `create`, creates it when missing (in
-/// the client's region).
-pub async fn ensure_bucket(client: &aws_sdk_s3::Client, bucket: &str, create: bool) -> Result<()> {
-    let error = match client.head_bucket().bucket(bucket).send().await {
-        Ok(_) => return Ok(()),
-        Err(error) => error,
-    };
-    if !error.as_service_error().is_some_and(|e| e.is_not_found()) {
-        bail!(
-            "cannot check the bucket {bucket}: {}",
-            DisplayErrorContext(error)
-        );
-    }
-    if !create {
-        bail!("the bucket {bucket} does not exist: create it, or set s3.create_bucket = true");
-    }
-    info!(bucket, "creating the bucket");
-    let mut request = client.create_bucket().bucket(bucket);
-    // us-east-1 is the default location and must not be named.
-    if let Some(region) = client.config().region().map(|r| r.as_ref())
-        && region != "us-east-1"
-    {
-        request = request.create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(region))
-                .build(),
-        );
-    }
-    match request.send().await {
-        Ok(_) => Ok(()),
-        // Another worker created it in the meantime.
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_bucket_already_owned_by_you()) =>
-        {
-            Ok(())
-        }
-        Err(error) => bail!(
-            "cannot create the bucket {bucket}: {}",
-            DisplayErrorContext(error)
-        ),
     }
 }
 
@@ -195,27 +110,13 @@ pub async fn run(
             .build()
             .context("bad [s3] settings")?,
     );
-    let limits = settings.batch.limits()?;
-    let checkpoints = settings
-        .checkpoints
-        .open(&settings.application, &settings.stream, aws)
-        .await?;
-    let consumer = StreamConsumer::builder(
-        &settings.application,
-        &settings.stream,
-        Arc::new(KinesisSource::new(aws_sdk_kinesis::Client::new(aws))),
-        checkpoints.store,
-        move |_: &ShardContext| {
+    let consumer = settings
+        .consumer("consumer", aws, move |limits| {
             Pipeline::builder(JsonTransformer::<Value>::new(), Arc::clone(&emitter))
                 .buffer_limits(limits)
                 .build()
-        },
-    )
-    .assigner(checkpoints.assigner)
-    .initial_position(settings.initial_position.into())
-    .discovery_interval(settings.discovery_interval())
-    .build()
-    .context("bad [consumer] settings")?;
+        })
+        .await?;
 
     info!(
         stream = settings.stream,
@@ -305,6 +206,7 @@ mod tests {
         );
         let mut bad = config;
         bad.consumer.batch.max_age_secs = -1.0;
-        assert!(bad.validate().unwrap_err().to_string().contains("max_age"));
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("consumer.batch.max_age_secs"), "{error}");
     }
 }

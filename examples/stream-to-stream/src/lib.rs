@@ -18,8 +18,7 @@ use aws_config::SdkConfig;
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use example_support::ConsumerSettings;
 use kinesis_connectors_core::{
-    CancellationToken, Emitter, Filter, KinesisSource, Pipeline, Record, RecordTransformer,
-    ShardContext, StreamConsumer, StreamReport,
+    CancellationToken, Emitter, Filter, Pipeline, Record, RecordTransformer, StreamReport,
 };
 use kinesis_connectors_kinesis::KinesisEmitter;
 use serde::Deserialize;
@@ -85,19 +84,7 @@ fn default_field() -> String {
 impl Config {
     /// Refuses settings that cannot work, naming the field.
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            !self.consumer.application.is_empty(),
-            "consumer.application must not be empty"
-        );
-        ensure!(
-            !self.consumer.stream.is_empty(),
-            "consumer.stream must not be empty"
-        );
-        ensure!(
-            self.consumer.discovery_interval_secs >= 1,
-            "consumer.discovery_interval_secs must be at least 1"
-        );
-        self.consumer.batch.limits()?;
+        self.consumer.validate("consumer")?;
         ensure!(
             !self.target.stream.is_empty(),
             "target.stream must not be empty"
@@ -222,30 +209,16 @@ pub async fn run(
             .context("bad [target] settings")?,
     );
     let filter = config.filter.as_ref().map(FieldFilter::from);
-    let limits = settings.batch.limits()?;
-    let checkpoints = settings
-        .checkpoints
-        .open(&settings.application, &settings.stream, aws)
-        .await?;
-    let consumer = StreamConsumer::builder(
-        &settings.application,
-        &settings.stream,
-        Arc::new(KinesisSource::new(kinesis)),
-        checkpoints.store,
-        move |_: &ShardContext| {
+    let consumer = settings
+        .consumer("consumer", aws, move |limits| {
             let pipeline =
                 Pipeline::builder(RecordTransformer, Arc::clone(&emitter)).buffer_limits(limits);
             match &filter {
                 Some(filter) => pipeline.filter(filter.clone()).build(),
                 None => pipeline.build(),
             }
-        },
-    )
-    .assigner(checkpoints.assigner)
-    .initial_position(settings.initial_position.into())
-    .discovery_interval(settings.discovery_interval())
-    .build()
-    .context("bad [consumer] settings")?;
+        })
+        .await?;
 
     info!(
         from = settings.stream,

@@ -9,6 +9,9 @@
 //!   with multi-worker leases when asked for.
 //! - [`shutdown_signal`]: Ctrl-C and SIGTERM cancel the consumer, which
 //!   flushes, emits and checkpoints before it returns.
+//! - [`ConsumerSettings::consumer`]: the `StreamConsumer` those settings
+//!   describe, given how to build a shard's pipeline.
+//! - [`s3`]: an S3 client for emulators (path-style URLs) and bucket checks.
 //! - [`init_tracing`], [`sdk_config`], [`Progress`] and [`check_report`].
 
 use std::io::IsTerminal;
@@ -16,14 +19,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+pub mod s3;
+
+use anyhow::{Context, Result, bail, ensure};
 use aws_config::{BehaviorVersion, Region, SdkConfig, meta::region::RegionProviderChain};
 use indicatif::{ProgressBar, ProgressStyle};
 use kinesis_checkpoint_dynamodb::DynamoDbCheckpointStore;
 use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_connectors_core::{
-    BufferLimits, CancellationToken, CheckpointStore, InitialPosition, LeaseCoordinator,
-    MemoryCheckpointStore, ShardAssigner, SingleWorker, StreamReport,
+    BufferLimits, CancellationToken, CheckpointStore, InitialPosition, KinesisSource,
+    LeaseCoordinator, MemoryCheckpointStore, Pipeline, ShardAssigner, ShardContext, SingleWorker,
+    StreamConsumer, StreamReport, Transformer,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -166,6 +172,60 @@ impl ConsumerSettings {
     /// The discovery interval as a duration.
     pub fn discovery_interval(&self) -> Duration {
         Duration::from_secs(self.discovery_interval_secs)
+    }
+
+    /// Refuses settings that cannot work; `table` is where they are in the
+    /// file (e.g. `consumer`), for the messages.
+    pub fn validate(&self, table: &str) -> Result<()> {
+        ensure!(
+            !self.application.is_empty(),
+            "{table}.application must not be empty"
+        );
+        ensure!(!self.stream.is_empty(), "{table}.stream must not be empty");
+        ensure!(
+            self.discovery_interval_secs >= 1,
+            "{table}.discovery_interval_secs must be at least 1"
+        );
+        // The limits' own message names `batch.…`; prefix the table.
+        self.batch
+            .limits()
+            .map_err(|error| anyhow::anyhow!("{table}.{error}"))?;
+        Ok(())
+    }
+
+    /// The stream consumer these settings describe: reads `stream` with
+    /// the Kinesis client of `aws`, keeps checkpoints in the configured
+    /// store and builds each shard's pipeline with `pipeline(batch limits)`.
+    /// `table` names the settings in errors.
+    pub async fn consumer<T, F>(
+        &self,
+        table: &str,
+        aws: &SdkConfig,
+        pipeline: F,
+    ) -> Result<StreamConsumer<T>>
+    where
+        T: Transformer,
+        F: Fn(BufferLimits) -> kinesis_connectors_core::Result<Pipeline<T>> + Send + Sync + 'static,
+    {
+        self.validate(table)?;
+        let limits = self.batch.limits()?;
+        let checkpoints = self
+            .checkpoints
+            .open(&self.application, &self.stream, aws)
+            .await
+            .with_context(|| format!("{table}.checkpoints"))?;
+        StreamConsumer::builder(
+            &self.application,
+            &self.stream,
+            Arc::new(KinesisSource::new(aws_sdk_kinesis::Client::new(aws))),
+            checkpoints.store,
+            move |_: &ShardContext| pipeline(limits),
+        )
+        .assigner(checkpoints.assigner)
+        .initial_position(self.initial_position.into())
+        .discovery_interval(self.discovery_interval())
+        .build()
+        .with_context(|| format!("bad [{table}] settings"))
     }
 }
 

@@ -1,13 +1,12 @@
 //! `RotatingFileEmitter`: one local file per batch.
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use kinesis_connectors_core::{
-    Batch, EmitOutcome, Emitter, RejectedItem, Transformer, async_trait,
+    Batch, EmitOutcome, Emitter, RejectedItem, Transformer, async_trait, encode_delimited,
 };
 
 use crate::error::Error;
@@ -204,48 +203,41 @@ impl<T: Transformer> RotatingFileEmitter<T> {
             path: location.path(),
             source,
         };
-        let capacity = if self.gzip {
-            1024
-        } else {
-            batch.byte_size + batch.len() * self.delimiter.len()
-        };
-        let mut plain = Vec::with_capacity(capacity);
-        // No file name and mtime 0 in the gzip header (flate2's defaults):
-        // a replayed batch gives the same bytes.
-        let mut gzip = self.gzip.then(|| {
-            flate2::write::GzEncoder::new(
+        let (body, encoded) = if self.gzip {
+            // No file name and mtime 0 in the gzip header (flate2's defaults):
+            // a replayed batch gives the same bytes.
+            let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(batch.byte_size / 4),
                 flate2::Compression::default(),
+            );
+            let encoded = encode_delimited(
+                &self.transformer,
+                &batch.items,
+                &self.delimiter,
+                &mut encoder,
             )
-        });
-        let mut rejected = Vec::new();
-        let mut records = 0;
-        for (index, item) in batch.items.iter().enumerate() {
-            let start = plain.len();
-            if let Err(error) = self.transformer.from_item(item, &mut plain) {
-                plain.truncate(start);
-                rejected.push(RejectedItem {
-                    index,
-                    reason: format!(
-                        "could not be encoded for {}: {error}",
-                        location.path().display()
-                    ),
-                });
-                continue;
-            }
-            plain.extend_from_slice(&self.delimiter);
-            records += 1;
-            if let Some(encoder) = gzip.as_mut() {
-                // Feed the compressor item by item to keep one copy in memory.
-                encoder.write_all(&plain).map_err(compress_error)?;
-                plain.clear();
-            }
-        }
-        let body = match gzip {
-            Some(encoder) => encoder.finish().map_err(compress_error)?,
-            None => plain,
+            .map_err(compress_error)?;
+            (encoder.finish().map_err(compress_error)?, encoded)
+        } else {
+            let mut plain =
+                Vec::with_capacity(batch.byte_size + batch.len() * self.delimiter.len());
+            let encoded =
+                encode_delimited(&self.transformer, &batch.items, &self.delimiter, &mut plain)
+                    .map_err(compress_error)?;
+            (plain, encoded)
         };
-        Ok((body, records, rejected))
+        let rejected = encoded
+            .failed
+            .into_iter()
+            .map(|(index, error)| RejectedItem {
+                index,
+                reason: format!(
+                    "could not be encoded for {}: {error}",
+                    location.path().display()
+                ),
+            })
+            .collect();
+        Ok((body, encoded.written, rejected))
     }
 }
 

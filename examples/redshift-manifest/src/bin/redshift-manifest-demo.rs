@@ -12,11 +12,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use example_support::s3::s3_client;
 use example_support::{init_tracing, load_config, sdk_config, shutdown_signal};
 use indicatif::{ProgressBar, ProgressStyle};
 use kinesis_connectors_core::CancellationToken;
 use producer::{ProduceReport, ProducerConfig};
-use redshift_manifest::{Config, Counts, Pipelines, count_objects, s3_client};
+use redshift_manifest::{Config, Counts, Pipelines, count_objects};
 use tokio::task::JoinHandle;
 use tracing::info;
 
