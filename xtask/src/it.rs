@@ -79,6 +79,7 @@ pub(crate) fn run(opts: &ItOptions) -> Result<()> {
         bail!("the integration tests do not build");
     }
     say(format!("integration tests built in {}", secs(t.elapsed())));
+    build_example_binaries()?;
 
     with_stack(&opts.mode, opts.keep, |env| {
         let mut cmd = test_command(opts, nextest, false);
@@ -95,6 +96,31 @@ pub(crate) fn run(opts: &ItOptions) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The example binaries that smoke tests run as a user does
+/// (`integration_tests::example_binary`): built here, with the same command
+/// the tests use, so the tests find them built and the build is not timed
+/// as a test.
+const EXAMPLE_BINARIES: &[(&str, &str)] = &[
+    ("producer", "producer"),
+    ("redshift-manifest", "redshift-manifest"),
+];
+
+fn build_example_binaries() -> Result<()> {
+    let t = Instant::now();
+    for (package, binary) in EXAMPLE_BINARIES {
+        let mut build = Command::new(cargo());
+        build
+            .current_dir(util::root())
+            .args(["build", "-p", package, "--bin", binary]);
+        say(format!("building an example: {}", util::show(&build)));
+        if !util::run_status(&mut build)?.success() {
+            bail!("the example binary {binary} does not build");
+        }
+    }
+    say(format!("example binaries built in {}", secs(t.elapsed())));
+    Ok(())
 }
 
 /// Gives `cmd` the stack's environment, without the caller's AWS profile
