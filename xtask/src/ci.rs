@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: every check CI runs, in order, with a summary at the end:
-//! fmt, clippy, unit tests, doctests, doc, deny, tidy, the integration tests
-//! on the embedded stack, the demo (small), the integration tests on
-//! LocalStack.
+//! fmt, clippy, unit tests, the core's `fast-json` feature, doctests, doc,
+//! deny, tidy, the integration tests on the embedded stack, the demo (small),
+//! the integration tests on LocalStack.
 //!
 //! A failing step does not stop the later ones; the command fails when any
 //! step failed. A step can be skipped (with its reason) only where the issue
@@ -200,6 +200,42 @@ pub(crate) fn run() -> Result<()> {
                         &["test", "--workspace", "--exclude", "integration-tests"],
                         &[],
                     )
+                }
+            }),
+        ),
+        (
+            "core fast-json",
+            // The core's optional feature (sonic-rs encodes JSON) is off in
+            // the workspace steps: lint it and run the core's unit tests
+            // with it on (about 1.5 min, mostly dependencies rebuilt).
+            Box::new(|| {
+                let clippy = cargo_step(
+                    &[
+                        "clippy",
+                        "-p",
+                        "kinesis-connectors-core",
+                        "--all-targets",
+                        "--features",
+                        "fast-json",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                    &[],
+                );
+                match clippy {
+                    Outcome::Pass => cargo_step(
+                        &[
+                            "test",
+                            "-p",
+                            "kinesis-connectors-core",
+                            "--features",
+                            "fast-json",
+                            "--lib",
+                        ],
+                        &[],
+                    ),
+                    failed => failed,
                 }
             }),
         ),
