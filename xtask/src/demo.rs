@@ -61,8 +61,16 @@ pub(crate) fn run(opts: &DemoOptions) -> Result<()> {
             bail!("the demo failed ({status})");
         }
         if opts.keep {
-            say("the stack stays up: `eval \"$(cargo xtask stack env)\"`, then look around, e.g.");
-            say("  psql \"$DATABASE_URL\" -c '\\dt'   and   redis-cli -u \"$REDIS_URL\" keys '*'");
+            say(
+                "the stack stays up; its connection details (`eval \"$(cargo xtask stack env)\"` exports them):",
+            );
+            for (name, value) in env {
+                say(format!("  {name}={value}"));
+            }
+            say(
+                "look around, e.g. psql \"$DATABASE_URL\" -c '\\dt', redis-cli -u \"$REDIS_URL\" keys '*',",
+            );
+            say("  aws --endpoint-url \"$AWS_ENDPOINT_URL_S3\" s3 ls s3://demo-lake --recursive");
         }
         Ok(())
     })
