@@ -59,6 +59,7 @@ async fn main() -> ExitCode {
 /// What the demo checks at the end.
 struct Summary {
     produced: u64,
+    resent: u64,
     consumed: u64,
     objects: u64,
     manifests: u64,
@@ -79,6 +80,7 @@ impl Summary {
         println!("  demo summary");
         println!("  ─────────────────────────────────────");
         println!("  events produced     {:>12}", self.produced);
+        println!("  re-sent (throttled) {:>12}", self.resent);
         println!("  records consumed    {:>12}", self.consumed);
         println!("  objects written     {:>12}", self.objects);
         println!("  manifests loaded    {:>12}", self.manifests);
@@ -135,14 +137,15 @@ async fn demo(args: Args) -> Result<bool> {
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let (rows, distinct, complete) = watch(&pipelines, args.count, deadline, &cancel).await?;
     let elapsed = complete.duration_since(started);
-    let produced = producing.await.context("the producer panicked")??.sent;
+    let produced = producing.await.context("the producer panicked")??;
     cancel.cancel();
     let counts = pipelines.counts.clone();
     let (stage1, _) = pipelines.join().await?;
 
     let s3 = s3_client(&aws, config.s3.force_path_style);
     let summary = Summary {
-        produced,
+        produced: produced.sent,
+        resent: produced.resent,
         consumed: stage1.records_emitted().max(counts.records_archived()),
         objects: count_objects(&s3, &config.s3.bucket, &format!("{}/", config.s3.prefix)).await?,
         manifests: count_objects(&s3, &config.s3.bucket, &config.s3.manifest_prefix).await?,
