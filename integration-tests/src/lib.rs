@@ -10,12 +10,26 @@
 //! cargo nextest run -p integration-tests
 //! ```
 //!
+//! Beyond reaching the stack: [`consumer`] runs a `StreamConsumer` tuned to
+//! finish fast and stops it with a bounded wait, [`records`] writes records
+//! with `PutRecords` and reads a whole stream back, and [`wait`] polls a
+//! condition with a bound.
+//!
 //! Every helper reads the environment that `cargo xtask stack env` prints
 //! (`AWS_ENDPOINT_URL_KINESIS`, `AWS_ENDPOINT_URL_S3`,
 //! `AWS_ENDPOINT_URL_DYNAMODB`, `REDIS_URL`, `DATABASE_URL`, …). When a
 //! variable is missing or a service does not answer, the helper panics with a
 //! message telling how to start the stack: a test that needs the stack fails
 //! without it, it never passes or skips silently.
+
+pub mod consumer;
+pub mod one_at_a_time;
+pub mod records;
+pub mod wait;
+
+pub use consumer::{RunningConsumer, fast_shard_config};
+pub use records::{PutOptions, Written, put_records, read_stream};
+pub use wait::{wait_for_progress, wait_until};
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::OnceLock;

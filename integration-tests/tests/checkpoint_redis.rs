@@ -21,26 +21,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use integration_tests::{STACK_MISSING, create_stream, kinesis_client, redis_url, unique_name};
+use anyhow::Result;
+use integration_tests::consumer::FAST_DISCOVERY_INTERVAL;
+use integration_tests::{
+    PutOptions, RunningConsumer, STACK_MISSING, create_stream, fast_shard_config, kinesis_client,
+    put_records, redis_url, unique_name, wait_until,
+};
 use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_checkpoint_redis::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use kinesis_checkpoint_redis::redis::{self, TlsCertificates};
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, KinesisSource,
-    Lease, LeaseCoordinator, LeaseStore, Pipeline, Position, RetryPolicy, SequenceNumber,
-    ShardConfig, ShardContext, ShardKey, StreamConsumer, StreamReport, Utf8Transformer,
-    async_trait,
+    BadRecordPolicy, BufferLimits, Checkpoint, CheckpointStore, KinesisSource, Lease,
+    LeaseCoordinator, LeaseStore, Pipeline, Position, RetryPolicy, SequenceNumber, ShardConfig,
+    ShardContext, ShardKey, StreamConsumer, Utf8Transformer, async_trait,
 };
 use kinesis_connectors_testkit::{
     RecordingEmitter, checkpoint_store_conformance, lease_conformance,
 };
-use tokio::task::JoinHandle;
 
 /// The bound of every wait in these tests.
 const WAIT: Duration = Duration::from_secs(90);
+/// How often a wait checks again.
+const POLL: Duration = Duration::from_millis(50);
 
 // ---------------------------------------------------------------------------
 // Redis servers
@@ -176,19 +178,6 @@ async fn raw_set(connection: &mut ConnectionManager, key: &str, value: &str) {
         .query_async(connection)
         .await
         .unwrap();
-}
-
-/// Waits until `done()` holds; fails naming `what` after `WAIT`.
-async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done().await {
-        assert!(
-            started.elapsed() < WAIT,
-            "{what}: not reached within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    started.elapsed()
 }
 
 // ---------------------------------------------------------------------------
@@ -536,7 +525,7 @@ async fn checkpoint_redis_unreachable_server_gives_retryable_errors_and_recovers
 
     // Back (empty: no persistence): the same stores work again.
     server.restart().await;
-    let recovered = wait_until("the store answers again", async || {
+    let recovered = wait_until("the store answers again", WAIT, POLL, async || {
         store.get(&key).await.is_ok()
     })
     .await;
@@ -546,7 +535,7 @@ async fn checkpoint_redis_unreachable_server_gives_retryable_errors_and_recovers
         "the restarted server is empty"
     );
     store.set(&key, &at(7u64)).await.unwrap();
-    wait_until("the default store answers again", async || {
+    wait_until("the default store answers again", WAIT, POLL, async || {
         default_store.get(&key).await.is_ok()
     })
     .await;
@@ -733,55 +722,16 @@ impl Producer {
     async fn put(&mut self, count: usize) -> Result<()> {
         let ids: Vec<u64> = (self.next_id..self.next_id + count as u64).collect();
         self.next_id += count as u64;
-        for chunk in ids.chunks(100) {
-            let mut pending = chunk.to_vec();
-            for attempt in 1..=30u64 {
-                if pending.is_empty() {
-                    break;
-                }
-                let entries = pending
-                    .iter()
-                    .map(|id| {
-                        PutRecordsRequestEntry::builder()
-                            .data(Blob::new(id.to_string()))
-                            .partition_key(format!("pk-{}", id % 16))
-                            .build()
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let output = match self
-                    .client
-                    .put_records()
-                    .stream_name(&self.stream)
-                    .set_records(Some(entries))
-                    .send()
-                    .await
-                {
-                    Ok(output) => output,
-                    Err(aws_sdk_kinesis::error::SdkError::ServiceError(_)) => {
-                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                        continue;
-                    }
-                    Err(e) => bail!(
-                        "PutRecords: {}",
-                        aws_sdk_kinesis::error::DisplayErrorContext(e)
-                    ),
-                };
-                let mut refused = Vec::new();
-                for (id, entry) in pending.iter().zip(output.records()) {
-                    match (entry.shard_id(), entry.sequence_number()) {
-                        (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
-                            self.written
-                                .insert(*id, (shard.to_owned(), SequenceNumber::parse(sequence)?));
-                        }
-                        _ => refused.push(*id),
-                    }
-                }
-                pending = refused;
-                if !pending.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-            }
-            ensure!(pending.is_empty(), "PutRecords kept refusing {pending:?}");
+        let records = ids
+            .iter()
+            .map(|id| (format!("pk-{}", id % 16), id.to_string()));
+        let options = PutOptions {
+            per_call: 100,
+            max_attempts: 30,
+        };
+        let written = put_records(&self.client, &self.stream, records, options).await?;
+        for (id, w) in ids.into_iter().zip(written) {
+            self.written.insert(id, (w.shard_id, w.sequence));
         }
         Ok(())
     }
@@ -909,41 +859,14 @@ fn consumer(
         },
     )
     .shard_config(ShardConfig {
-        idle_delay: Duration::from_millis(200),
         retry: RetryPolicy {
             initial_delay: Duration::from_millis(50),
             max_delay: Duration::from_millis(500),
             max_attempts: 10,
         },
-        ..ShardConfig::default()
+        ..fast_shard_config()
     })
-    .discovery_interval(Duration::from_secs(1))
-}
-
-type Running = (
-    CancellationToken,
-    JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
-);
-
-fn start(consumer: StreamConsumer<Utf8Transformer>) -> Running {
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn(consumer.run(cancel.clone()));
-    (cancel, handle)
-}
-
-async fn stop((cancel, handle): Running) -> StreamReport {
-    cancel.cancel();
-    let report = tokio::time::timeout(Duration::from_secs(30), handle)
-        .await
-        .expect("the consumer did not stop within 30 s of cancel")
-        .expect("the consumer task panicked")
-        .expect("the consumer returned an error");
-    let failures: Vec<String> = report
-        .failures()
-        .map(|(shard, error)| format!("{shard}: {error}"))
-        .collect();
-    assert!(failures.is_empty(), "shards failed: {failures:#?}");
-    report
+    .discovery_interval(FAST_DISCOVERY_INTERVAL)
 }
 
 /// Emitted ids, each with how often it was emitted.
@@ -962,7 +885,7 @@ async fn wait_for_ids(
     emitter: &RecordingEmitter<String>,
     ids: &HashSet<u64>,
 ) -> Duration {
-    wait_until(what, async || {
+    wait_until(what, WAIT, POLL, async || {
         let seen = emitted(emitter);
         ids.iter().all(|id| seen.contains_key(id))
     })
@@ -977,7 +900,7 @@ async fn wait_for_checkpoints(
     stream: &str,
     last: &BTreeMap<String, SequenceNumber>,
 ) -> Duration {
-    wait_until(what, async || {
+    wait_until(what, WAIT, POLL, async || {
         for (shard, sequence) in last {
             let key = ShardKey::new(app, stream, shard.as_str());
             if store.get(&key).await.ok().flatten() != Some(at(sequence.clone())) {
@@ -1010,7 +933,7 @@ async fn checkpoint_redis_consumer_rides_out_an_outage() {
     ));
     let spy = Spy::new(Arc::clone(&store));
     let emitter = RecordingEmitter::new();
-    let running = start(
+    let running = RunningConsumer::start(
         consumer(&app, &kinesis, &stream, Arc::new(spy.clone()), &emitter)
             .build()
             .unwrap(),
@@ -1039,9 +962,12 @@ async fn checkpoint_redis_consumer_rides_out_an_outage() {
     server.stop();
     let down = Instant::now();
     producer.put(200).await.unwrap();
-    wait_until("failed checkpoint writes while Redis is down", async || {
-        spy.failed() >= 3
-    })
+    wait_until(
+        "failed checkpoint writes while Redis is down",
+        WAIT,
+        POLL,
+        async || spy.failed() >= 3,
+    )
     .await;
     let failed_then = spy.failed();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1051,7 +977,7 @@ async fn checkpoint_redis_consumer_rides_out_an_outage() {
         "the consumer stopped retrying ({failed_then} failed writes, still {failed_later} 2 s later)"
     );
     assert!(
-        !running.1.is_finished(),
+        !running.is_finished(),
         "the consumer ended while Redis was down"
     );
     let outage = down.elapsed();
@@ -1071,7 +997,7 @@ async fn checkpoint_redis_consumer_rides_out_an_outage() {
     )
     .await;
     let recovery = back.elapsed();
-    let report = stop(running).await;
+    let report = running.stop().await;
     for shard in &report.shards {
         assert_eq!(
             shard.stats.records_read, shard.stats.records_emitted,
@@ -1139,14 +1065,14 @@ async fn checkpoint_redis_consumer_rides_out_an_outage() {
     producer.put(100).await.unwrap();
     let fresh: HashSet<u64> = producer.ids().difference(&checkpointed).copied().collect();
     let second = RecordingEmitter::new();
-    let running = start(
+    let running = RunningConsumer::start(
         consumer(&app, &kinesis, &stream, store.clone(), &second)
             .build()
             .unwrap(),
     );
     wait_for_ids("records after the restart emitted", &second, &fresh).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop(running).await;
+    running.stop().await;
     let resumed: HashSet<u64> = emitted(&second).into_keys().collect();
     assert_eq!(
         resumed, fresh,
@@ -1177,7 +1103,7 @@ async fn checkpoint_redis_two_workers_share_a_stream_through_leases() {
     let worker = |id: &str, emitter: &RecordingEmitter<String>| {
         let leases = LeaseCoordinator::new(store.clone(), &*app, &*stream, id)
             .failover_time(Duration::from_secs(3));
-        start(
+        RunningConsumer::start(
             consumer(&app, &kinesis, &stream, store.clone(), emitter)
                 .assigner(Arc::new(leases))
                 .build()
@@ -1196,7 +1122,7 @@ async fn checkpoint_redis_two_workers_share_a_stream_through_leases() {
             .map(|l| (l.shard_id, l.owner))
             .collect()
     };
-    let split = wait_until("each worker holds one lease", async || {
+    let split = wait_until("each worker holds one lease", WAIT, POLL, async || {
         let owners = owners().await;
         owners.len() == 2
             && owners
@@ -1219,12 +1145,17 @@ async fn checkpoint_redis_two_workers_share_a_stream_through_leases() {
     let mut producer = Producer::new(kinesis.clone(), &stream);
     producer.put(200).await.unwrap();
     let first = producer.ids();
-    wait_until("every record emitted by one of the workers", async || {
-        let (a, b) = (emitted(&emitted_a), emitted(&emitted_b));
-        first
-            .iter()
-            .all(|id| a.contains_key(id) || b.contains_key(id))
-    })
+    wait_until(
+        "every record emitted by one of the workers",
+        WAIT,
+        POLL,
+        async || {
+            let (a, b) = (emitted(&emitted_a), emitted(&emitted_b));
+            first
+                .iter()
+                .all(|id| a.contains_key(id) || b.contains_key(id))
+        },
+    )
     .await;
     let by_shard = |emitter: &RecordingEmitter<String>| -> HashSet<String> {
         emitter
@@ -1242,14 +1173,14 @@ async fn checkpoint_redis_two_workers_share_a_stream_through_leases() {
     );
 
     // Worker A stops gracefully: flush, checkpoint, release; B takes over.
-    let report_a = stop(a).await;
+    let report_a = a.stop().await;
     let handed_over: Vec<String> = report_a.shards.iter().map(|s| s.shard_id.clone()).collect();
     let a_checkpoints: BTreeMap<String, Option<Checkpoint>> = report_a
         .shards
         .iter()
         .map(|s| (s.shard_id.clone(), s.checkpoint.clone()))
         .collect();
-    let takeover = wait_until("worker B holds both leases", async || {
+    let takeover = wait_until("worker B holds both leases", WAIT, POLL, async || {
         owners()
             .await
             .values()
@@ -1265,7 +1196,7 @@ async fn checkpoint_redis_two_workers_share_a_stream_through_leases() {
         &fresh,
     )
     .await;
-    stop(b).await;
+    b.stop().await;
 
     // B resumed A's shards after A's checkpoint: nothing A had checkpointed again.
     for batch in emitted_b.batches() {

@@ -26,12 +26,12 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
-use integration_tests::{create_stream, kinesis_client, unique_name};
+use integration_tests::consumer::{STOP_WAIT, Utf8ConsumerSpec, assert_no_failures, utf8_consumer};
+use integration_tests::{RunningConsumer, create_stream, kinesis_client, unique_name, wait_until};
 use kinesis_connectors_core::{
     BadRecordPolicy, Batch, BufferLimits, CancellationToken, Checkpoint, EmitOutcome, Emitter,
-    KinesisSource, MemoryCheckpointStore, Pipeline, Position, SequenceNumber, ShardConfig,
-    ShardContext, ShardKey, ShardOutcome, StreamConsumer, StreamReport, Utf8Transformer,
-    async_trait,
+    MemoryCheckpointStore, Position, SequenceNumber, ShardKey, ShardOutcome, StreamConsumer,
+    StreamReport, Utf8Transformer, async_trait,
 };
 use kinesis_connectors_testkit::{RecordedBatch, RecordingEmitter};
 use tokio::task::JoinHandle;
@@ -256,60 +256,20 @@ fn consumer(
     emitter: Arc<dyn Emitter<String>>,
     max_records: usize,
 ) -> StreamConsumer<Utf8Transformer> {
-    let limits = BufferLimits {
-        max_records,
-        max_age: Duration::from_secs(1),
-        ..BufferLimits::default()
-    };
-    StreamConsumer::builder(
-        APP,
+    utf8_consumer(Utf8ConsumerSpec {
+        kinesis: client,
+        application: APP,
         stream,
-        Arc::new(KinesisSource::new(client.clone())),
-        Arc::new(store.clone()),
-        move |_: &ShardContext| {
-            Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
-                .buffer_limits(limits)
-                // Every record here is valid UTF-8: a bad one is a bug, stop loudly.
-                .bad_records(BadRecordPolicy::Stop)
-                .build()
+        store: Arc::new(store.clone()),
+        emitter,
+        limits: BufferLimits {
+            max_records,
+            max_age: Duration::from_secs(1),
+            ..BufferLimits::default()
         },
-    )
-    .shard_config(ShardConfig {
-        idle_delay: Duration::from_millis(200),
-        ..ShardConfig::default()
+        // Every record here is valid UTF-8: a bad one is a bug, stop loudly.
+        bad_records: BadRecordPolicy::Stop,
     })
-    .discovery_interval(Duration::from_secs(1))
-    .build()
-    .expect("consumer configuration")
-}
-
-type Running = (
-    CancellationToken,
-    JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
-);
-
-fn start(consumer: StreamConsumer<Utf8Transformer>) -> Running {
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn(consumer.run(cancel.clone()));
-    (cancel, handle)
-}
-
-/// Cancels the consumer and waits (bounded) for its report.
-async fn stop((cancel, handle): Running) -> StreamReport {
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(30), handle)
-        .await
-        .expect("the consumer did not stop within 30 s of cancel")
-        .expect("the consumer task panicked")
-        .expect("the consumer returned an error")
-}
-
-fn assert_no_failures(report: &StreamReport) {
-    let failures: Vec<String> = report
-        .failures()
-        .map(|(shard, error)| format!("{shard}: {error}"))
-        .collect();
-    assert!(failures.is_empty(), "shards failed: {failures:#?}");
 }
 
 /// After a graceful stop every record a shard task read was emitted (the
@@ -435,15 +395,6 @@ async fn wait_for_all(
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Polls `condition` every 2 ms for at most `limit`.
-async fn wait_until(what: &str, limit: Duration, condition: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -670,7 +621,7 @@ async fn core_consumer_clean_run_emits_every_record_once_in_order() {
 
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::<String>::new();
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &client,
         &stream,
         &store,
@@ -685,7 +636,7 @@ async fn core_consumer_clean_run_emits_every_record_once_in_order() {
     assert_eq!(written.len(), RECORDS);
 
     let waited = wait_for_all("clean run", &written, || ids(&emitted(&emitter.batches()))).await;
-    let report = stop(running).await;
+    let report = running.stop_within(STOP_WAIT).await;
 
     assert_no_failures(&report);
     assert_all_read_emitted(&report);
@@ -777,7 +728,7 @@ async fn restart(kind: StopKind) {
     let first = SlowAck::new(Duration::from_millis(200));
     let second = SlowAck::new(Duration::from_millis(200));
 
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &client,
         &stream,
         &store,
@@ -803,9 +754,12 @@ async fn restart(kind: StopKind) {
         // surely catches some in flight.
         first.hold();
     }
-    wait_until("a batch in flight", Duration::from_secs(30), || {
-        !first.in_flight().is_empty()
-    })
+    wait_until(
+        "a batch in flight",
+        Duration::from_secs(30),
+        Duration::from_millis(2),
+        || std::future::ready(!first.in_flight().is_empty()),
+    )
     .await;
     if kind == StopKind::Abort {
         // Let the other shards deliver (and hang on) a batch too.
@@ -813,9 +767,9 @@ async fn restart(kind: StopKind) {
     }
     let in_flight_at_stop = first.in_flight();
     let first_report = match kind {
-        StopKind::Graceful => Some(stop(running).await),
+        StopKind::Graceful => Some(running.stop_within(STOP_WAIT).await),
         StopKind::Abort => {
-            let (_cancel, handle) = running;
+            let (_cancel, handle) = running.into_parts();
             handle.abort();
             let joined = tokio::time::timeout(Duration::from_secs(10), handle)
                 .await
@@ -835,7 +789,7 @@ async fn restart(kind: StopKind) {
     let first_batches = first.recording.batches();
     let checkpoints_at_stop = checkpoints(&store, &stream);
 
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &client,
         &stream,
         &store,
@@ -854,7 +808,7 @@ async fn restart(kind: StopKind) {
         seen
     })
     .await;
-    let second_report = stop(running).await;
+    let second_report = running.stop_within(STOP_WAIT).await;
     assert_no_failures(&second_report);
     assert_all_read_emitted(&second_report);
 
@@ -996,7 +950,7 @@ async fn core_consumer_follows_split_and_merge_without_loss_or_reordering() {
 
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::<String>::new();
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &client,
         &stream,
         &store,
@@ -1063,7 +1017,7 @@ async fn core_consumer_follows_split_and_merge_without_loss_or_reordering() {
         .expect("producer failed");
     let written = producer.ids();
     let waited = wait_for_all("resharding", &written, || ids(&emitted(&emitter.batches()))).await;
-    let report = stop(running).await;
+    let report = running.stop_within(STOP_WAIT).await;
     assert_no_failures(&report);
     assert_all_read_emitted(&report);
 

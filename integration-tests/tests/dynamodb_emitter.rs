@@ -19,24 +19,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Select,
     TableStatus,
 };
-use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use integration_tests::{create_stream, dynamodb_client, kinesis_client, unique_name};
+use integration_tests::consumer::fast;
+use integration_tests::{
+    PutOptions, RunningConsumer, create_stream, dynamodb_client, kinesis_client, put_records,
+    unique_name, wait_for_progress,
+};
 use kinesis_connectors_core::{
-    BadRecordPolicy, Batch, BufferLimits, CancellationToken, EmitOutcome, Emitter, JsonTransformer,
-    KinesisSource, MemoryCheckpointStore, Pipeline, ShardConfig, ShardContext, StreamConsumer,
-    StreamReport, async_trait,
+    BadRecordPolicy, Batch, BufferLimits, EmitOutcome, Emitter, JsonTransformer, KinesisSource,
+    MemoryCheckpointStore, Pipeline, ShardContext, StreamConsumer, async_trait,
 };
 use kinesis_connectors_dynamodb::{ConditionalPut, DynamoDbEmitter};
 use kinesis_connectors_testkit::EmitterConformance;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 
 /// The checkpoint namespace of every consumer here.
 const APP: &str = "dynamodb-emitter-it";
@@ -44,6 +43,11 @@ const APP: &str = "dynamodb-emitter-it";
 const WAIT: Duration = Duration::from_secs(120);
 /// Records per `PutRecords` call.
 const PUT_BATCH: usize = 100;
+/// How the producer writes: `PUT_BATCH` records per call, 30 attempts.
+const PUT_OPTIONS: PutOptions = PutOptions {
+    per_call: PUT_BATCH,
+    max_attempts: 30,
+};
 
 /// One JSON event on the stream, and one item in the table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,73 +205,6 @@ async fn wait_for_table(
 // Producer
 // ---------------------------------------------------------------------------
 
-/// Writes `payloads` (partition key, data) with `PutRecords`, `PUT_BATCH`
-/// per call, resending entries the service refused until all are accepted.
-async fn put_records(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    payloads: Vec<(String, Vec<u8>)>,
-) -> Result<()> {
-    for chunk in payloads.chunks(PUT_BATCH) {
-        let mut pending: Vec<(String, Vec<u8>)> = chunk.to_vec();
-        let mut attempt = 0u32;
-        while !pending.is_empty() {
-            attempt += 1;
-            ensure!(
-                attempt <= 30,
-                "PutRecords to {stream} kept failing ({} entries left)",
-                pending.len()
-            );
-            let entries = pending
-                .iter()
-                .map(|(key, data)| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(data.clone()))
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let output = match client
-                .put_records()
-                .stream_name(stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-            {
-                Ok(output) => output,
-                Err(SdkError::ServiceError(error)) => {
-                    eprintln!(
-                        "PutRecords refused ({:?}); retrying",
-                        error.err().meta().code()
-                    );
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                    continue;
-                }
-                Err(error) => bail!("PutRecords: {}", DisplayErrorContext(error)),
-            };
-            ensure!(
-                output.records().len() == pending.len(),
-                "PutRecords answered {} entries for {}",
-                output.records().len(),
-                pending.len()
-            );
-            // Every partition key appears once per call here, so resending the
-            // refused entries keeps per-key order.
-            let refused: Vec<(String, Vec<u8>)> = pending
-                .into_iter()
-                .zip(output.records())
-                .filter(|(_, entry)| entry.error_code().is_some())
-                .map(|(payload, _)| payload)
-                .collect();
-            pending = refused;
-            if !pending.is_empty() {
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-            }
-        }
-    }
-    Ok(())
-}
-
 fn json(event: &Event) -> (String, Vec<u8>) {
     (event.id.clone(), serde_json::to_vec(event).unwrap())
 }
@@ -302,11 +239,6 @@ fn counting_emitter(client: &aws_sdk_dynamodb::Client, table: &str) -> Arc<Count
     })
 }
 
-type Running = (
-    CancellationToken,
-    JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
-);
-
 /// Starts a consumer of `stream` from TRIM_HORIZON (the store is empty)
 /// with small batches, a 1 s age limit and short idle delays.
 fn start(
@@ -314,13 +246,13 @@ fn start(
     stream: &str,
     store: MemoryCheckpointStore,
     emitter: Arc<Counting>,
-) -> Running {
+) -> RunningConsumer {
     let limits = BufferLimits {
         max_records: 300,
         max_age: Duration::from_secs(1),
         ..BufferLimits::default()
     };
-    let consumer = StreamConsumer::builder(
+    let consumer = fast(StreamConsumer::builder(
         APP,
         stream,
         Arc::new(KinesisSource::new(kinesis.clone())),
@@ -332,49 +264,19 @@ fn start(
                 .bad_records(BadRecordPolicy::Skip)
                 .build()
         },
-    )
-    .shard_config(ShardConfig {
-        idle_delay: Duration::from_millis(200),
-        ..ShardConfig::default()
-    })
-    .discovery_interval(Duration::from_secs(1))
+    ))
     .build()
     .expect("consumer configuration");
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn(consumer.run(cancel.clone()));
-    (cancel, handle)
-}
-
-/// Cancels the consumer and waits (at most 30 s) for its report.
-async fn stop((cancel, handle): Running) -> StreamReport {
-    cancel.cancel();
-    let report = tokio::time::timeout(Duration::from_secs(30), handle)
-        .await
-        .expect("the consumer did not stop within 30 s of cancel")
-        .expect("the consumer task panicked")
-        .expect("the consumer returned an error");
-    let failures: Vec<String> = report
-        .failures()
-        .map(|(shard, error)| format!("{shard}: {error}"))
-        .collect();
-    assert!(failures.is_empty(), "shards failed: {failures:#?}");
-    report
+    RunningConsumer::start(consumer)
 }
 
 /// Waits (at most [`WAIT`]) until `counter` reaches `target`.
 async fn wait_for_count(what: &str, counter: &AtomicUsize, target: usize) -> Duration {
-    let started = Instant::now();
-    loop {
+    wait_for_progress(what, WAIT, Duration::from_millis(200), || async {
         let seen = counter.load(Ordering::SeqCst);
-        if seen >= target {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "{what}: {seen} of {target} items emitted within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Ok((seen >= target, format!("{seen} of {target} items emitted")))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -411,12 +313,14 @@ async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
     let produced = Instant::now();
     let mut first_phase: Vec<(String, Vec<u8>)> = fresh.iter().map(json).collect();
     first_phase.push(("not-json".to_owned(), b"{this is not json".to_vec()));
-    put_records(&kinesis, &stream, first_phase).await.unwrap();
-    // Updates go after every fresh event was accepted: same key, same shard, later.
-    put_records(&kinesis, &stream, updates.iter().map(json).collect())
+    put_records(&kinesis, &stream, first_phase, PUT_OPTIONS)
         .await
         .unwrap();
-    put_records(&kinesis, &stream, vec![json(&oversized)])
+    // Updates go after every fresh event was accepted: same key, same shard, later.
+    put_records(&kinesis, &stream, updates.iter().map(json), PUT_OPTIONS)
+        .await
+        .unwrap();
+    put_records(&kinesis, &stream, vec![json(&oversized)], PUT_OPTIONS)
         .await
         .unwrap();
     let produced = produced.elapsed();
@@ -431,7 +335,7 @@ async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
     );
     let filled = wait_for_table(&dynamodb, &table, &expected).await;
     wait_for_count("first run", &first_emitter.items, emitted_items).await;
-    let report = stop(running).await;
+    let report = running.stop().await;
     let failed: u64 = report.shards.iter().map(|s| s.stats.records_failed).sum();
     assert_eq!(failed, 2, "the bad JSON record and the oversized item");
     assert_eq!(report.shards.len(), 2, "both shards ran");
@@ -451,7 +355,7 @@ async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
         Arc::clone(&replay_emitter),
     );
     let replayed = wait_for_count("replay", &replay_emitter.items, emitted_items).await;
-    stop(running).await;
+    running.stop().await;
     assert_eq!(
         replay_emitter.items.load(Ordering::SeqCst),
         emitted_items,

@@ -13,14 +13,12 @@
 mod examples_common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
-use aws_sdk_kinesis::types::ShardIteratorType;
+use anyhow::{Context, Result, bail};
 use examples_common::{
     EVENTS, Running, assert_checkpointed, expected_ids, produce_events, shipped_config, use_stream,
 };
+use integration_tests::records::try_read_stream;
 use integration_tests::{kinesis_client, sdk_config, unique_name};
 use producer::Event;
 use stream_to_stream::Config;
@@ -38,59 +36,16 @@ async fn read_stream(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> Result<BTreeMap<u64, Forwarded>> {
-    let shards = match client.list_shards().stream_name(stream).send().await {
-        Ok(shards) => shards,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            return Ok(BTreeMap::new());
-        }
-        Err(error) => bail!("ListShards {stream}: {}", DisplayErrorContext(error)),
-    };
     let mut seen = BTreeMap::new();
-    for shard in shards.shards() {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .map_err(|e| anyhow!("GetShardIterator: {}", DisplayErrorContext(e)))?
-            .shard_iterator
-            .context("no iterator")?;
-        for call in 0.. {
-            ensure!(call < 200, "{stream}/{} never caught up", shard.shard_id());
-            let page = match client.get_records().shard_iterator(&iterator).send().await {
-                Ok(page) => page,
-                Err(SdkError::ServiceError(e))
-                    if e.err().meta().code() == Some("ProvisionedThroughputExceededException") =>
-                {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    continue;
-                }
-                Err(e) => bail!("GetRecords: {}", DisplayErrorContext(e)),
-            };
-            let empty = page.records().is_empty();
-            for record in page.records() {
-                let event: Event = serde_json::from_slice(record.data().as_ref())
-                    .context("a forwarded record is not an event")?;
-                let forwarded = Forwarded {
-                    partition_key: record.partition_key().unwrap_or_default().to_owned(),
-                    event,
-                };
-                if let Some(earlier) = seen.insert(forwarded.event.id, forwarded) {
-                    bail!("event {} forwarded twice", earlier.event.id);
-                }
-            }
-            match page.next_shard_iterator() {
-                Some(next) if !(empty && page.millis_behind_latest().unwrap_or(0) == 0) => {
-                    iterator = next.to_owned();
-                }
-                _ => break,
-            }
+    for record in try_read_stream(client, stream).await?.unwrap_or_default() {
+        let event: Event = serde_json::from_slice(record.data().as_ref())
+            .context("a forwarded record is not an event")?;
+        let forwarded = Forwarded {
+            partition_key: record.partition_key().unwrap_or_default().to_owned(),
+            event,
+        };
+        if let Some(earlier) = seen.insert(forwarded.event.id, forwarded) {
+            bail!("event {} forwarded twice", earlier.event.id);
         }
     }
     Ok(seen)

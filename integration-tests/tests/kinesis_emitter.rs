@@ -11,22 +11,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use integration_tests::{create_stream, kinesis_client, unique_name};
+use anyhow::Result;
+use integration_tests::consumer::{Utf8ConsumerSpec, utf8_consumer};
+use integration_tests::records::{self, PutOptions, put_records};
+use integration_tests::{
+    RunningConsumer, create_stream, kinesis_client, unique_name, wait_for_progress,
+};
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, CancellationToken, Emitter, FailedRecord, KinesisSource,
-    MemoryCheckpointStore, Pipeline, ShardConfig, ShardContext, StreamConsumer, StreamReport,
+    BadRecordPolicy, BufferLimits, Emitter, FailedRecord, MemoryCheckpointStore, StreamConsumer,
     Utf8Transformer,
 };
 use kinesis_connectors_kinesis::KinesisEmitter;
 use kinesis_connectors_testkit::{EmitterConformance, RecordingEmitter};
-use tokio::task::JoinHandle;
 
 /// The bound of every wait for the pipeline to deliver.
 const WAIT: Duration = Duration::from_secs(150);
@@ -40,107 +39,29 @@ struct Seen {
     data: String,
 }
 
-/// Writes `(partition key, data)` records with `PutRecords` (500 per call),
-/// sending refused entries again until every record is accepted.
+/// Writes `(partition key, data)` records with `PutRecords` (see
+/// [`put_records`]).
 async fn produce(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
     records: Vec<(String, String)>,
 ) -> Result<()> {
-    for chunk in records.chunks(500) {
-        let mut pending = chunk.to_vec();
-        let mut attempt = 0u64;
-        while !pending.is_empty() {
-            attempt += 1;
-            ensure!(
-                attempt <= 60,
-                "PutRecords to {stream} kept refusing records"
-            );
-            let entries = pending
-                .iter()
-                .map(|(key, data)| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(data.as_bytes()))
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            match client
-                .put_records()
-                .stream_name(stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-            {
-                Ok(output) => {
-                    pending = pending
-                        .into_iter()
-                        .zip(output.records())
-                        .filter(|(_, r)| r.error_code().is_some())
-                        .map(|(record, _)| record)
-                        .collect();
-                }
-                Err(SdkError::ServiceError(e)) => {
-                    eprintln!("PutRecords refused ({:?}); retrying", e.err().meta().code());
-                }
-                Err(e) => bail!("PutRecords to {stream}: {}", DisplayErrorContext(e)),
-            }
-            if !pending.is_empty() {
-                tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
-            }
-        }
-    }
+    put_records(client, stream, records, PutOptions::default()).await?;
     Ok(())
 }
 
 /// Every record of every shard of `stream`, from `TRIM_HORIZON`.
 async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Vec<Seen>> {
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .map_err(|e| anyhow!("ListShards {stream}: {}", DisplayErrorContext(e)))?;
-    let mut seen = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .map_err(|e| anyhow!("GetShardIterator: {}", DisplayErrorContext(e)))?
-            .shard_iterator
-            .context("no iterator")?;
-        for call in 0.. {
-            ensure!(call < 200, "{stream}/{} never caught up", shard.shard_id());
-            let page = match client.get_records().shard_iterator(&iterator).send().await {
-                Ok(page) => page,
-                Err(SdkError::ServiceError(e))
-                    if e.err().meta().code() == Some("ProvisionedThroughputExceededException") =>
-                {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    continue;
-                }
-                Err(e) => bail!("GetRecords: {}", DisplayErrorContext(e)),
-            };
-            let empty = page.records().is_empty();
-            for record in page.records() {
-                seen.push(Seen {
-                    partition_key: record.partition_key().unwrap_or_default().to_owned(),
-                    data: String::from_utf8(record.data().as_ref().to_vec())?,
-                });
-            }
-            match page.next_shard_iterator() {
-                Some(next) if !(empty && page.millis_behind_latest().unwrap_or(0) == 0) => {
-                    iterator = next.to_owned();
-                }
-                _ => break,
-            }
-        }
-    }
-    Ok(seen)
+    records::read_stream(client, stream)
+        .await?
+        .iter()
+        .map(|record| {
+            Ok(Seen {
+                partition_key: record.partition_key().unwrap_or_default().to_owned(),
+                data: records::utf8_data(record)?,
+            })
+        })
+        .collect()
 }
 
 fn consumer(
@@ -149,56 +70,19 @@ fn consumer(
     emitter: Arc<dyn Emitter<String>>,
     bad_records: BadRecordPolicy,
 ) -> StreamConsumer<Utf8Transformer> {
-    let limits = BufferLimits {
-        max_records: 400,
-        max_age: Duration::from_secs(1),
-        ..BufferLimits::default()
-    };
-    StreamConsumer::builder(
-        APP,
+    utf8_consumer(Utf8ConsumerSpec {
+        kinesis,
+        application: APP,
         stream,
-        Arc::new(KinesisSource::new(kinesis.clone())),
-        Arc::new(MemoryCheckpointStore::new()),
-        move |_: &ShardContext| {
-            Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
-                .buffer_limits(limits)
-                .bad_records(bad_records.clone())
-                .build()
+        store: Arc::new(MemoryCheckpointStore::new()),
+        emitter,
+        limits: BufferLimits {
+            max_records: 400,
+            max_age: Duration::from_secs(1),
+            ..BufferLimits::default()
         },
-    )
-    .shard_config(ShardConfig {
-        idle_delay: Duration::from_millis(200),
-        ..ShardConfig::default()
+        bad_records,
     })
-    .discovery_interval(Duration::from_secs(1))
-    .build()
-    .expect("consumer configuration")
-}
-
-type Running = (
-    CancellationToken,
-    JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
-);
-
-fn start(consumer: StreamConsumer<Utf8Transformer>) -> Running {
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn(consumer.run(cancel.clone()));
-    (cancel, handle)
-}
-
-async fn stop((cancel, handle): Running) -> StreamReport {
-    cancel.cancel();
-    let report = tokio::time::timeout(Duration::from_secs(30), handle)
-        .await
-        .expect("the consumer did not stop within 30 s of cancel")
-        .expect("the consumer task panicked")
-        .expect("the consumer returned an error");
-    let failures: Vec<String> = report
-        .failures()
-        .map(|(shard, error)| format!("{shard}: {error}"))
-        .collect();
-    assert!(failures.is_empty(), "shards failed: {failures:#?}");
-    report
 }
 
 /// Polls the target stream every second until `expected` records are in it;
@@ -208,19 +92,23 @@ async fn wait_for(
     target: &str,
     expected: usize,
 ) -> (Vec<Seen>, Duration) {
-    let started = Instant::now();
-    loop {
-        let seen = read_stream(kinesis, target).await.unwrap();
-        let distinct = seen.iter().collect::<HashSet<_>>().len();
-        if distinct >= expected {
-            return (seen, started.elapsed());
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "only {distinct} of {expected} records reached {target} after {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let last = Mutex::new(Vec::new());
+    let waited = wait_for_progress(
+        &format!("records in {target}"),
+        WAIT,
+        Duration::from_secs(1),
+        || async {
+            let seen = read_stream(kinesis, target).await?;
+            let distinct = seen.iter().collect::<HashSet<_>>().len();
+            *last.lock().unwrap() = seen;
+            Ok((
+                distinct >= expected,
+                format!("only {distinct} of {expected} records"),
+            ))
+        },
+    )
+    .await;
+    (last.into_inner().unwrap(), waited)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,14 +128,14 @@ async fn kinesis_emitter_every_record_arrives_in_the_target_stream() {
     let emitter = KinesisEmitter::builder(kinesis.clone(), &target, Utf8Transformer)
         .build()
         .unwrap();
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         &source,
         Arc::new(emitter),
         BadRecordPolicy::Stop,
     ));
     let (seen, waited) = wait_for(&kinesis, &target, records.len()).await;
-    let report = stop(running).await;
+    let report = running.stop().await;
 
     let expected: HashSet<Seen> = records
         .iter()
@@ -314,7 +202,7 @@ async fn kinesis_emitter_an_oversized_item_goes_to_the_dead_letter_policy() {
         .build()
         .unwrap();
     let dead_letters = RecordingEmitter::<FailedRecord>::new();
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         &source,
         Arc::new(emitter),
@@ -326,7 +214,7 @@ async fn kinesis_emitter_an_oversized_item_goes_to_the_dead_letter_policy() {
         assert!(started.elapsed() < WAIT, "no dead letter after {WAIT:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop(running).await;
+    running.stop().await;
     let data: Vec<&str> = seen.iter().map(|s| s.data.as_str()).collect();
     assert_eq!(data, vec!["forwarded: small 1", "forwarded: small 2"]);
     let failed: Vec<FailedRecord> = dead_letters.items();

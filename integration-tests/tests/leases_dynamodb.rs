@@ -16,16 +16,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use integration_tests::{create_stream, kinesis_client, unique_name};
+use integration_tests::one_at_a_time::dynamodb_client;
+use integration_tests::{
+    PutOptions, Written, create_stream, kinesis_client, put_records, unique_name, wait_until,
+};
 use kinesis_checkpoint_dynamodb::DynamoDbCheckpointStore;
 use kinesis_connectors_core::{
     BadRecordPolicy, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Error,
@@ -34,7 +34,6 @@ use kinesis_connectors_core::{
     StreamConsumer, StreamReport, Utf8Transformer, async_trait,
 };
 use kinesis_connectors_testkit::RecordingEmitter;
-use one_at_a_time::dynamodb_client;
 use tokio::task::JoinHandle;
 
 /// Failover time of most tests: leases are renewed every second.
@@ -45,81 +44,8 @@ const DISCOVERY: Duration = Duration::from_secs(1);
 const WAIT: Duration = Duration::from_secs(120);
 /// Records per `PutRecords` call.
 const PUT_BATCH: usize = 500;
-
-// ---------------------------------------------------------------------------
-// One DynamoDB request at a time
-// ---------------------------------------------------------------------------
-
-/// DynamoDB clients for moto that send one request at a time per test
-/// process.
-///
-/// DynamoDB applies each request atomically: a conditional write's condition
-/// and update happen as one step per item. moto's threaded server does not
-/// (with 8 threads racing `attribute_not_exists` updates of one item, about
-/// one trial in 20 lets two of them succeed), so concurrent conditional
-/// writes could both pass against moto where DynamoDB lets only one through.
-/// Serializing the requests restores DynamoDB's per-request atomicity without
-/// hiding anything the store does: the read-then-conditional-write rounds of
-/// concurrent writers and workers still interleave request by request.
-mod one_at_a_time {
-    use std::sync::OnceLock;
-
-    use aws_sdk_dynamodb::config::http::HttpRequest;
-    use aws_sdk_dynamodb::config::{HttpClient, RuntimeComponents, SharedHttpClient};
-    use aws_smithy_runtime_api::client::http::{
-        HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
-    };
-
-    fn gate() -> &'static tokio::sync::Mutex<()> {
-        static GATE: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
-        GATE.get_or_init(tokio::sync::Mutex::default)
-    }
-
-    #[derive(Debug)]
-    struct Client {
-        inner: SharedHttpClient,
-    }
-
-    #[derive(Debug)]
-    struct Connector {
-        inner: SharedHttpConnector,
-    }
-
-    impl HttpClient for Client {
-        fn http_connector(
-            &self,
-            settings: &HttpConnectorSettings,
-            components: &RuntimeComponents,
-        ) -> SharedHttpConnector {
-            SharedHttpConnector::new(Connector {
-                inner: self.inner.http_connector(settings, components),
-            })
-        }
-    }
-
-    impl HttpConnector for Connector {
-        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-            let inner = self.inner.clone();
-            HttpConnectorFuture::new(async move {
-                let _one = gate().lock().await;
-                inner.call(request).await
-            })
-        }
-    }
-
-    /// A DynamoDB client of its own for the stack, sharing the gate.
-    pub(crate) async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
-        let base = integration_tests::dynamodb_client().await;
-        // The stack's endpoints are plain HTTP.
-        let inner = aws_smithy_http_client::Builder::new().build_http();
-        let config = base
-            .config()
-            .to_builder()
-            .http_client(Client { inner })
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(config)
-    }
-}
+/// How often a wait checks again.
+const POLL: Duration = Duration::from_millis(100);
 
 // ---------------------------------------------------------------------------
 // Stream, table, producer
@@ -191,13 +117,6 @@ impl Fixture {
     }
 }
 
-/// A record the stream accepted.
-#[derive(Debug, Clone)]
-struct Written {
-    shard_id: String,
-    sequence: SequenceNumber,
-}
-
 /// Writes records `r<i>` for `i` in `range` with `PutRecords` (batches of
 /// 500, refused entries sent again); returns where each landed.
 async fn produce(
@@ -205,60 +124,15 @@ async fn produce(
     stream: &str,
     range: Range<usize>,
 ) -> HashMap<usize, Written> {
-    let mut written = HashMap::new();
-    let ids: Vec<usize> = range.collect();
-    for chunk in ids.chunks(PUT_BATCH) {
-        let mut pending: Vec<usize> = chunk.to_vec();
-        let mut attempt = 0u32;
-        while !pending.is_empty() {
-            attempt += 1;
-            assert!(attempt <= 30, "PutRecords kept failing");
-            let entries: Vec<PutRecordsRequestEntry> = pending
-                .iter()
-                .map(|i| {
-                    PutRecordsRequestEntry::builder()
-                        .data(Blob::new(format!("r{i}")))
-                        .partition_key(format!("pk-{i}"))
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let output = match client
-                .put_records()
-                .stream_name(stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-            {
-                Ok(output) => output,
-                Err(error) => {
-                    eprintln!("PutRecords failed ({error}); retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                    continue;
-                }
-            };
-            let mut refused = Vec::new();
-            for (i, entry) in pending.iter().zip(output.records()) {
-                match (entry.shard_id(), entry.sequence_number()) {
-                    (Some(shard_id), Some(sequence)) if entry.error_code().is_none() => {
-                        written.insert(
-                            *i,
-                            Written {
-                                shard_id: shard_id.to_owned(),
-                                sequence: SequenceNumber::parse(sequence).unwrap(),
-                            },
-                        );
-                    }
-                    _ => refused.push(*i),
-                }
-            }
-            pending = refused;
-            if !pending.is_empty() {
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-            }
-        }
-    }
-    written
+    let records = range.clone().map(|i| (format!("pk-{i}"), format!("r{i}")));
+    let options = PutOptions {
+        per_call: PUT_BATCH,
+        max_attempts: 30,
+    };
+    let written = put_records(client, stream, records, options)
+        .await
+        .expect("PutRecords kept failing");
+    range.zip(written).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -470,32 +344,12 @@ async fn wait_emitted(
     ids: Range<usize>,
 ) -> Duration {
     let wanted: Vec<String> = ids.map(|i| format!("r{i}")).collect();
-    wait_for(what, WAIT, || {
+    wait_until(what, WAIT, POLL, || {
         let (seen, _) = emitted(emitters);
         let done = wanted.iter().all(|id| seen.contains(id));
         async move { done }
     })
     .await
-}
-
-/// Polls `check` every 100 ms until it holds; fails naming `what` after
-/// `timeout`. Returns how long it took.
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Shares of `workers` (0 for a worker holding nothing).
@@ -543,9 +397,10 @@ async fn leases_dynamodb_three_workers_share_eight_shards_and_emit_every_record(
     let emitters: Vec<&RecordingEmitter<String>> = workers.iter().map(|w| &w.emitted).collect();
     wait_emitted("all 10,000 records", &emitters, 0..RECORDS).await;
     let all_emitted = started.elapsed();
-    let balance = wait_for(
+    let balance = wait_until(
         "shares within one shard",
         Duration::from_secs(30),
+        POLL,
         || async { balanced(&fx.owners().await, &names, 8) },
     )
     .await;
@@ -590,7 +445,7 @@ async fn leases_dynamodb_a_killed_workers_shards_are_taken_over_within_the_failo
         let emitters: Vec<&RecordingEmitter<String>> = workers.iter().map(|w| &w.emitted).collect();
         wait_emitted("the first 1,500 records", &emitters, 0..1_500).await;
     }
-    wait_for("two shards each", Duration::from_secs(30), || async {
+    wait_until("two shards each", Duration::from_secs(30), POLL, || async {
         shares(&fx.owners().await, &names) == vec![2, 2, 2]
     })
     .await;
@@ -613,9 +468,10 @@ async fn leases_dynamodb_a_killed_workers_shards_are_taken_over_within_the_failo
     };
     let renewal = FAILOVER / 3;
     let bound = FAILOVER + renewal + DISCOVERY;
-    wait_for(
+    wait_until(
         "the victim's shards to be taken over",
         bound * 3,
+        POLL,
         || async {
             let leases = fx.leases().await;
             victim_shards.iter().all(|shard| {
@@ -741,7 +597,7 @@ async fn leases_dynamodb_a_paused_worker_that_wakes_up_cannot_overwrite_a_newer_
         written.values().map(|w| w.sequence.clone()).max().unwrap()
     };
     let first_last = last_of(&written);
-    wait_for("sleepy to checkpoint the first 300 records", WAIT, || async {
+    wait_until("sleepy to checkpoint the first 300 records", WAIT, POLL, || async {
         matches!(fx.store.get(&key).await.unwrap(), Some(Checkpoint::At(p)) if p.sequence >= first_last)
     })
     .await;
@@ -755,13 +611,17 @@ async fn leases_dynamodb_a_paused_worker_that_wakes_up_cannot_overwrite_a_newer_
     let paused = Instant::now();
     let more = produce(&fx.kinesis, &fx.stream, 300..600).await;
     let second_last = last_of(&more);
-    wait_for("sleepy to block in a checkpoint write", WAIT, || async {
-        pause.blocked.load(Ordering::SeqCst) >= 1
-    })
+    wait_until(
+        "sleepy to block in a checkpoint write",
+        WAIT,
+        POLL,
+        || async { pause.blocked.load(Ordering::SeqCst) >= 1 },
+    )
     .await;
-    wait_for(
+    wait_until(
         "awake to take the lease",
         Duration::from_secs(30),
+        POLL,
         || async { fx.owners().await.get("awake") == Some(&1) },
     )
     .await;
@@ -769,7 +629,7 @@ async fn leases_dynamodb_a_paused_worker_that_wakes_up_cannot_overwrite_a_newer_
         "awake took the paused worker's lease {:?} after the pause began (failover {FAILOVER:?})",
         paused.elapsed()
     );
-    wait_for("awake to checkpoint past the last record", WAIT, || async {
+    wait_until("awake to checkpoint past the last record", WAIT, POLL, || async {
         matches!(fx.store.get(&key).await.unwrap(), Some(Checkpoint::At(p)) if p.sequence >= second_last)
     })
     .await;
@@ -777,9 +637,10 @@ async fn leases_dynamodb_a_paused_worker_that_wakes_up_cannot_overwrite_a_newer_
 
     // Sleepy wakes up: its in-flight write carries the old lease.
     pause.resume();
-    wait_for(
+    wait_until(
         "sleepy's in-flight write to be refused",
         Duration::from_secs(30),
+        POLL,
         || async { pause.refused_after_wake.load(Ordering::SeqCst) >= 1 },
     )
     .await;
@@ -850,9 +711,10 @@ async fn leases_dynamodb_a_fourth_worker_joins_and_its_graceful_shutdown_hands_t
         let emitters: Vec<&RecordingEmitter<String>> = workers.iter().map(|w| &w.emitted).collect();
         wait_emitted("the first 2,000 records", &emitters, 0..2_000).await;
     }
-    wait_for(
+    wait_until(
         "three balanced workers",
         Duration::from_secs(30),
+        POLL,
         || async { balanced(&fx.owners().await, &three, 8) },
     )
     .await;
@@ -860,7 +722,7 @@ async fn leases_dynamodb_a_fourth_worker_joins_and_its_graceful_shutdown_hands_t
 
     let fourth = spawn_worker(&fx, "w4", failover, None);
     let four = ["w1", "w2", "w3", "w4"];
-    let rebalanced = wait_for("two shards each", Duration::from_secs(30), || async {
+    let rebalanced = wait_until("two shards each", Duration::from_secs(30), POLL, || async {
         shares(&fx.owners().await, &four) == vec![2, 2, 2, 2]
     })
     .await;
@@ -909,7 +771,7 @@ async fn leases_dynamodb_a_fourth_worker_joins_and_its_graceful_shutdown_hands_t
         held_by_w4.len(),
         held_by_w4.len() - free
     );
-    wait_for("w1-w3 to hold all 8 shards", failover, || async {
+    wait_until("w1-w3 to hold all 8 shards", failover, POLL, || async {
         shares(&fx.owners().await, &three).iter().sum::<usize>() == 8
     })
     .await;
@@ -972,9 +834,10 @@ async fn resume_from_kcl(
     put_kcl_lease(&fx, &shard_id, &checkpoint).await;
     let worker = spawn_worker(&fx, "rust-worker", FAILOVER, None);
     let started = Instant::now();
-    let took = wait_for(
+    let took = wait_until(
         "the KCL worker's lease to be taken",
         Duration::from_secs(30),
+        POLL,
         || async { fx.owners().await.get("rust-worker") == Some(&1) },
     )
     .await;
@@ -982,7 +845,7 @@ async fn resume_from_kcl(
         .iter()
         .map(|(i, _)| format!("r{i}"))
         .collect();
-    wait_for("every record after the KCL checkpoint", WAIT, || {
+    wait_until("every record after the KCL checkpoint", WAIT, POLL, || {
         let seen: HashSet<String> = worker.emitted.items().into_iter().collect();
         let done = later.iter().all(|id| seen.contains(id));
         async move { done }

@@ -15,21 +15,20 @@
 // Test code: helpers may unwrap and panic like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
-use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use anyhow::Result;
 use aws_sdk_s3::primitives::ByteStream;
-use integration_tests::{create_stream, database_url, kinesis_client, s3_client, unique_name};
+use integration_tests::consumer::{Utf8ConsumerSpec, failures, utf8_consumer};
+use integration_tests::{
+    PutOptions, RunningConsumer, create_stream, database_url, kinesis_client, put_records,
+    s3_client, unique_name, wait_until,
+};
 use kinesis_connectors_core::{
-    BadRecordPolicy, Batch, BufferLimits, CancellationToken, EmitOutcome, Emitter, KinesisSource,
-    MemoryCheckpointStore, Pipeline, ShardConfig, ShardContext, StreamConsumer, StreamReport,
-    Utf8Transformer, async_trait,
+    BadRecordPolicy, Batch, BufferLimits, EmitOutcome, Emitter, MemoryCheckpointStore,
+    StreamConsumer, Utf8Transformer, async_trait,
 };
 use kinesis_connectors_redshift::{
     CopyFormat, Error as RedshiftError, PostgresLoader, RedshiftBasicEmitter,
@@ -39,10 +38,13 @@ use kinesis_connectors_s3::{S3Emitter, S3ManifestEmitter};
 use kinesis_connectors_testkit::{EmitterConformance, batch, shard_context};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use tokio::task::JoinHandle;
 
 /// The bound of every wait for rows to arrive.
 const WAIT: Duration = Duration::from_secs(150);
+/// How often a wait checks again.
+const POLL: Duration = Duration::from_millis(200);
+/// How long a stop waits for the consumer's report (shards may be loading).
+const STOP_WAIT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------
 // PostgreSQL and S3
@@ -201,75 +203,18 @@ async fn manifest_emitter(
     (emitter, files)
 }
 
-/// Polls `check` every 200 ms until it returns true; fails after `limit`.
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Kinesis
 // ---------------------------------------------------------------------------
 
-/// Writes `(partition key, data)` records with `PutRecords` (500 per call),
-/// writing refused entries again until all are accepted.
+/// Writes `(partition key, data)` records with `PutRecords` (see
+/// [`put_records`]).
 async fn produce(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
     records: Vec<(String, String)>,
 ) -> Result<()> {
-    for chunk in records.chunks(500) {
-        let mut pending = chunk.to_vec();
-        for attempt in 1..=60u64 {
-            let entries = pending
-                .iter()
-                .map(|(key, data)| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(data.as_bytes()))
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let output = match client
-                .put_records()
-                .stream_name(stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-            {
-                Ok(output) => output,
-                Err(SdkError::ServiceError(e)) => {
-                    eprintln!("PutRecords refused ({:?}); retrying", e.err().meta().code());
-                    tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
-                    continue;
-                }
-                Err(e) => bail!("PutRecords to {stream}: {}", DisplayErrorContext(e)),
-            };
-            pending = pending
-                .into_iter()
-                .zip(output.records())
-                .filter(|(_, result)| result.error_code().is_some())
-                .map(|(record, _)| record)
-                .collect();
-            if pending.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
-        }
-        if !pending.is_empty() {
-            return Err(anyhow!("PutRecords to {stream}: {} refused", pending.len()));
-        }
-    }
+    put_records(client, stream, records, PutOptions::default()).await?;
     Ok(())
 }
 
@@ -282,58 +227,19 @@ fn consumer(
     emitter: Arc<dyn Emitter<String>>,
     max_records: usize,
 ) -> StreamConsumer<Utf8Transformer> {
-    let limits = BufferLimits {
-        max_records,
-        max_age: Duration::from_secs(1),
-        ..BufferLimits::default()
-    };
-    StreamConsumer::builder(
+    utf8_consumer(Utf8ConsumerSpec {
+        kinesis,
         application,
         stream,
-        Arc::new(KinesisSource::new(kinesis.clone())),
-        Arc::new(store.clone()),
-        move |_: &ShardContext| {
-            Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
-                .buffer_limits(limits)
-                .bad_records(BadRecordPolicy::Stop)
-                .build()
+        store: Arc::new(store.clone()),
+        emitter,
+        limits: BufferLimits {
+            max_records,
+            max_age: Duration::from_secs(1),
+            ..BufferLimits::default()
         },
-    )
-    .shard_config(ShardConfig {
-        idle_delay: Duration::from_millis(200),
-        ..ShardConfig::default()
+        bad_records: BadRecordPolicy::Stop,
     })
-    .discovery_interval(Duration::from_secs(1))
-    .build()
-    .expect("consumer configuration")
-}
-
-type Running = (
-    CancellationToken,
-    JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
-);
-
-fn start(consumer: StreamConsumer<Utf8Transformer>) -> Running {
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn(consumer.run(cancel.clone()));
-    (cancel, handle)
-}
-
-/// Cancels the consumer and waits (bounded) for its report.
-async fn stop((cancel, handle): Running) -> StreamReport {
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(60), handle)
-        .await
-        .expect("the consumer did not stop within 60 s of cancel")
-        .expect("the consumer task panicked")
-        .expect("the consumer returned an error")
-}
-
-fn failures(report: &StreamReport) -> Vec<String> {
-    report
-        .failures()
-        .map(|(shard, error)| format!("{shard}: {error}"))
-        .collect()
 }
 
 /// Wraps an emitter: counts items of successful emits, keeps error
@@ -417,7 +323,7 @@ async fn redshift_two_stage_pipeline_loads_every_record_once() {
         .unwrap();
     let stage1_emitter: Arc<dyn Emitter<String>> =
         Arc::new(S3ManifestEmitter::new(objects, kinesis.clone(), &manifests).unwrap());
-    let stage1 = start(consumer(
+    let stage1 = RunningConsumer::start(consumer(
         &kinesis,
         "rs-stage1",
         &input,
@@ -438,7 +344,7 @@ async fn redshift_two_stage_pipeline_loads_every_record_once() {
         .build()
         .unwrap();
     execute(&pool, loader.file_table_ddl()).await;
-    let stage2 = start(consumer(
+    let stage2 = RunningConsumer::start(consumer(
         &kinesis,
         "rs-stage2",
         &manifests,
@@ -453,14 +359,14 @@ async fn redshift_two_stage_pipeline_loads_every_record_once() {
     produce(&kinesis, &input, records).await.unwrap();
     let produced = started.elapsed();
 
-    let waited = wait_for("every record loaded", WAIT, || async {
+    let waited = wait_until("every record loaded", WAIT, POLL, || async {
         rows(&pool, &data).await >= RECORDS as i64
     })
     .await;
     // Let anything in flight land, then compare.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let report1 = stop(stage1).await;
-    let report2 = stop(stage2).await;
+    let report1 = stage1.stop_within(STOP_WAIT).await;
+    let report2 = stage2.stop_within(STOP_WAIT).await;
     assert!(
         failures(&report1).is_empty(),
         "stage 1: {:?}",
@@ -609,17 +515,19 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
     // Phase A: killed (no graceful shutdown) while a batch is committed but
     // not acknowledged, once a third of the rows are in.
     let tracked = Tracked::new(Arc::clone(&emitter), Duration::from_millis(400));
-    let (_cancel, handle) = start(consumer(
+    let (_cancel, handle) = RunningConsumer::start(consumer(
         &kinesis,
         "rs-restart",
         &stream,
         &store,
         tracked.clone(),
         3,
-    ));
-    wait_for(
+    ))
+    .into_parts();
+    wait_until(
         "a third of the rows, and a batch in flight",
         WAIT,
+        POLL,
         || async {
             rows(&pool, &data).await >= total_rows / 3
                 && tracked.committed_unacked.load(Ordering::SeqCst)
@@ -637,7 +545,7 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
 
     // Phase B: restart from the checkpoints; the unacknowledged batch comes again.
     let tracked = Tracked::new(Arc::clone(&emitter), Duration::ZERO);
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         "rs-restart",
         &stream,
@@ -645,19 +553,19 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
         tracked.clone(),
         3,
     ));
-    wait_for("every row after the restart", WAIT, || async {
+    wait_until("every row after the restart", WAIT, POLL, || async {
         rows(&pool, &data).await >= total_rows
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let report = stop(running).await;
+    let report = running.stop_within(STOP_WAIT).await;
     assert!(failures(&report).is_empty(), "{:?}", failures(&report));
     assert_eq!(counts(&pool, &data).await, (total_rows, total_rows));
 
     // Phase C: checkpoints lost: the whole manifest stream again.
     let tracked = Tracked::new(Arc::clone(&emitter), Duration::ZERO);
     let fresh = MemoryCheckpointStore::new();
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         "rs-restart",
         &stream,
@@ -666,11 +574,11 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
         7,
     ));
     let manifest_records = (FILES + REPEATED) as usize;
-    wait_for("the whole manifest stream replayed", WAIT, || async {
+    wait_until("the whole manifest stream replayed", WAIT, POLL, || async {
         tracked.emitted() >= manifest_records
     })
     .await;
-    let report = stop(running).await;
+    let report = running.stop_within(STOP_WAIT).await;
     assert!(failures(&report).is_empty(), "{:?}", failures(&report));
     assert_eq!(counts(&pool, &data).await, (total_rows, total_rows));
     assert_eq!(rows(&pool, &files).await, FILES as i64);
@@ -769,7 +677,7 @@ async fn redshift_a_bad_row_rolls_back_the_whole_batch() {
         .await
         .unwrap();
     let tracked = Tracked::new(Arc::new(emitter), Duration::ZERO);
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         "rs-bad-row",
         &stream,
@@ -777,12 +685,12 @@ async fn redshift_a_bad_row_rolls_back_the_whole_batch() {
         tracked.clone(),
         10,
     ));
-    wait_for("the load to fail", WAIT, || async {
+    wait_until("the load to fail", WAIT, POLL, || async {
         !tracked.errors().is_empty()
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let report = stop(running).await;
+    let report = running.stop_within(STOP_WAIT).await;
     let failed = failures(&report);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("manifests/rs-bad-row/"), "{failed:?}");

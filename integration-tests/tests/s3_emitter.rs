@@ -18,20 +18,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use integration_tests::{create_stream, kinesis_client, s3_client, unique_name};
+use anyhow::{Context, Result, anyhow};
+use aws_sdk_kinesis::error::DisplayErrorContext;
+use integration_tests::consumer::{Utf8ConsumerSpec, utf8_consumer};
+use integration_tests::records::{self, PutOptions, put_records};
+use integration_tests::{
+    RunningConsumer, create_stream, kinesis_client, s3_client, unique_name, wait_for_progress,
+};
 use kinesis_connectors_core::{
-    BadRecordPolicy, Batch, BufferLimits, CancellationToken, Checkpoint, CheckpointStore,
-    EmitOutcome, Emitter, KinesisSource, MemoryCheckpointStore, Pipeline, Position, SequenceNumber,
-    ShardConfig, ShardContext, ShardKey, StreamConsumer, StreamReport, Utf8Transformer,
+    BadRecordPolicy, Batch, BufferLimits, Checkpoint, CheckpointStore, EmitOutcome, Emitter,
+    MemoryCheckpointStore, Position, SequenceNumber, ShardKey, StreamConsumer, Utf8Transformer,
     async_trait,
 };
 use kinesis_connectors_s3::{S3Emitter, S3ManifestEmitter};
 use kinesis_connectors_testkit::EmitterConformance;
-use tokio::task::JoinHandle;
 
 /// The bound of every wait for the pipeline to deliver.
 const WAIT: Duration = Duration::from_secs(150);
@@ -51,85 +51,24 @@ struct Written {
     sequence: SequenceNumber,
 }
 
-/// Writes `(partition key, data)` records with `PutRecords`, at most 500
-/// records and 4 MiB per call, sending refused entries again until every
-/// record is accepted.
+/// Writes `(partition key, data)` records with `PutRecords` (see
+/// [`put_records`]); returns where each went.
 async fn produce(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
     records: Vec<(String, String)>,
 ) -> Result<Vec<Written>> {
-    let mut written = Vec::with_capacity(records.len());
-    let mut chunk: Vec<(String, String)> = Vec::new();
-    let mut bytes = 0;
-    for record in records {
-        if !chunk.is_empty() && (chunk.len() == 500 || bytes + record.1.len() > 4 * MIB) {
-            written.extend(put_all(client, stream, std::mem::take(&mut chunk)).await?);
-            bytes = 0;
-        }
-        bytes += record.1.len();
-        chunk.push(record);
-    }
-    if !chunk.is_empty() {
-        written.extend(put_all(client, stream, chunk).await?);
-    }
-    Ok(written)
-}
-
-async fn put_all(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    mut pending: Vec<(String, String)>,
-) -> Result<Vec<Written>> {
-    let mut written = Vec::new();
-    for attempt in 1..=60u64 {
-        let entries = pending
-            .iter()
-            .map(|(key, data)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(key)
-                    .data(Blob::new(data.as_bytes()))
-                    .build()
+    put_records(client, stream, records, PutOptions::default())
+        .await?
+        .into_iter()
+        .map(|w| {
+            Ok(Written {
+                data: String::from_utf8(w.data)?,
+                shard: w.shard_id,
+                sequence: w.sequence,
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output = match client
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(SdkError::ServiceError(e)) => {
-                eprintln!("PutRecords refused ({:?}); retrying", e.err().meta().code());
-                tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
-                continue;
-            }
-            Err(e) => bail!("PutRecords to {stream}: {}", DisplayErrorContext(e)),
-        };
-        let mut refused = Vec::new();
-        for (record, result) in pending.into_iter().zip(output.records()) {
-            match (result.shard_id(), result.sequence_number()) {
-                (Some(shard), Some(seq)) if result.error_code().is_none() => {
-                    written.push(Written {
-                        data: record.1,
-                        shard: shard.to_owned(),
-                        sequence: SequenceNumber::parse(seq)?,
-                    });
-                }
-                _ => refused.push(record),
-            }
-        }
-        if refused.is_empty() {
-            return Ok(written);
-        }
-        pending = refused;
-        tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
-    }
-    bail!(
-        "PutRecords to {stream}: {} records still refused",
-        pending.len()
-    )
+        })
+        .collect()
 }
 
 /// `n` small records spread over 16 partition keys (so over every shard).
@@ -162,74 +101,21 @@ fn consumer(
     emitter: Arc<dyn Emitter<String>>,
     limits: BufferLimits,
 ) -> StreamConsumer<Utf8Transformer> {
-    StreamConsumer::builder(
-        APP,
+    utf8_consumer(Utf8ConsumerSpec {
+        kinesis,
+        application: APP,
         stream,
-        Arc::new(KinesisSource::new(kinesis.clone())),
         store,
-        move |_: &ShardContext| {
-            Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
-                .buffer_limits(limits)
-                .bad_records(BadRecordPolicy::Stop)
-                .build()
-        },
-    )
-    .shard_config(ShardConfig {
-        idle_delay: Duration::from_millis(200),
-        ..ShardConfig::default()
+        emitter,
+        limits,
+        bad_records: BadRecordPolicy::Stop,
     })
-    .discovery_interval(Duration::from_secs(1))
-    .build()
-    .expect("consumer configuration")
 }
 
-type Running = (
-    CancellationToken,
-    JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
-);
-
-fn start(consumer: StreamConsumer<Utf8Transformer>) -> Running {
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn(consumer.run(cancel.clone()));
-    (cancel, handle)
-}
-
-/// Cancels the consumer, waits (bounded) for its report and checks that no
-/// shard failed.
-async fn stop((cancel, handle): Running) -> StreamReport {
-    cancel.cancel();
-    let report = tokio::time::timeout(Duration::from_secs(30), handle)
-        .await
-        .expect("the consumer did not stop within 30 s of cancel")
-        .expect("the consumer task panicked")
-        .expect("the consumer returned an error");
-    let failures: Vec<String> = report
-        .failures()
-        .map(|(shard, error)| format!("{shard}: {error}"))
-        .collect();
-    assert!(failures.is_empty(), "shards failed: {failures:#?}");
-    report
-}
-
-/// Polls `done` every 500 ms until it returns true; fails after `WAIT`
-/// with the last progress it reported.
-async fn wait_until<F, Fut>(what: &str, mut done: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(bool, String)>>,
-{
-    let started = Instant::now();
-    loop {
-        let (finished, progress) = done().await.expect(what);
-        if finished {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "{what}: not done after {WAIT:?} ({progress})"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+/// Polls `done` every 500 ms until it is done; fails after `WAIT` with the
+/// last progress it reported.
+async fn wait_until(what: &str, done: impl AsyncFnMut() -> Result<(bool, String)>) -> Duration {
+    wait_for_progress(what, WAIT, Duration::from_millis(500), done).await
 }
 
 // ---------------------------------------------------------------------------
@@ -457,7 +343,7 @@ async fn pipeline_to_s3(gzip: bool) {
         ..BufferLimits::default()
     };
     let store = Arc::new(MemoryCheckpointStore::new());
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         &stream,
         store,
@@ -472,7 +358,7 @@ async fn pipeline_to_s3(gzip: bool) {
         ))
     })
     .await;
-    let report = stop(running).await;
+    let report = running.stop().await;
     let names = check_objects(&s3, &bucket, prefix, &stream, &written, gzip).await;
     assert_disjoint(&names);
     assert!(names.len() >= 8, "1000 records in batches of at most 150");
@@ -528,7 +414,7 @@ async fn s3_emitter_a_large_batch_goes_up_in_parts() {
         max_bytes: 6 * MIB,
         max_age: Duration::from_secs(2),
     };
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         &stream,
         Arc::new(MemoryCheckpointStore::new()),
@@ -543,7 +429,7 @@ async fn s3_emitter_a_large_batch_goes_up_in_parts() {
         ))
     })
     .await;
-    stop(running).await;
+    running.stop().await;
 
     let names = check_objects(&s3, &bucket, prefix, &stream, &written, false).await;
     let multipart: Vec<&Listed> = names.values().filter(|o| o.size > 5 * MIB as i64).collect();
@@ -619,7 +505,7 @@ async fn s3_emitter_a_replay_after_a_restart_overwrites_its_objects() {
 
     // First run: everything delivered and checkpointed.
     let first_store = Arc::new(MemoryCheckpointStore::new());
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         &stream,
         first_store.clone(),
@@ -634,7 +520,7 @@ async fn s3_emitter_a_replay_after_a_restart_overwrites_its_objects() {
         ))
     })
     .await;
-    stop(running).await;
+    running.stop().await;
     let before = check_objects(&s3, &bucket, prefix, &stream, &written, false).await;
     assert_disjoint(&before);
 
@@ -661,7 +547,7 @@ async fn s3_emitter_a_replay_after_a_restart_overwrites_its_objects() {
         inner: s3_emitter(),
         items: AtomicUsize::new(0),
     });
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         &stream,
         replay_store,
@@ -676,7 +562,7 @@ async fn s3_emitter_a_replay_after_a_restart_overwrites_its_objects() {
         ))
     })
     .await;
-    stop(running).await;
+    running.stop().await;
     assert_eq!(counting.items.load(Ordering::SeqCst), replayed_records);
 
     let after = check_objects(&s3, &bucket, prefix, &stream, &written, false).await;
@@ -736,51 +622,13 @@ async fn s3_emitter_conformance_on_the_stack() {
 // Manifest
 // ---------------------------------------------------------------------------
 
-/// Every record of every shard of `stream`, from `TRIM_HORIZON`.
+/// The data of every record of `stream`, from `TRIM_HORIZON`.
 async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Vec<String>> {
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .map_err(|e| anyhow!("ListShards {stream}: {}", DisplayErrorContext(e)))?;
-    let mut data = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .map_err(|e| anyhow!("GetShardIterator: {}", DisplayErrorContext(e)))?
-            .shard_iterator
-            .context("no iterator")?;
-        for call in 0.. {
-            ensure!(call < 200, "{stream}/{} never caught up", shard.shard_id());
-            let page = match client.get_records().shard_iterator(&iterator).send().await {
-                Ok(page) => page,
-                Err(SdkError::ServiceError(e))
-                    if e.err().meta().code() == Some("ProvisionedThroughputExceededException") =>
-                {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    continue;
-                }
-                Err(e) => bail!("GetRecords: {}", DisplayErrorContext(e)),
-            };
-            let empty = page.records().is_empty();
-            for record in page.records() {
-                data.push(String::from_utf8(record.data().as_ref().to_vec())?);
-            }
-            match page.next_shard_iterator() {
-                Some(next) if !(empty && page.millis_behind_latest().unwrap_or(0) == 0) => {
-                    iterator = next.to_owned();
-                }
-                _ => break,
-            }
-        }
-    }
-    Ok(data)
+    records::read_stream(client, stream)
+        .await?
+        .iter()
+        .map(records::utf8_data)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -810,7 +658,7 @@ async fn s3_emitter_manifest_records_point_at_existing_objects() {
         max_age: Duration::from_secs(1),
         ..BufferLimits::default()
     };
-    let running = start(consumer(
+    let running = RunningConsumer::start(consumer(
         &kinesis,
         &stream,
         Arc::new(MemoryCheckpointStore::new()),
@@ -830,7 +678,7 @@ async fn s3_emitter_manifest_records_point_at_existing_objects() {
         ))
     })
     .await;
-    stop(running).await;
+    running.stop().await;
 
     let names = check_objects(&s3, &bucket, prefix, &stream, &written, true).await;
     let urls = read_stream(&kinesis, &manifest).await.unwrap();
