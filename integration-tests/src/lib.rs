@@ -12,8 +12,9 @@
 //!
 //! Beyond reaching the stack: [`consumer`] runs a `StreamConsumer` tuned to
 //! finish fast and stops it with a bounded wait, [`records`] writes records
-//! with `PutRecords` and reads a whole stream back, and [`wait`] polls a
-//! condition with a bound.
+//! with `PutRecords` and reads a whole stream back, [`s3`] lists a bucket,
+//! [`wait`] polls a condition with a bound and [`one_at_a_time`] serialises
+//! DynamoDB requests.
 //!
 //! Every helper reads the environment that `cargo xtask stack env` prints
 //! (`AWS_ENDPOINT_URL_KINESIS`, `AWS_ENDPOINT_URL_S3`,
@@ -25,6 +26,7 @@
 pub mod consumer;
 pub mod one_at_a_time;
 pub mod records;
+pub mod s3;
 pub mod wait;
 
 pub use consumer::{RunningConsumer, fast_shard_config};

@@ -39,17 +39,6 @@ struct Seen {
     data: String,
 }
 
-/// Writes `(partition key, data)` records with `PutRecords` (see
-/// [`put_records`]).
-async fn produce(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    records: Vec<(String, String)>,
-) -> Result<()> {
-    put_records(client, stream, records, PutOptions::default()).await?;
-    Ok(())
-}
-
 /// Every record of every shard of `stream`, from `TRIM_HORIZON`.
 async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Vec<Seen>> {
     records::read_stream(client, stream)
@@ -122,7 +111,9 @@ async fn kinesis_emitter_every_record_arrives_in_the_target_stream() {
     let records: Vec<(String, String)> = (0..1_200)
         .map(|i| (format!("pk-{:02}", i % 20), format!("forward {i:05}")))
         .collect();
-    produce(&kinesis, &source, records.clone()).await.unwrap();
+    put_records(&kinesis, &source, records.clone(), PutOptions::default())
+        .await
+        .unwrap();
     let produced_in = started.elapsed();
 
     let emitter = KinesisEmitter::builder(kinesis.clone(), &target, Utf8Transformer)
@@ -177,7 +168,9 @@ async fn kinesis_emitter_an_oversized_item_goes_to_the_dead_letter_policy() {
         ("k".to_owned(), big.clone()),
         ("k".to_owned(), "small 2".to_owned()),
     ];
-    produce(&kinesis, &source, records).await.unwrap();
+    put_records(&kinesis, &source, records, PutOptions::default())
+        .await
+        .unwrap();
 
     struct Prefixed;
     impl kinesis_connectors_core::Transformer for Prefixed {

@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use aws_sdk_s3::primitives::ByteStream;
 use integration_tests::consumer::{Utf8ConsumerSpec, failures, utf8_consumer};
+use integration_tests::s3::list_objects;
 use integration_tests::{
     PutOptions, RunningConsumer, create_stream, database_url, kinesis_client, put_records,
     s3_client, unique_name, wait_until,
@@ -151,23 +151,7 @@ async fn get_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String 
 
 /// How many objects are under `prefix`.
 async fn count_objects(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> usize {
-    let mut count = 0;
-    let mut token = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .unwrap();
-        count += page.contents().len();
-        token = page.next_continuation_token().map(str::to_owned);
-        if token.is_none() {
-            return count;
-        }
-    }
+    list_objects(s3, bucket, prefix).await.unwrap().len()
 }
 
 /// A JSON line of the data table's shape.
@@ -206,17 +190,6 @@ async fn manifest_emitter(
 // ---------------------------------------------------------------------------
 // Kinesis
 // ---------------------------------------------------------------------------
-
-/// Writes `(partition key, data)` records with `PutRecords` (see
-/// [`put_records`]).
-async fn produce(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    records: Vec<(String, String)>,
-) -> Result<()> {
-    put_records(client, stream, records, PutOptions::default()).await?;
-    Ok(())
-}
 
 /// A consumer of `stream` with short delays so the tests finish fast.
 fn consumer(
@@ -356,7 +329,9 @@ async fn redshift_two_stage_pipeline_loads_every_record_once() {
     let records: Vec<(String, String)> = (0..RECORDS)
         .map(|id| (format!("pk-{:02}", id % 16), json_row(id)))
         .collect();
-    produce(&kinesis, &input, records).await.unwrap();
+    put_records(&kinesis, &input, records, PutOptions::default())
+        .await
+        .unwrap();
     let produced = started.elapsed();
 
     let waited = wait_until("every record loaded", WAIT, POLL, || async {
@@ -508,7 +483,9 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
         .map(|(i, url)| (format!("pk-{i}"), url.clone()))
         .collect();
     records.extend(records[..REPEATED as usize].to_vec());
-    produce(&kinesis, &stream, records).await.unwrap();
+    put_records(&kinesis, &stream, records, PutOptions::default())
+        .await
+        .unwrap();
     let total_rows = (FILES * ROWS_PER_FILE) as i64;
     let store = MemoryCheckpointStore::new();
 
@@ -673,9 +650,14 @@ async fn redshift_a_bad_row_rolls_back_the_whole_batch() {
     // Through a consumer: the shard stops, the report carries the manifest.
     let stream = unique_name("rs-bad-row");
     create_stream(&kinesis, &stream, 1).await.unwrap();
-    produce(&kinesis, &stream, vec![("pk".to_owned(), bad.clone())])
-        .await
-        .unwrap();
+    put_records(
+        &kinesis,
+        &stream,
+        vec![("pk".to_owned(), bad.clone())],
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
     let tracked = Tracked::new(Arc::new(emitter), Duration::ZERO);
     let running = RunningConsumer::start(consumer(
         &kinesis,

@@ -22,6 +22,7 @@ use anyhow::{Context, Result, anyhow};
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use integration_tests::consumer::{Utf8ConsumerSpec, utf8_consumer};
 use integration_tests::records::{self, PutOptions, put_records};
+use integration_tests::s3::list_objects;
 use integration_tests::{
     RunningConsumer, create_stream, kinesis_client, s3_client, unique_name, wait_for_progress,
 };
@@ -140,29 +141,15 @@ struct Listed {
 
 /// Every object under `prefix`, following continuation tokens.
 async fn list(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<Listed>> {
-    let mut objects = Vec::new();
-    let mut token = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| anyhow!("ListObjectsV2 {bucket}: {}", DisplayErrorContext(e)))?;
-        for object in page.contents() {
-            objects.push(Listed {
-                key: object.key().unwrap_or_default().to_owned(),
-                size: object.size().unwrap_or_default(),
-                etag: object.e_tag().unwrap_or_default().to_owned(),
-            });
-        }
-        match page.next_continuation_token() {
-            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
-            _ => return Ok(objects),
-        }
-    }
+    Ok(list_objects(s3, bucket, prefix)
+        .await?
+        .iter()
+        .map(|object| Listed {
+            key: object.key().unwrap_or_default().to_owned(),
+            size: object.size().unwrap_or_default(),
+            etag: object.e_tag().unwrap_or_default().to_owned(),
+        })
+        .collect())
 }
 
 /// An object's lines (gunzipped for `.gz` keys) and its `Content-Encoding`.
