@@ -36,12 +36,11 @@ pub use wait::{wait_for_progress, wait_until};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kinesis::config::Credentials;
-use aws_sdk_kinesis::types::StreamStatus;
 
 /// The message every helper fails with when the stack is absent.
 pub const STACK_MISSING: &str = "the local stack is not running: run `cargo xtask it` \
@@ -323,25 +322,7 @@ pub async fn create_stream(
         .send()
         .await
         .with_context(|| format!("CreateStream {name}"))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let summary = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .with_context(|| format!("DescribeStreamSummary {name}"))?;
-        let status = summary
-            .stream_description_summary()
-            .map(|s| s.stream_status().clone());
-        if status == Some(StreamStatus::Active) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("stream {name} is still {status:?} after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    producer::wait_until_active(client, name, Duration::from_secs(60)).await
 }
 
 /// Builds the binary `binary` of the example package `package` with the

@@ -336,7 +336,7 @@ async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
     let filled = wait_for_table(&dynamodb, &table, &expected).await;
     wait_for_count("first run", &first_emitter.items, emitted_items).await;
     let report = running.stop().await;
-    let failed: u64 = report.shards.iter().map(|s| s.stats.records_failed).sum();
+    let failed = report.totals().records_failed;
     assert_eq!(failed, 2, "the bad JSON record and the oversized item");
     assert_eq!(report.shards.len(), 2, "both shards ran");
     let stats = first_emitter.inner.stats();

@@ -112,7 +112,7 @@ async fn example_stream_to_stream_forwards_the_kept_kinds() {
         );
     }
     assert_eq!(report.records_emitted(), expected.len() as u64);
-    let filtered: u64 = report.shards.iter().map(|s| s.stats.records_filtered).sum();
+    let filtered = report.totals().records_filtered;
     assert_eq!(filtered, EVENTS - expected.len() as u64);
     assert_checkpointed(&application, &source, &report).await;
     eprintln!(

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::lease::{ShardAssigner, SingleWorker};
 use crate::pipeline::{Pipeline, Transformer};
 use crate::record::ShardContext;
-use crate::shard::{LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport};
+use crate::shard::{
+    LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
+};
 use crate::source::{InitialPosition, RecordSource, ShardInfo};
 
 /// Builds the pipeline for one shard; called each time a shard task starts.
@@ -53,7 +55,21 @@ impl StreamReport {
 
     /// Items delivered across all shards.
     pub fn records_emitted(&self) -> u64 {
-        self.shards.iter().map(|r| r.stats.records_emitted).sum()
+        self.totals().records_emitted
+    }
+
+    /// What all shard tasks did, added up.
+    pub fn totals(&self) -> ShardStats {
+        self.shards
+            .iter()
+            .fold(ShardStats::default(), |total, report| ShardStats {
+                records_read: total.records_read + report.stats.records_read,
+                records_filtered: total.records_filtered + report.stats.records_filtered,
+                records_emitted: total.records_emitted + report.stats.records_emitted,
+                records_failed: total.records_failed + report.stats.records_failed,
+                batches_emitted: total.batches_emitted + report.stats.batches_emitted,
+                checkpoints_written: total.checkpoints_written + report.stats.checkpoints_written,
+            })
     }
 }
 

@@ -113,6 +113,17 @@ async fn every_shard_is_consumed_in_order() {
         ));
     }
     assert_eq!(report.records_emitted(), 100);
+    let totals = report.totals();
+    assert_eq!((totals.records_read, totals.records_emitted), (100, 100));
+    assert_eq!(
+        totals.batches_emitted,
+        report
+            .shards
+            .iter()
+            .map(|r| r.stats.batches_emitted)
+            .sum::<u64>()
+    );
+    assert!(totals.batches_emitted >= 4, "{totals:?}");
 }
 
 #[tokio::test(start_paused = true)]

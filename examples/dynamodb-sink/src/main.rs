@@ -2,12 +2,10 @@
 //! Kinesis stream into a DynamoDB table until Ctrl-C (or SIGTERM), then
 //! writes and checkpoints what it read.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use dynamodb_sink::{Config, run};
-use example_support::{
-    ConfigArgs, check_report, init_tracing, load_config, sdk_config, shutdown_signal,
-};
+use example_support::{ConfigArgs, run_example};
 
 /// Writes the JSON events of a Kinesis stream into a DynamoDB table.
 #[derive(Debug, Parser)]
@@ -19,13 +17,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    init_tracing();
     let args = Args::parse();
-    let config: Config = load_config(&args.config.config)?;
-    config
-        .validate()
-        .with_context(|| format!("bad configuration in {}", args.config.config.display()))?;
-    let aws = sdk_config().await;
-    let report = run(&config, &aws, shutdown_signal()).await?;
-    check_report("dynamodb-sink", &report)
+    run_example("dynamodb-sink", &args.config, Config::validate, run).await
 }

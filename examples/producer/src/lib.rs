@@ -206,7 +206,12 @@ pub async fn ensure_stream(client: &Client, stream: &str, shards: i32) -> Result
             return Err(error).with_context(|| format!("cannot describe the stream {stream}"));
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_until_active(client, stream, Duration::from_secs(60)).await
+}
+
+/// Waits until `stream` is `ACTIVE` (polling every 100 ms), at most `timeout`.
+pub async fn wait_until_active(client: &Client, stream: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
     loop {
         let summary = client
             .describe_stream_summary()
@@ -221,9 +226,9 @@ pub async fn ensure_stream(client: &Client, stream: &str, shards: i32) -> Result
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the stream {stream} is not ACTIVE after 60 s (status {status:?})");
+            bail!("the stream {stream} is not ACTIVE after {timeout:?} (status {status:?})");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -173,39 +173,25 @@ pub fn data_table_ddl(table: &TableName) -> String {
 /// What the pipelines did so far; updated as batches are delivered.
 #[derive(Debug, Default)]
 pub struct Counts {
-    /// Records stage 1 wrote to S3.
-    pub records_archived: AtomicU64,
-    /// Objects stage 1 wrote (one per batch).
-    pub objects_written: AtomicU64,
-    /// Batches of files stage 2 loaded (one manifest each).
-    pub manifests_loaded: AtomicU64,
-    /// File URLs stage 2 received (replays included).
-    pub files_received: AtomicU64,
+    records_archived: AtomicU64,
+    objects_written: AtomicU64,
+    manifests_loaded: AtomicU64,
 }
 
 impl Counts {
-    fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
     /// Records stage 1 wrote to S3.
     pub fn records_archived(&self) -> u64 {
-        Self::get(&self.records_archived)
+        self.records_archived.load(Ordering::Relaxed)
     }
 
-    /// Objects stage 1 wrote.
+    /// Objects stage 1 wrote (one per batch).
     pub fn objects_written(&self) -> u64 {
-        Self::get(&self.objects_written)
+        self.objects_written.load(Ordering::Relaxed)
     }
 
-    /// Batches stage 2 loaded.
+    /// Batches of files stage 2 loaded (one manifest each).
     pub fn manifests_loaded(&self) -> u64 {
-        Self::get(&self.manifests_loaded)
-    }
-
-    /// File URLs stage 2 received.
-    pub fn files_received(&self) -> u64 {
-        Self::get(&self.files_received)
+        self.manifests_loaded.load(Ordering::Relaxed)
     }
 }
 
@@ -227,13 +213,19 @@ impl<T: Send + Sync, E: Emitter<T>> Emitter<T> for Counted<E> {
     async fn emit(&self, batch: &Batch<T>) -> kinesis_connectors_core::Result<EmitOutcome> {
         let outcome = self.inner.emit(batch).await?;
         if !batch.items.is_empty() {
-            let items = batch.items.len() as u64;
-            let (batches, counted) = match self.stage {
-                Stage::Archive => (&self.counts.objects_written, &self.counts.records_archived),
-                Stage::Load => (&self.counts.manifests_loaded, &self.counts.files_received),
-            };
-            batches.fetch_add(1, Ordering::Relaxed);
-            counted.fetch_add(items, Ordering::Relaxed);
+            let counts = &self.counts;
+            match self.stage {
+                Stage::Archive => {
+                    counts.objects_written.fetch_add(1, Ordering::Relaxed);
+                    let records = batch.items.len() as u64;
+                    counts
+                        .records_archived
+                        .fetch_add(records, Ordering::Relaxed);
+                }
+                Stage::Load => {
+                    counts.manifests_loaded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
         Ok(outcome)
     }
@@ -327,19 +319,23 @@ impl Pipelines {
     /// Waits for both consumers (after `cancel`); fails when one of them
     /// could not run or a shard stopped on an error.
     pub async fn join(self) -> Result<(StreamReport, StreamReport)> {
-        let mut reports = Vec::new();
-        for (name, task) in [("stage 1", self.stage1), ("stage 2", self.stage2)] {
-            let report = task
-                .await
-                .with_context(|| format!("{name} panicked"))?
-                .with_context(|| format!("{name} could not run"))?;
-            example_support::check_report(name, &report)?;
-            reports.push(report);
-        }
-        let stage2 = reports.pop().unwrap_or_default();
-        let stage1 = reports.pop().unwrap_or_default();
+        let stage1 = finished("stage 1", self.stage1).await?;
+        let stage2 = finished("stage 2", self.stage2).await?;
         Ok((stage1, stage2))
     }
+}
+
+/// The report of a stage's consumer task, checked for failed shards.
+async fn finished(
+    name: &str,
+    task: JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
+) -> Result<StreamReport> {
+    let report = task
+        .await
+        .with_context(|| format!("{name} panicked"))?
+        .with_context(|| format!("{name} could not run"))?;
+    example_support::check_report(name, &report)?;
+    Ok(report)
 }
 
 async fn stage1(

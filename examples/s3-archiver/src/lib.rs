@@ -126,14 +126,10 @@ pub async fn run(
         "archiving"
     );
     let report = consumer.run(cancel).await?;
-    let skipped: u64 = report.shards.iter().map(|s| s.stats.records_failed).sum();
+    let totals = report.totals();
     info!(
-        objects = report
-            .shards
-            .iter()
-            .map(|s| s.stats.batches_emitted)
-            .sum::<u64>(),
-        records_skipped = skipped,
+        objects = totals.batches_emitted,
+        records_skipped = totals.records_failed,
         "archiver stopped"
     );
     Ok(report)

@@ -2,11 +2,9 @@
 //! S3 objects of newline-delimited JSON until Ctrl-C (or SIGTERM), then
 //! uploads and checkpoints what it read.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use example_support::{
-    ConfigArgs, check_report, init_tracing, load_config, sdk_config, shutdown_signal,
-};
+use example_support::{ConfigArgs, run_example};
 use s3_archiver::{Config, run};
 
 /// Archives a Kinesis stream into S3 as newline-delimited JSON.
@@ -19,13 +17,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    init_tracing();
     let args = Args::parse();
-    let config: Config = load_config(&args.config.config)?;
-    config
-        .validate()
-        .with_context(|| format!("bad configuration in {}", args.config.config.display()))?;
-    let aws = sdk_config().await;
-    let report = run(&config, &aws, shutdown_signal()).await?;
-    check_report("s3-archiver", &report)
+    run_example("s3-archiver", &args.config, Config::validate, run).await
 }

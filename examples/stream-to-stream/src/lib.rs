@@ -227,17 +227,10 @@ pub async fn run(
         "forwarding"
     );
     let report = consumer.run(cancel).await?;
+    let totals = report.totals();
     info!(
-        records_read = report
-            .shards
-            .iter()
-            .map(|s| s.stats.records_read)
-            .sum::<u64>(),
-        records_filtered = report
-            .shards
-            .iter()
-            .map(|s| s.stats.records_filtered)
-            .sum::<u64>(),
+        records_read = totals.records_read,
+        records_filtered = totals.records_filtered,
         "forwarder stopped"
     );
     Ok(report)

@@ -455,6 +455,28 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The body of a consumer example's `main`: logging, the config file
+/// (checked with `validate`, errors naming the file), the AWS
+/// configuration, Ctrl-C/SIGTERM as the shutdown signal, then `run` until
+/// it returns, and the report checked with [`check_report`].
+pub async fn run_example<C, F>(
+    name: &str,
+    args: &ConfigArgs,
+    validate: impl FnOnce(&C) -> Result<()>,
+    run: F,
+) -> Result<()>
+where
+    C: DeserializeOwned,
+    F: AsyncFnOnce(&C, &SdkConfig, CancellationToken) -> Result<StreamReport>,
+{
+    init_tracing();
+    let config: C = load_config(&args.config)?;
+    validate(&config).with_context(|| format!("bad configuration in {}", args.config.display()))?;
+    let aws = sdk_config().await;
+    let report = run(&config, &aws, shutdown_signal()).await?;
+    check_report(name, &report)
+}
+
 /// Logs each shard's outcome and fails when a shard stopped on an error.
 pub fn check_report(name: &str, report: &StreamReport) -> Result<()> {
     let failures: Vec<String> = report
