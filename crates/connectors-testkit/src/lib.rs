@@ -3,6 +3,7 @@
 mod conformance;
 mod emitters;
 mod fixtures;
+mod in_flight;
 mod lease_conformance;
 mod source;
 
@@ -10,5 +11,6 @@ pub use conformance::{EmitterConformance, checkpoint_store_conformance, emitter_
 pub use emitters::{FailingEmitter, RecordedBatch, RecordingEmitter, RejectingEmitter};
 pub use fixtures::{TEST_APPLICATION, TEST_STREAM, batch, records, shard_context};
 pub use futures::future::BoxFuture;
+pub use in_flight::InFlightProbe;
 pub use lease_conformance::lease_conformance;
 pub use source::{Fault, ScriptedSource};
