@@ -1,7 +1,8 @@
 //! `KinesisEmitter` against a mocked Kinesis client (`aws-smithy-mocks`, no
 //! network): routing, request chunking at 500 records / 5 MiB, per-record
-//! rejections, retries of only the refused entries, error classification, and
-//! the testkit's emitter conformance suite on an in-memory "stream".
+//! rejections, retries of only the refused entries and their backoff delays,
+//! error classification, and the testkit's emitter conformance suite on an
+//! in-memory "stream". Network errors: `network_errors.rs`.
 
 // Test code: helpers may unwrap and panic like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -44,6 +45,8 @@ struct Stream {
     refuse: HashMap<String, usize>,
     /// The stream name or ARN each request named.
     targets: Vec<String>,
+    /// When each request was made (tokio's clock, so paused time counts).
+    times: Vec<tokio::time::Instant>,
 }
 
 type Shared = Arc<Mutex<Stream>>;
@@ -58,6 +61,7 @@ fn stream_rule(stream: &Shared) -> Rule {
             .unwrap()
             .to_owned();
         stream.targets.push(target);
+        stream.times.push(tokio::time::Instant::now());
         let mut results = Vec::new();
         let mut failed = 0;
         let mut datas = Vec::new();
@@ -287,6 +291,59 @@ async fn only_the_refused_entries_are_sent_again() {
     let mut expected = strings(600, "r");
     expected.sort();
     assert_eq!(data, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_records_wait_a_growing_capped_delay() {
+    let stream = Shared::default();
+    // r-2 is refused 5 times, then accepted at the 6th and last attempt.
+    stream.lock().unwrap().refuse = HashMap::from([("r-2".to_owned(), 5)]);
+    let emitter = KinesisEmitter::builder(client(&[stream_rule(&stream)]), STREAM, Utf8Transformer)
+        .retry(RetryPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(400),
+            max_attempts: 6,
+        })
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let outcome = emitter
+        .emit(&batch(shard_context("s"), strings(5, "r"), 1))
+        .await
+        .unwrap();
+    assert!(outcome.rejected.is_empty());
+
+    let stream = stream.lock().unwrap();
+    assert_eq!(stream.requests.len(), 6, "{:?}", stream.requests);
+    assert_eq!(stream.requests[0], strings(5, "r"));
+    assert!(
+        stream.requests[1..]
+            .iter()
+            .all(|r| r == &vec!["r-2".to_owned()]),
+        "only the refused record is sent again: {:?}",
+        stream.requests
+    );
+    assert_eq!(stream.stored.len(), 5);
+    // The first request goes out at once.
+    assert_eq!(stream.times[0], started);
+
+    // Before jitter the delays double from the initial delay and stop at the
+    // maximum: 100, 200, 400, 400, 400 ms. Jitter adds less than as much
+    // again; tokio's timer rounds up to the next millisecond.
+    let gaps: Vec<Duration> = stream.times.windows(2).map(|w| w[1] - w[0]).collect();
+    let bases = [100, 200, 400, 400, 400].map(Duration::from_millis);
+    for (retry, (gap, base)) in gaps.iter().zip(bases).enumerate() {
+        assert!(
+            *gap >= base,
+            "retry {}: waited {gap:?}, less than {base:?} ({gaps:?})",
+            retry + 1
+        );
+        assert!(
+            *gap <= 2 * base + Duration::from_millis(1),
+            "retry {}: waited {gap:?}, more than twice {base:?} ({gaps:?})",
+            retry + 1
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

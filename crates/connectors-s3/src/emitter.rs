@@ -533,9 +533,34 @@ impl<T: Transformer> S3EmitterBuilder<T> {
     /// key template with an unknown placeholder or without `{shard}` and
     /// `{first_seq}`, keys that could exceed S3's 1024 bytes, a part size
     /// outside S3's 5 MiB – 5 GiB, a concurrency of 0, or a KMS key without
-    /// `aws:kms` encryption.
+    /// `aws:kms` encryption. The message names the bucket, so that the
+    /// emitter at fault can be told apart when a program builds several.
     pub fn build(self) -> Result<S3Emitter<T>, Error> {
         validate_bucket(&self.bucket)?;
+        let template = self.check().map_err(|error| match error {
+            Error::Config(problem) => Error::Config(format!("bucket {:?}: {problem}", self.bucket)),
+            other => other,
+        })?;
+        Ok(S3Emitter {
+            client: self.client,
+            bucket: self.bucket,
+            prefix: self.prefix,
+            template,
+            suffix: self.suffix,
+            transformer: self.transformer,
+            delimiter: self.delimiter,
+            gzip: self.gzip,
+            content_type: self.content_type,
+            server_side_encryption: self.server_side_encryption,
+            sse_kms_key_id: self.sse_kms_key_id,
+            storage_class: self.storage_class,
+            part_size: self.part_size,
+            upload_concurrency: self.upload_concurrency,
+        })
+    }
+
+    /// Checks everything but the bucket name; returns the parsed key template.
+    fn check(&self) -> Result<KeyTemplate, Error> {
         let template = KeyTemplate::parse(&self.key_template)?;
         let suffix = if self.gzip {
             format!("{}.gz", self.suffix)
@@ -571,22 +596,7 @@ impl<T: Transformer> S3EmitterBuilder<T> {
                     .to_owned(),
             ));
         }
-        Ok(S3Emitter {
-            client: self.client,
-            bucket: self.bucket,
-            prefix: self.prefix,
-            template,
-            suffix: self.suffix,
-            transformer: self.transformer,
-            delimiter: self.delimiter,
-            gzip: self.gzip,
-            content_type: self.content_type,
-            server_side_encryption: self.server_side_encryption,
-            sse_kms_key_id: self.sse_kms_key_id,
-            storage_class: self.storage_class,
-            part_size: self.part_size,
-            upload_concurrency: self.upload_concurrency,
-        })
+        Ok(template)
     }
 }
 

@@ -13,7 +13,9 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The builder was given a configuration that cannot work.
+    /// The builder was given a configuration that cannot work. The message
+    /// names the bucket (`bucket "logs": part size …`), or quotes the bucket
+    /// name when that is what is wrong.
     #[error("invalid S3 emitter configuration: {0}")]
     Config(String),
 

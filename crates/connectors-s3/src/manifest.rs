@@ -43,7 +43,8 @@ impl<T: Transformer> S3ManifestEmitter<T> {
     /// Uploads through `s3`, then writes manifest records to `stream` (a
     /// stream name, or a stream ARN starting with `arn:`) through `kinesis`.
     ///
-    /// Fails with [`Error::Config`] when `stream` is empty.
+    /// Fails with [`Error::Config`], naming the bucket, when `stream` is
+    /// empty.
     pub fn new(
         s3: S3Emitter<T>,
         kinesis: aws_sdk_kinesis::Client,
@@ -51,9 +52,10 @@ impl<T: Transformer> S3ManifestEmitter<T> {
     ) -> Result<Self, Error> {
         let stream = stream.into();
         if stream.trim().is_empty() {
-            return Err(Error::Config(
-                "the manifest stream name is empty".to_owned(),
-            ));
+            return Err(Error::Config(format!(
+                "manifest emitter for bucket {:?}: the manifest stream name is empty",
+                s3.bucket()
+            )));
         }
         Ok(Self {
             s3,

@@ -1,7 +1,8 @@
 //! `S3Emitter` and `S3ManifestEmitter` against mocked S3 and Kinesis clients
 //! (`aws-smithy-mocks`, no network): request building, key names, gzip,
-//! multipart split and abort, error classification, rejected items, and the
-//! testkit's emitter conformance suite on an in-memory "bucket".
+//! multipart split, abort and part-upload concurrency, error classification,
+//! rejected items, and the testkit's emitter conformance suite on an
+//! in-memory "bucket". Network errors: `network_errors.rs`.
 
 // Test code: helpers may unwrap and panic like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -24,7 +25,7 @@ use kinesis_connectors_core::{
     Batch, Emitter, Position, Result as CoreResult, SequenceNumber, Transformer, Utf8Transformer,
 };
 use kinesis_connectors_s3::{Error, S3Emitter, S3ManifestEmitter};
-use kinesis_connectors_testkit::{EmitterConformance, batch, shard_context};
+use kinesis_connectors_testkit::{EmitterConformance, InFlightProbe, batch, shard_context};
 
 const BUCKET: &str = "test-bucket";
 
@@ -36,6 +37,7 @@ struct Object {
     content_type: Option<String>,
     storage_class: Option<StorageClass>,
     encryption: Option<ServerSideEncryption>,
+    kms_key_id: Option<String>,
     multipart: bool,
 }
 
@@ -76,6 +78,7 @@ fn bucket_rules(bucket: &Shared, failures: Vec<Rule>) -> Vec<Rule> {
                     content_type: input.content_type().map(str::to_owned),
                     storage_class: input.storage_class().cloned(),
                     encryption: input.server_side_encryption().cloned(),
+                    kms_key_id: input.ssekms_key_id().map(str::to_owned),
                     multipart: false,
                 },
             );
@@ -96,6 +99,7 @@ fn bucket_rules(bucket: &Shared, failures: Vec<Rule>) -> Vec<Rule> {
                 content_type: input.content_type().map(str::to_owned),
                 storage_class: input.storage_class().cloned(),
                 encryption: input.server_side_encryption().cloned(),
+                kms_key_id: input.ssekms_key_id().map(str::to_owned),
                 multipart: true,
             };
             bucket
@@ -231,6 +235,7 @@ async fn a_batch_becomes_one_object_named_after_it() {
     assert_eq!(object.content_encoding, None);
     assert_eq!(object.storage_class, Some(StorageClass::StandardIa));
     assert_eq!(object.encryption, Some(ServerSideEncryption::Aes256));
+    assert_eq!(object.kms_key_id, None);
 }
 
 #[tokio::test]
@@ -434,6 +439,110 @@ async fn large_objects_are_split_into_parts_in_order() {
     assert_eq!(lines(&object.body), items);
 }
 
+#[tokio::test(start_paused = true)]
+async fn part_uploads_respect_the_concurrency_bound() {
+    // 28 items of 1 MiB (+ newline each): 28 MiB + 28 bytes → 6 parts of at
+    // most 5 MiB.
+    let items = big_items(28, MIB);
+    // (upload_concurrency, most requests in flight at once)
+    for (concurrency, peak) in [(1, 1), (2, 2), (4, 4), (8, 6)] {
+        let bucket = Shared::default();
+        // Every request is held 50 ms (paused time: no wall-clock cost), so
+        // requests the emitter sends together overlap.
+        let probe = InFlightProbe::new(Duration::from_millis(50));
+        let rules = bucket_rules(&bucket, Vec::new());
+        let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &rules, |c| c
+            .retry_config(RetryConfig::disabled())
+            .http_client(probe.wrap(aws_smithy_mocks::create_mock_http_client())));
+        let emitter = S3Emitter::builder(client, BUCKET, Utf8Transformer)
+            .part_size(5 * MIB)
+            .upload_concurrency(concurrency)
+            .build()
+            .unwrap();
+        let upload = emitter
+            .upload(&dated_batch(items.clone(), 1))
+            .await
+            .unwrap();
+        assert!(upload.multipart);
+        let key = upload.object.unwrap().key;
+
+        let bucket = bucket.lock().unwrap();
+        // CreateMultipartUpload before the parts and CompleteMultipartUpload
+        // after them, one at a time: only UploadPart requests overlap.
+        assert_eq!(
+            bucket.calls.first().unwrap(),
+            &format!("CreateMultipartUpload {key}")
+        );
+        assert_eq!(
+            bucket.calls.last().unwrap(),
+            &format!("CompleteMultipartUpload {key}")
+        );
+        let parts = bucket
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("UploadPart"))
+            .count();
+        assert_eq!(parts, 6, "{:?}", bucket.calls);
+        assert_eq!(probe.requests(), 8, "create + 6 parts + complete");
+        assert_eq!(
+            probe.peak(),
+            peak,
+            "upload_concurrency({concurrency}) with 6 parts"
+        );
+        assert_eq!(lines(&bucket.objects[&key].body), items);
+    }
+}
+
+#[tokio::test]
+async fn encryption_kms_key_and_storage_class_reach_both_upload_paths() {
+    let bucket = Shared::default();
+    let emitter = S3Emitter::builder(
+        s3_client(&bucket_rules(&bucket, Vec::new())),
+        BUCKET,
+        Utf8Transformer,
+    )
+    .server_side_encryption(ServerSideEncryption::AwsKms)
+    .sse_kms_key_id("alias/archive")
+    .storage_class(StorageClass::StandardIa)
+    .content_type("text/plain")
+    .part_size(5 * MIB)
+    .build()
+    .unwrap();
+    // One small batch (PutObject), one of 6 MiB (CreateMultipartUpload).
+    let small = emitter
+        .upload(&dated_batch(strings(2, "s"), 1))
+        .await
+        .unwrap();
+    let large = emitter
+        .upload(&dated_batch(big_items(6, MIB), 100))
+        .await
+        .unwrap();
+    assert!(!small.multipart);
+    assert!(large.multipart);
+
+    let bucket = bucket.lock().unwrap();
+    for (upload, multipart) in [(small, false), (large, true)] {
+        let object = &bucket.objects[&upload.object.unwrap().key];
+        assert_eq!(object.multipart, multipart);
+        assert_eq!(
+            object.encryption,
+            Some(ServerSideEncryption::AwsKms),
+            "multipart: {multipart}"
+        );
+        assert_eq!(
+            object.kms_key_id.as_deref(),
+            Some("alias/archive"),
+            "multipart: {multipart}"
+        );
+        assert_eq!(
+            object.storage_class,
+            Some(StorageClass::StandardIa),
+            "multipart: {multipart}"
+        );
+        assert_eq!(object.content_type.as_deref(), Some("text/plain"));
+    }
+}
+
 #[tokio::test]
 async fn a_batch_at_the_part_size_is_a_single_put() {
     let bucket = Shared::default();
@@ -609,9 +718,7 @@ async fn errors_are_classified_and_name_the_bucket_and_key() {
         assert_eq!(err.is_retryable(), retryable, "{err}");
         let text = err.to_string();
         assert!(text.contains("the-bucket"), "{text}");
-        if !matches!(err, Error::NoSuchBucket { .. }) {
-            assert!(text.contains(&key), "{text}");
-        }
+        assert!(text.contains(&key), "{text}");
         let core = emitter.emit(&b).await.unwrap_err();
         assert_eq!(core.is_retryable(), retryable, "{core}");
     }
@@ -629,38 +736,64 @@ fn bad_configurations_are_refused_clearly() {
             .unwrap_err()
             .to_string()
     };
-    let cases: Vec<(String, &str)> = vec![
+    // The bucket name itself is wrong: the message quotes it (when there is one).
+    let bucket_cases: Vec<(String, &str)> = vec![
         (build("", |b| b), "bucket name is empty"),
-        (build("s3://b/p", |b| b), "is a URL"),
-        (build("a/b", |b| b), "not a bucket name"),
+        (build("s3://b/p", |b| b), "bucket \"s3://b/p\" is a URL"),
+        (build("a/b", |b| b), "bucket \"a/b\" is not a bucket name"),
+    ];
+    // Anything else: the message names the bucket of the emitter at fault.
+    let named = |f| build("archive-bucket", f);
+    let other_cases: Vec<(String, &str)> = vec![
         (
-            build(BUCKET, |b| {
-                b.key_template("{prefix}/{shard}/{first_seq}/{hour}")
-            }),
+            named(|b| b.key_template("{prefix}/{shard}/{first_seq}/{hour}")),
             "unknown placeholder {hour}",
         ),
         (
-            build(BUCKET, |b| b.key_template("{prefix}/{first_seq}")),
-            "lacks {shard}",
+            named(|b| b.key_template("{prefix}/{shard}/{first_seq")),
+            "is not closed",
         ),
         (
-            build(BUCKET, |b| b.part_size(5 * MIB - 1)),
-            "below S3's minimum",
+            named(|b| b.key_template("{prefix}/{first_seq}")),
+            "lacks {shard}",
         ),
-        (build(BUCKET, |b| b.upload_concurrency(0)), "at least 1"),
-        (build(BUCKET, |b| b.prefix("p".repeat(1000))), "1024"),
-        (build(BUCKET, |b| b.sse_kms_key_id("k")), "KMS key"),
+        (named(|b| b.part_size(5 * MIB - 1)), "below S3's minimum"),
+        (
+            named(|b| b.part_size(kinesis_connectors_s3::MAX_PART_SIZE + 1)),
+            "above S3's maximum",
+        ),
+        (named(|b| b.upload_concurrency(0)), "at least 1"),
+        (named(|b| b.prefix("p".repeat(1000))), "1024"),
+        (named(|b| b.sse_kms_key_id("k")), "KMS key"),
     ];
-    for (message, needle) in cases {
+    for (message, needle) in bucket_cases.iter().chain(&other_cases) {
         assert!(
             message.contains(needle),
             "{message:?} should mention {needle:?}"
         );
         assert!(
-            message.starts_with("invalid S3 emitter configuration"),
+            message.starts_with("invalid S3 emitter configuration: "),
             "{message}"
         );
     }
+    for (message, _) in &other_cases {
+        assert!(
+            message.starts_with("invalid S3 emitter configuration: bucket \"archive-bucket\": "),
+            "{message}"
+        );
+    }
+    // Converted for the consumer loop, the message keeps the bucket.
+    let core = kinesis_connectors_core::Error::from(
+        S3Emitter::builder(client.clone(), "archive-bucket", Utf8Transformer)
+            .upload_concurrency(0)
+            .build()
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(core, kinesis_connectors_core::Error::Config(_)),
+        "{core:?}"
+    );
+    assert!(core.to_string().contains("\"archive-bucket\""), "{core}");
     assert!(
         S3Emitter::builder(client, BUCKET, Utf8Transformer)
             .server_side_encryption(ServerSideEncryption::AwsKms)
@@ -824,16 +957,18 @@ async fn manifest_failures_are_classified_and_name_the_object() {
         // The object itself was written.
         assert!(bucket.lock().unwrap().objects.contains_key(&key));
     }
-    assert!(
-        S3ManifestEmitter::new(
-            S3Emitter::builder(s3_client(&[]), BUCKET, Utf8Transformer)
-                .build()
-                .unwrap(),
-            kinesis_client(&Manifest::default(), Vec::new()),
-            " "
-        )
-        .is_err()
-    );
+    let err = S3ManifestEmitter::new(
+        S3Emitter::builder(s3_client(&[]), BUCKET, Utf8Transformer)
+            .build()
+            .unwrap(),
+        kinesis_client(&Manifest::default(), Vec::new()),
+        " ",
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("manifest stream name is empty"), "{text}");
+    assert!(text.contains(&format!("bucket {BUCKET:?}")), "{text}");
 }
 
 #[tokio::test]
