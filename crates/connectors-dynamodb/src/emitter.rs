@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use kinesis_connectors_core::{Batch, BoxError, EmitOutcome, Emitter, RejectedItem, RetryPolicy};
 use serde::Serialize;
 use tracing::{debug, warn};
@@ -41,8 +43,9 @@ pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DynamoDbEmitterStats {
-    /// Items written (each collapsed duplicate counts once, as the item
-    /// that was written).
+    /// Items DynamoDB confirmed written (each collapsed duplicate counts
+    /// once, as the item that was written). Items of a failed batch that
+    /// were written count now, and again when the batch is emitted again.
     pub items_written: u64,
     /// Items replaced by a later item with the same primary key in the same
     /// batch (batch mode).
@@ -78,14 +81,19 @@ fn add(counter: &AtomicU64, n: usize) {
 ///   one (DynamoDB refuses a `BatchWriteItem` with duplicate keys, and the
 ///   last one is what writing them in order would leave).
 /// - The rest goes out with `BatchWriteItem` in chunks of at most 25 items
-///   and 16 MB, up to [`max_in_flight`](DynamoDbEmitterBuilder::max_in_flight)
-///   chunks at a time.
+///   and 16 MiB ([`MAX_REQUEST_BYTES`](crate::MAX_REQUEST_BYTES)), up to
+///   [`max_in_flight`](DynamoDbEmitterBuilder::max_in_flight) chunks at a
+///   time.
 /// - `UnprocessedItems` are sent again with capped exponential backoff and
 ///   jitter; so are throttled (`ProvisionedThroughputExceededException`,
-///   `ThrottlingException`, `RequestLimitExceeded`) and transient failures.
-///   When the [`retry`](DynamoDbEmitterBuilder::retry) policy runs out the
-///   batch fails with a retryable error naming how many items are left, and
-///   the consumer retries the batch. Validation errors fail the batch for good.
+///   `ThrottlingException`, `RequestLimitExceeded`) and transient failures
+///   (timeouts, connection errors, 5xx). When the
+///   [`retry`](DynamoDbEmitterBuilder::retry) policy of a chunk runs out, no
+///   further chunk starts, the chunks in flight finish, and the batch fails
+///   with a retryable error; for unprocessed items,
+///   [`DynamoDbError::UnprocessedItems`] names how many items of the batch
+///   are not confirmed written. The consumer then emits the whole batch
+///   again. Validation errors fail the batch for good.
 /// - An item that cannot be converted, is over 400 KB, or has a missing or
 ///   invalid key attribute is returned in
 ///   [`EmitOutcome::rejected`](kinesis_connectors_core::EmitOutcome) for the
@@ -229,6 +237,7 @@ impl<T> DynamoDbEmitter<T> {
     async fn write_batches(&self, prepared: Vec<Prepared>) -> Result<()> {
         let (items, collapsed) = collapse_duplicates(prepared);
         add(&self.counters.duplicates_collapsed, collapsed);
+        let batch_items = items.len();
         let ranges = chunk_ranges(
             items.iter().map(wire_size),
             MAX_BATCH_ITEMS,
@@ -236,7 +245,7 @@ impl<T> DynamoDbEmitter<T> {
         );
         debug!(
             table = %self.table,
-            items = items.len(),
+            items = batch_items,
             collapsed,
             chunks = ranges.len(),
             "writing with BatchWriteItem"
@@ -259,18 +268,37 @@ impl<T> DynamoDbEmitter<T> {
                 .collect::<Result<Vec<_>>>()?;
             chunks.push(chunk);
         }
-        let mut writes = futures::stream::iter(chunks.into_iter().map(|c| self.write_chunk(c)))
-            .buffer_unordered(self.max_in_flight);
-        while let Some(result) = writes.next().await {
-            result?;
-        }
-        Ok(())
+        let (failures, unsent) =
+            run_bounded(self.max_in_flight, chunks, |chunk| self.write_chunk(chunk)).await;
+        let not_written = failures
+            .iter()
+            .map(ChunkFailure::unconfirmed)
+            .sum::<usize>()
+            + unsent.map(|chunk| chunk.len()).sum::<usize>();
+        let Some(failure) = first_to_report(failures, ChunkFailure::is_retryable) else {
+            return Ok(());
+        };
+        debug!(
+            table = %self.table,
+            not_written,
+            batch_items,
+            "items not confirmed written"
+        );
+        Err(match failure {
+            ChunkFailure::Unprocessed { left, attempts } => DynamoDbError::UnprocessedItems {
+                table: self.table.clone(),
+                not_written,
+                batch_items,
+                left,
+                attempts,
+            },
+            ChunkFailure::Request { error, .. } => error,
+        })
     }
 
     /// Writes one chunk, sending unprocessed items again until none is left
     /// or the retry policy runs out.
-    async fn write_chunk(&self, chunk: Vec<WriteRequest>) -> Result<()> {
-        let total = chunk.len();
+    async fn write_chunk(&self, chunk: Vec<WriteRequest>) -> std::result::Result<(), ChunkFailure> {
         let mut pending = chunk;
         let mut delays = self.delays();
         let mut attempt = 0u32;
@@ -288,14 +316,15 @@ impl<T> DynamoDbEmitter<T> {
                         .unprocessed_items
                         .and_then(|mut tables| tables.remove(&self.table))
                         .unwrap_or_default();
+                    add(
+                        &self.counters.items_written,
+                        pending.len().saturating_sub(left.len()),
+                    );
                     if left.is_empty() {
-                        add(&self.counters.items_written, total);
                         return Ok(());
                     }
                     if attempt >= self.retry.max_attempts {
-                        add(&self.counters.items_written, total - left.len().min(total));
-                        return Err(DynamoDbError::UnprocessedItems {
-                            table: self.table.clone(),
+                        return Err(ChunkFailure::Unprocessed {
                             left: left.len(),
                             attempts: attempt,
                         });
@@ -316,13 +345,16 @@ impl<T> DynamoDbEmitter<T> {
                             || e.is_request_limit_exceeded()
                     });
                     if !kind.is_retryable() || attempt >= self.retry.max_attempts {
-                        return Err(DynamoDbError::request(
-                            "BatchWriteItem",
-                            &self.table,
-                            attempt,
-                            kind,
-                            error,
-                        ));
+                        return Err(ChunkFailure::Request {
+                            error: DynamoDbError::request(
+                                "BatchWriteItem",
+                                &self.table,
+                                attempt,
+                                kind,
+                                error,
+                            ),
+                            pending: pending.len(),
+                        });
                     }
                     log_retry("BatchWriteItem", &self.table, attempt, kind, &error);
                 }
@@ -333,7 +365,8 @@ impl<T> DynamoDbEmitter<T> {
     }
 
     /// Conditional mode: one `PutItem` per item; items sharing a key go one
-    /// after the other in batch order, different keys concurrently.
+    /// after the other in batch order, different keys concurrently. After a
+    /// failure no put starts; the ones in flight finish.
     async fn write_conditional(
         &self,
         condition: &ConditionalPut,
@@ -351,17 +384,25 @@ impl<T> DynamoDbEmitter<T> {
             }
         }
         debug!(table = %self.table, keys = groups.len(), "writing with conditional PutItem");
-        let mut writes = futures::stream::iter(groups.into_iter().map(|group| async move {
+        let failed = AtomicBool::new(false);
+        let failed = &failed;
+        let (failures, _unsent) = run_bounded(self.max_in_flight, groups, |group| async move {
             for item in group {
-                self.put_conditional(condition, item).await?;
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Err(error) = self.put_conditional(condition, item).await {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(error);
+                }
             }
-            Ok::<(), DynamoDbError>(())
-        }))
-        .buffer_unordered(self.max_in_flight);
-        while let Some(result) = writes.next().await {
-            result?;
+            Ok(())
+        })
+        .await;
+        match first_to_report(failures, DynamoDbError::is_retryable) {
+            Some(error) => Err(error),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn put_conditional(&self, condition: &ConditionalPut, item: Item) -> Result<()> {
@@ -433,6 +474,81 @@ fn log_retry<E: std::error::Error + 'static, R: fmt::Debug>(
         error = %aws_sdk_dynamodb::error::DisplayErrorContext(error),
         "{operation} failed; retrying"
     );
+}
+
+/// Why a chunk of a batch was not completely written.
+enum ChunkFailure {
+    /// DynamoDB still left `left` items unprocessed after `attempts` sends.
+    Unprocessed { left: usize, attempts: u32 },
+    /// A request failed while `pending` items of the chunk were not written.
+    Request {
+        error: DynamoDbError,
+        pending: usize,
+    },
+}
+
+impl ChunkFailure {
+    /// Items of the chunk not confirmed written.
+    fn unconfirmed(&self) -> usize {
+        match self {
+            Self::Unprocessed { left, .. } => *left,
+            Self::Request { pending, .. } => *pending,
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unprocessed { .. } => true,
+            Self::Request { error, .. } => error.is_retryable(),
+        }
+    }
+}
+
+/// Runs `start(input)` for each input, at most `max_in_flight` at a time.
+/// After the first failure no more start and the ones in flight finish, so
+/// nothing is left half-done. Returns every failure, in the order they
+/// came, and the inputs never started.
+async fn run_bounded<I, F, Fut, E>(
+    max_in_flight: usize,
+    inputs: I,
+    mut start: F,
+) -> (Vec<E>, I::IntoIter)
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future<Output = std::result::Result<(), E>>,
+{
+    let mut inputs = inputs.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let mut failures = Vec::new();
+    loop {
+        while failures.is_empty() && in_flight.len() < max_in_flight {
+            match inputs.next() {
+                Some(input) => in_flight.push(start(input)),
+                None => break,
+            }
+        }
+        match in_flight.next().await {
+            Some(Ok(())) => {}
+            Some(Err(failure)) => failures.push(failure),
+            None => return (failures, inputs),
+        }
+    }
+}
+
+/// The failure a batch reports: the first one, unless it is retryable and
+/// a later one is not (retrying the batch would then be in vain).
+fn first_to_report<E>(failures: Vec<E>, is_retryable: impl Fn(&E) -> bool) -> Option<E> {
+    let mut failures = failures.into_iter();
+    let first = failures.next()?;
+    if !is_retryable(&first) {
+        return Some(first);
+    }
+    Some(
+        failures
+            .find(|failure| !is_retryable(failure))
+            .unwrap_or(first),
+    )
 }
 
 #[async_trait]
@@ -538,7 +654,8 @@ impl<T> DynamoDbEmitterBuilder<T> {
 
     /// How many requests of one batch may be in flight at once (default 4,
     /// at least 1): `BatchWriteItem` chunks, or `PutItem` calls in
-    /// conditional mode.
+    /// conditional mode. A chunk's resends of unprocessed items and retries
+    /// stay within its slot.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n;
         self
@@ -645,5 +762,61 @@ mod tests {
             validate_table_name("arn:aws:dynamodb:us-east-1:123456789012:table/orders").is_ok()
         );
         assert!(validate_table_name("arn:aws:s3:::bucket").is_err());
+    }
+
+    #[test]
+    fn a_permanent_failure_is_reported_before_retryable_ones() {
+        let retryable = |e: &(&str, bool)| e.1;
+        assert_eq!(first_to_report(Vec::new(), retryable), None);
+        assert_eq!(
+            first_to_report(vec![("a", true), ("b", true)], retryable),
+            Some(("a", true))
+        );
+        assert_eq!(
+            first_to_report(vec![("a", true), ("b", false), ("c", false)], retryable),
+            Some(("b", false))
+        );
+        assert_eq!(
+            first_to_report(vec![("a", false), ("b", false)], retryable),
+            Some(("a", false))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_bounded_starts_nothing_after_a_failure_and_lets_the_rest_finish() {
+        // Input n sleeps n ms; 2 fails. With 3 in flight: 1, 2 and 3 start;
+        // 1 ends at 1 ms and 4 starts; 2 fails at 2 ms; 3 and 4 still finish
+        // (at 3 and 5 ms); 5 never starts.
+        let started = std::sync::Mutex::new(Vec::new());
+        let finished = std::sync::Mutex::new(Vec::new());
+        let (failures, unsent) = run_bounded(3, 1..=5u64, |n| {
+            started.lock().unwrap().push(n);
+            let finished = &finished;
+            async move {
+                tokio::time::sleep(Duration::from_millis(n)).await;
+                finished.lock().unwrap().push(n);
+                if n == 2 { Err(n) } else { Ok(()) }
+            }
+        })
+        .await;
+        assert_eq!(failures, [2]);
+        assert_eq!(unsent.collect::<Vec<_>>(), [5]);
+        assert_eq!(*started.lock().unwrap(), [1, 2, 3, 4]);
+        assert_eq!(*finished.lock().unwrap(), [1, 2, 3, 4]);
+
+        // Without failures everything runs, at most 2 at a time.
+        let running = AtomicU64::new(0);
+        let peak = AtomicU64::new(0);
+        let (failures, mut unsent) = run_bounded(2, 0..7u64, |_| async {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok::<(), ()>(())
+        })
+        .await;
+        assert!(failures.is_empty());
+        assert_eq!(unsent.next(), None);
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
     }
 }

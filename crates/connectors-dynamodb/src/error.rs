@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use kinesis_connectors_core::BoxError;
 
@@ -59,6 +60,13 @@ pub enum DynamoDbError {
 
     /// A `BatchWriteItem` or `PutItem` request failed (after the emitter's
     /// own retries, for retryable failures).
+    ///
+    /// It ends the batch: no further request of the batch starts, the ones
+    /// in flight finish. When it is retryable the consumer emits the whole
+    /// batch again; every write is a full put of an item under its key, so
+    /// writing the items that were already written again leaves the table
+    /// as it was. This error does not count items; in batch mode the
+    /// emitter logs how many were not confirmed written (`debug` level).
     #[error(
         "{operation} on table `{table}` failed after {attempts} attempt(s) ({kind}{}): {message}",
         code.as_deref().map(|c| format!(", {c}")).unwrap_or_default()
@@ -81,17 +89,32 @@ pub enum DynamoDbError {
         source: BoxError,
     },
 
-    /// DynamoDB kept answering with `UnprocessedItems` (throttling on a
-    /// partition, usually) until the emitter's retries ran out.
+    /// DynamoDB kept answering a chunk's `BatchWriteItem` with
+    /// `UnprocessedItems` (throttling on a partition, usually) until the
+    /// emitter's retries of that chunk ran out.
+    ///
+    /// Retryable: the consumer emits the whole batch again. The items that
+    /// were written are put again under the same keys, which leaves the
+    /// table as it was.
     #[error(
-        "{left} item(s) still unprocessed by table `{table}` after {attempts} BatchWriteItem attempt(s)"
+        "{not_written} of {batch_items} item(s) not confirmed written to table `{table}`: \
+         DynamoDB left {left} unprocessed after {attempts} BatchWriteItem attempt(s)"
     )]
     UnprocessedItems {
         /// The table written to.
         table: String,
-        /// How many items of the chunk were still not written.
+        /// Items of the batch not confirmed written: what DynamoDB left
+        /// unprocessed in every chunk that gave up, every item of a chunk
+        /// whose request failed, and every item of the chunks never sent (no
+        /// chunk starts after a failure; the ones in flight finish).
+        not_written: usize,
+        /// Items the batch had to write: its items minus the rejected ones
+        /// and the collapsed duplicates.
+        batch_items: usize,
+        /// Items DynamoDB left unprocessed in its last answer to the chunk
+        /// that gave up first.
         left: usize,
-        /// How many times the chunk (or what was left of it) was sent.
+        /// How many times that chunk (or what was left of it) was sent.
         attempts: u32,
     },
 
@@ -217,11 +240,13 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestTimeoutException",
 ];
 
-/// Classifies an SDK error by its transport class and its service error
-/// code; `throttled` tells whether the operation's modeled error is one of its
-/// throttling variants (which holds even when no code was sent).
-pub(crate) fn classify<E, R>(
-    error: &SdkError<E, R>,
+/// Classifies an SDK error by its transport class, its service error code
+/// and, for codes it does not know, its HTTP status (a proxy or load balancer
+/// answering 502, 503, 504 or 429 sends no DynamoDB code); `throttled` tells
+/// whether the operation's modeled error is one of its throttling variants
+/// (which holds even when no code was sent).
+pub(crate) fn classify<E>(
+    error: &SdkError<E, HttpResponse>,
     throttled: impl Fn(&E) -> bool,
 ) -> RequestErrorKind
 where
@@ -235,7 +260,17 @@ where
         SdkError::ServiceError(service) => match service.err().code() {
             Some(code) if THROTTLING_CODES.contains(&code) => RequestErrorKind::Throttled,
             Some(code) if TRANSIENT_CODES.contains(&code) => RequestErrorKind::Transient,
-            _ => RequestErrorKind::Permanent,
+            code => {
+                let status = service.raw().status();
+                let known = code.is_some_and(|code| !code.is_empty());
+                if status.as_u16() == 429 && !known {
+                    RequestErrorKind::Throttled
+                } else if status.is_server_error() {
+                    RequestErrorKind::Transient
+                } else {
+                    RequestErrorKind::Permanent
+                }
+            }
         },
         // ConstructionFailure (the request could not be built) and future variants.
         _ => RequestErrorKind::Permanent,
@@ -250,11 +285,17 @@ mod tests {
     fn retryable_classification() {
         let unprocessed = DynamoDbError::UnprocessedItems {
             table: "t".into(),
-            left: 3,
+            not_written: 12,
+            batch_items: 60,
+            left: 2,
             attempts: 5,
         };
         assert!(unprocessed.is_retryable());
-        assert!(unprocessed.to_string().contains("3 item(s)"));
+        assert_eq!(
+            unprocessed.to_string(),
+            "12 of 60 item(s) not confirmed written to table `t`: \
+             DynamoDB left 2 unprocessed after 5 BatchWriteItem attempt(s)"
+        );
         assert!(!DynamoDbError::Config("x".into()).is_retryable());
         assert!(!DynamoDbError::ItemTooLarge { size: 500_000 }.is_retryable());
         assert!(RequestErrorKind::Throttled.is_retryable());
@@ -266,6 +307,8 @@ mod tests {
     fn converts_into_the_core_error() {
         let core: kinesis_connectors_core::Error = DynamoDbError::UnprocessedItems {
             table: "t".into(),
+            not_written: 1,
+            batch_items: 1,
             left: 1,
             attempts: 2,
         }

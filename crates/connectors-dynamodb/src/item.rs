@@ -17,7 +17,7 @@ pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// Items per `BatchWriteItem` request (a service limit).
 pub const MAX_BATCH_ITEMS: usize = 25;
 
-/// The largest `BatchWriteItem` request payload (a service limit: 16 MB).
+/// The largest `BatchWriteItem` request payload (a service limit: 16 MiB).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// Room left in each request for the envelope around the items (table name,

@@ -1,11 +1,13 @@
 //! The emitter against scripted DynamoDB answers (`aws-smithy-mocks`), for
 //! what an emulator cannot show: unprocessed items, throttling, chunking,
-//! duplicate keys, oversized and unconvertible items, conditional puts. Also
-//! the testkit's emitter conformance suite on an in-memory mock table.
+//! duplicate keys, oversized and unconvertible items, conditional puts, the
+//! bound on requests in flight (through the testkit's `InFlightProbe`). Also
+//! the testkit's emitter conformance suite on an in-memory mock table, and a
+//! real client pointed at a closed local port for connection failures.
 //!
-//! SDK retries are disabled in every mock client, so each scripted answer
-//! is one attempt of the emitter's own retry loop; tokio time is paused, so
-//! backoff sleeps take no wall-clock time.
+//! SDK retries are disabled in every client, so each scripted answer is one
+//! attempt of the emitter's own retry loop; tokio time is paused (except for
+//! the closed-port test), so backoff sleeps take no wall-clock time.
 
 // Test code: helpers may unwrap and panic like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::ErrorMetadata;
 use aws_sdk_dynamodb::operation::batch_write_item::{
     BatchWriteItemError, BatchWriteItemInput, BatchWriteItemOutput,
@@ -29,9 +33,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, RetryPolicy};
 use kinesis_connectors_dynamodb::{
-    ConditionalPut, DynamoDbEmitter, DynamoDbError, Item, MAX_REQUEST_BYTES,
+    ConditionalPut, DynamoDbEmitter, DynamoDbError, Item, MAX_REQUEST_BYTES, RequestErrorKind,
 };
-use kinesis_connectors_testkit::{EmitterConformance, batch, shard_context};
+use kinesis_connectors_testkit::{EmitterConformance, InFlightProbe, batch, shard_context};
 use serde::Serialize;
 
 const TABLE: &str = "events";
@@ -169,6 +173,25 @@ const THROTTLING_CODES: [&str; 3] = [
     "RequestLimitExceeded",
 ];
 
+fn validation_error() -> BatchWriteItemError {
+    BatchWriteItemError::generic(
+        ErrorMetadata::builder()
+            .code("ValidationException")
+            .message("One or more parameter values were invalid")
+            .build(),
+    )
+}
+
+/// The emitter's own error inside the core's `Error::Emit`.
+fn dynamodb_error(error: &kinesis_connectors_core::Error) -> &DynamoDbError {
+    match error {
+        kinesis_connectors_core::Error::Emit { source, .. } => source
+            .downcast_ref::<DynamoDbError>()
+            .unwrap_or_else(|| panic!("not a DynamoDbError: {source}")),
+        other => panic!("not an emit error: {other}"),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // UnprocessedItems
 // ---------------------------------------------------------------------------
@@ -225,15 +248,189 @@ async fn unprocessed_items_past_the_limit_fail_retryable_naming_how_many() {
     let events: Vec<Event> = (0..5).map(|i| event(&format!("e{i}"), i)).collect();
     let error = emitter.emit(&events_batch(events)).await.unwrap_err();
     assert!(error.is_retryable(), "{error}");
-    let text = error.to_string();
-    assert!(
-        text.contains("2 item(s) still unprocessed") && text.contains("after 5"),
-        "{text}"
+    assert_eq!(
+        dynamodb_error(&error).to_string(),
+        "2 of 5 item(s) not confirmed written to table `events`: \
+         DynamoDB left 2 unprocessed after 5 BatchWriteItem attempt(s)"
     );
     assert_eq!(
         calls.lock().unwrap().len(),
         FAST_RETRY.max_attempts as usize
     );
+    assert_eq!(emitter.stats().items_written, 3);
+}
+
+/// Leaves the items with these ids unprocessed in every answer.
+fn never_processing(ids: &'static [&'static str]) -> (Rule, Arc<Mutex<Vec<Vec<WriteRequest>>>>) {
+    recording_rule(move |_, input| {
+        let left: Vec<WriteRequest> = requests(input)
+            .into_iter()
+            .filter(|r| ids.contains(&id_of(r.put_request().unwrap().item()).as_str()))
+            .collect();
+        BatchWriteItemOutput::builder()
+            .unprocessed_items(TABLE, left)
+            .build()
+    })
+}
+
+fn sixty_events() -> Vec<Event> {
+    (0..60).map(|i| event(&format!("e{i:02}"), i)).collect()
+}
+
+/// Whether a recorded request carried the item with this id.
+fn carries(call: &[WriteRequest], id: &str) -> bool {
+    items(call).iter().any(|item| id_of(item) == id)
+}
+
+#[tokio::test(start_paused = true)]
+async fn unprocessed_items_error_counts_the_chunks_never_sent() {
+    // Chunks e00..e24, e25..e49, e50..e59, one at a time: the second keeps
+    // two items unprocessed, so the third is never sent.
+    let (rule, calls) = never_processing(&["e25", "e26"]);
+    let emitter = DynamoDbEmitter::<Event>::builder(client(RuleMode::MatchAny, &[&rule]), TABLE)
+        .key_attributes(["id"])
+        .retry(FAST_RETRY)
+        .max_in_flight(1)
+        .build()
+        .unwrap();
+    let error = emitter
+        .emit(&events_batch(sixty_events()))
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    match dynamodb_error(&error) {
+        DynamoDbError::UnprocessedItems {
+            not_written,
+            batch_items,
+            left,
+            attempts,
+            ..
+        } => assert_eq!(
+            (*not_written, *batch_items, *left, *attempts),
+            (12, 60, 2, 5)
+        ),
+        other => panic!("not UnprocessedItems: {other}"),
+    }
+    assert_eq!(
+        dynamodb_error(&error).to_string(),
+        "12 of 60 item(s) not confirmed written to table `events`: \
+         DynamoDB left 2 unprocessed after 5 BatchWriteItem attempt(s)"
+    );
+    let calls = calls.lock().unwrap();
+    assert_eq!(
+        calls.len(),
+        1 + 5,
+        "the first chunk once, the second five times"
+    );
+    assert!(
+        !calls.iter().any(|c| carries(c, "e50")),
+        "no chunk starts after a failure"
+    );
+    assert_eq!(emitter.stats().items_written, 25 + 23);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unprocessed_items_error_counts_only_what_is_left_when_every_chunk_was_sent() {
+    // All three chunks in flight at once (default max_in_flight 4); the first
+    // keeps two items unprocessed, the others are written.
+    let (rule, calls) = never_processing(&["e00", "e01"]);
+    let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
+    let error = emitter
+        .emit(&events_batch(sixty_events()))
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert!(
+        dynamodb_error(&error)
+            .to_string()
+            .starts_with("2 of 60 item(s) not confirmed written"),
+        "{error}"
+    );
+    assert_eq!(calls.lock().unwrap().len(), 5 + 1 + 1);
+    assert_eq!(emitter.stats().items_written, 58);
+}
+
+#[tokio::test(start_paused = true)]
+async fn chunks_in_flight_finish_after_another_fails() {
+    // Two chunks in flight: the first fails for good at once; the second,
+    // already started, has 3 items left unprocessed and finishes by sending
+    // them again. The third chunk is never sent.
+    let calls: Arc<Mutex<Vec<Vec<WriteRequest>>>> = Arc::default();
+    let seen = Arc::clone(&calls);
+    let rule = mock!(Client::batch_write_item).then_compute_response(move |input| {
+        let sent = requests(input);
+        let mut calls = seen.lock().unwrap();
+        let resend = calls.iter().any(|c| carries(c, "e49"));
+        calls.push(sent.clone());
+        if carries(&sent, "e00") {
+            MockResponse::Error(validation_error())
+        } else if carries(&sent, "e49") && !resend {
+            MockResponse::Output(
+                BatchWriteItemOutput::builder()
+                    .unprocessed_items(TABLE, sent[sent.len() - 3..].to_vec())
+                    .build(),
+            )
+        } else {
+            MockResponse::Output(ok_output())
+        }
+    });
+    let emitter = DynamoDbEmitter::<Event>::builder(client(RuleMode::MatchAny, &[&rule]), TABLE)
+        .key_attributes(["id"])
+        .retry(FAST_RETRY)
+        .max_in_flight(2)
+        .build()
+        .unwrap();
+    let error = emitter
+        .emit(&events_batch(sixty_events()))
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("ValidationException"), "{error}");
+    let calls = calls.lock().unwrap();
+    let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+    assert_eq!(
+        sizes,
+        [25, 25, 3],
+        "the second chunk finished; the third never started"
+    );
+    assert!(!calls.iter().any(|c| carries(c, "e50")));
+    assert_eq!(emitter.stats().items_written, 25);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_failure_is_not_hidden_behind_a_retryable_one() {
+    // The first chunk keeps items unprocessed (retryable once its attempts
+    // run out); the second is throttled, then refused for good on its last
+    // attempt. Whichever ends first, the batch must fail for good.
+    let second_calls = Arc::new(Mutex::new(0u32));
+    let counted = Arc::clone(&second_calls);
+    let rule = mock!(Client::batch_write_item).then_compute_response(move |input| {
+        let sent = requests(input);
+        if carries(&sent, "e00") {
+            return MockResponse::Output(
+                BatchWriteItemOutput::builder()
+                    .unprocessed_items(TABLE, sent[..1].to_vec())
+                    .build(),
+            );
+        }
+        let mut calls = counted.lock().unwrap();
+        *calls += 1;
+        if *calls < FAST_RETRY.max_attempts {
+            MockResponse::Error(throttling_error("ThrottlingException"))
+        } else {
+            MockResponse::Error(validation_error())
+        }
+    });
+    let emitter = DynamoDbEmitter::<Event>::builder(client(RuleMode::MatchAny, &[&rule]), TABLE)
+        .key_attributes(["id"])
+        .retry(FAST_RETRY)
+        .build()
+        .unwrap();
+    let events: Vec<Event> = sixty_events().into_iter().take(50).collect();
+    let error = emitter.emit(&events_batch(events)).await.unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("ValidationException"), "{error}");
+    assert_eq!(*second_calls.lock().unwrap(), FAST_RETRY.max_attempts);
 }
 
 #[tokio::test(start_paused = true)]
@@ -309,14 +506,7 @@ async fn throttling_past_the_limit_is_a_retryable_error() {
 
 #[tokio::test(start_paused = true)]
 async fn validation_errors_are_permanent_and_not_retried() {
-    let rule = mock!(Client::batch_write_item).then_error(|| {
-        BatchWriteItemError::generic(
-            ErrorMetadata::builder()
-                .code("ValidationException")
-                .message("One or more parameter values were invalid")
-                .build(),
-        )
-    });
+    let rule = mock!(Client::batch_write_item).then_error(validation_error);
     let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
     let error = emitter
         .emit(&events_batch(vec![event("a", 1)]))
@@ -348,6 +538,218 @@ async fn server_errors_are_retried() {
         .unwrap();
     assert!(outcome.rejected.is_empty());
     assert_eq!(rule.num_calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gateway_answers_without_a_code_are_retried() {
+    // A proxy or load balancer in front of the endpoint: no DynamoDB code.
+    for (status, body) in [
+        (502, Some("<html>Bad Gateway</html>".to_owned())),
+        (503, None),
+        (504, Some("upstream timed out".to_owned())),
+        (429, None),
+    ] {
+        let rule = mock!(Client::batch_write_item)
+            .sequence()
+            .http_status(status, body)
+            .output(ok_output)
+            .build();
+        let emitter = emitter(client(RuleMode::Sequential, &[&rule]));
+        let outcome = emitter
+            .emit(&events_batch(vec![event("a", 1)]))
+            .await
+            .unwrap_or_else(|e| panic!("{status}: {e}"));
+        assert!(outcome.rejected.is_empty());
+        assert_eq!(rule.num_calls(), 2, "{status}: retried once");
+        assert_eq!(emitter.stats().requests_retried, 1, "{status}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_without_a_code_are_permanent() {
+    let rule = mock!(Client::batch_write_item)
+        .sequence()
+        .http_status(403, Some("<html>Forbidden</html>".to_owned()))
+        .output(ok_output)
+        .build();
+    let emitter = emitter(client(RuleMode::Sequential, &[&rule]));
+    let error = emitter
+        .emit(&events_batch(vec![event("a", 1)]))
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    assert_eq!(
+        dynamodb_error(&error).request_kind(),
+        Some(RequestErrorKind::Permanent)
+    );
+    assert_eq!(rule.num_calls(), 1);
+}
+
+/// A client whose endpoint is a local port nobody listens on, with the SDK's
+/// retries off and short timeouts.
+fn unreachable_client() -> Client {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }; // the listener is dropped: connections are refused
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(Duration::from_secs(2))
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
+}
+
+/// Real time: the emitter's own retries, kept short.
+const TINY_RETRY: RetryPolicy = RetryPolicy {
+    initial_delay: Duration::from_millis(1),
+    max_delay: Duration::from_millis(5),
+    max_attempts: 2,
+};
+
+#[tokio::test]
+async fn connection_failures_are_retried_then_retryable() {
+    let plain = DynamoDbEmitter::<Event>::builder(unreachable_client(), TABLE)
+        .key_attributes(["id"])
+        .retry(TINY_RETRY);
+    let conditional = DynamoDbEmitter::<Event>::builder(unreachable_client(), TABLE)
+        .key_attributes(["id"])
+        .retry(TINY_RETRY)
+        .conditional_put(ConditionalPut::newer_version("value"));
+    for (builder, operation) in [(plain, "BatchWriteItem"), (conditional, "PutItem")] {
+        let emitter = builder.build().unwrap();
+        let error = emitter
+            .emit(&events_batch(vec![event("a", 1)]))
+            .await
+            .unwrap_err();
+        assert!(error.is_retryable(), "{operation}: {error}");
+        let own = dynamodb_error(&error);
+        assert!(own.is_retryable(), "{operation}: {own}");
+        match own {
+            DynamoDbError::Request {
+                operation: op,
+                kind,
+                attempts,
+                ..
+            } => {
+                assert_eq!(*op, operation);
+                assert_eq!(*kind, RequestErrorKind::Transient, "{own}");
+                assert_eq!(*attempts, TINY_RETRY.max_attempts, "{own}");
+            }
+            other => panic!("{operation}: not a request error: {other}"),
+        }
+        let stats = emitter.stats();
+        assert_eq!((stats.requests_retried, stats.items_written), (1, 0));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests in flight
+// ---------------------------------------------------------------------------
+
+/// A mock client whose requests pass through `probe`.
+fn probed_client(probe: &InFlightProbe, rules: &[&Rule]) -> Client {
+    mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, rules, |conf| conf
+        .retry_config(RetryConfig::disabled())
+        .http_client(probe.wrap(aws_smithy_mocks::create_mock_http_client())))
+}
+
+fn two_hundred_events() -> Vec<Event> {
+    (0..200).map(|i| event(&format!("e{i:03}"), i)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_in_flight_bounds_batch_write_requests() {
+    for max_in_flight in [1, 2, 4] {
+        let probe = InFlightProbe::new(Duration::from_millis(50));
+        let rule = mock!(Client::batch_write_item).then_output(ok_output);
+        let emitter = DynamoDbEmitter::<Event>::builder(probed_client(&probe, &[&rule]), TABLE)
+            .key_attributes(["id"])
+            .max_in_flight(max_in_flight)
+            .build()
+            .unwrap();
+        let outcome = emitter
+            .emit(&events_batch(two_hundred_events()))
+            .await
+            .unwrap();
+        assert!(outcome.rejected.is_empty());
+        assert_eq!(probe.requests(), 8, "200 items, 25 per request");
+        assert_eq!(
+            probe.peak(),
+            max_in_flight,
+            "max_in_flight({max_in_flight})"
+        );
+        assert_eq!(emitter.stats().items_written, 200);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_in_flight_holds_while_unprocessed_items_are_sent_again() {
+    // Every first request of a chunk leaves 5 items unprocessed.
+    let (rule, _) = recording_rule(|_, input| {
+        let sent = requests(input);
+        let left = if sent.len() == 25 {
+            sent[..5].to_vec()
+        } else {
+            Vec::new()
+        };
+        BatchWriteItemOutput::builder()
+            .unprocessed_items(TABLE, left)
+            .build()
+    });
+    let probe = InFlightProbe::new(Duration::from_millis(50));
+    let emitter = DynamoDbEmitter::<Event>::builder(probed_client(&probe, &[&rule]), TABLE)
+        .key_attributes(["id"])
+        .retry(FAST_RETRY)
+        .max_in_flight(2)
+        .build()
+        .unwrap();
+    let outcome = emitter
+        .emit(&events_batch(two_hundred_events()))
+        .await
+        .unwrap();
+    assert!(outcome.rejected.is_empty());
+    assert_eq!(probe.requests(), 16);
+    assert_eq!(probe.peak(), 2);
+    assert_eq!(emitter.stats().items_written, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_in_flight_bounds_conditional_puts() {
+    let rule = mock!(Client::put_item).then_output(|| PutItemOutput::builder().build());
+    let conditional = |probe: &InFlightProbe| {
+        DynamoDbEmitter::<Event>::builder(probed_client(probe, &[&rule]), TABLE)
+            .key_attributes(["id"])
+            .conditional_put(ConditionalPut::newer_version("value"))
+            .max_in_flight(3)
+            .build()
+            .unwrap()
+    };
+
+    let probe = InFlightProbe::new(Duration::from_millis(50));
+    let emitter = conditional(&probe);
+    let distinct: Vec<Event> = (0..30).map(|i| event(&format!("k{i:02}"), i)).collect();
+    let outcome = emitter.emit(&events_batch(distinct)).await.unwrap();
+    assert!(outcome.rejected.is_empty());
+    assert_eq!(probe.requests(), 30);
+    assert_eq!(probe.peak(), 3, "distinct keys: max_in_flight puts at once");
+    assert_eq!(emitter.stats().items_written, 30);
+
+    let probe = InFlightProbe::new(Duration::from_millis(50));
+    let emitter = conditional(&probe);
+    let one_key: Vec<Event> = (0..10).map(|i| event("same", i)).collect();
+    let outcome = emitter.emit(&events_batch(one_key)).await.unwrap();
+    assert!(outcome.rejected.is_empty());
+    assert_eq!(probe.requests(), 10);
+    assert_eq!(probe.peak(), 1, "puts of one key go one after the other");
 }
 
 // ---------------------------------------------------------------------------
