@@ -1,6 +1,7 @@
 //! `DynamoDbEmitter` against the local stack: a pipeline from a 2-shard
 //! Kinesis stream (kinesis-local) of JSON events into a DynamoDB table
-//! (moto), a replay from TRIM_HORIZON that creates no extra items, the
+//! (moto), a restart that resumes from its checkpoints and a replay from
+//! TRIM_HORIZON that create no extra items, the
 //! testkit's emitter conformance suite, and conditional puts.
 //!
 //! Run with `cargo xtask it dynamodb_emitter` (every test name starts with
@@ -286,11 +287,13 @@ async fn wait_for_count(what: &str, counter: &AtomicUsize, target: usize) -> Dur
 /// Events written: 1,000 fresh ones, then 100 updates (version 2) of every
 /// tenth one, one record that is not JSON and one event over DynamoDB's
 /// 400 KB item limit. The table must end with one item per id, holding its
-/// last version; the bad record and the oversized item are skipped. A second
-/// consumer with an empty checkpoint store replays the whole stream from
-/// TRIM_HORIZON: the table is unchanged afterwards.
+/// last version; the bad record and the oversized item are skipped. While
+/// the consumer is stopped, 40 more updates (version 3) arrive; a restart
+/// with the same checkpoint store emits exactly those 40 and nothing twice.
+/// Finally a consumer with an empty checkpoint store replays the whole stream
+/// from TRIM_HORIZON: the table is unchanged afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
+async fn dynamodb_emitter_pipeline_from_two_shards_restart_and_replay_add_no_items() {
     let total = Instant::now();
     let kinesis = kinesis_client().await;
     let dynamodb = dynamodb_client().await;
@@ -307,8 +310,9 @@ async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
     for event in fresh.iter().chain(&updates) {
         expected.insert(event.id.clone(), event.clone());
     }
-    // Items the transformer produces: all events, the oversized one included.
-    let emitted_items = fresh.len() + updates.len() + 1;
+    // Items the transformer produces in the first run: all events, the
+    // oversized one included.
+    let first_items = fresh.len() + updates.len() + 1;
 
     let produced = Instant::now();
     let mut first_phase: Vec<(String, Vec<u8>)> = fresh.iter().map(json).collect();
@@ -326,15 +330,11 @@ async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
     let produced = produced.elapsed();
 
     // First run.
+    let store = MemoryCheckpointStore::new();
     let first_emitter = counting_emitter(&dynamodb, &table);
-    let running = start(
-        &kinesis,
-        &stream,
-        MemoryCheckpointStore::new(),
-        Arc::clone(&first_emitter),
-    );
+    let running = start(&kinesis, &stream, store.clone(), Arc::clone(&first_emitter));
     let filled = wait_for_table(&dynamodb, &table, &expected).await;
-    wait_for_count("first run", &first_emitter.items, emitted_items).await;
+    wait_for_count("first run", &first_emitter.items, first_items).await;
     let report = running.stop().await;
     let failed = report.totals().records_failed;
     assert_eq!(failed, 2, "the bad JSON record and the oversized item");
@@ -345,6 +345,33 @@ async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
         count_items(&dynamodb, &table).await.unwrap(),
         expected.len()
     );
+
+    // Restart with the same checkpoint store after more updates arrived:
+    // only those are emitted (a graceful stop checkpointed everything).
+    let later: Vec<Event> = (0..1_000).step_by(25).map(|n| Event::new(n, 3)).collect();
+    for event in &later {
+        expected.insert(event.id.clone(), event.clone());
+    }
+    put_records(&kinesis, &stream, later.iter().map(json), PUT_OPTIONS)
+        .await
+        .unwrap();
+    let restart_emitter = counting_emitter(&dynamodb, &table);
+    let running = start(&kinesis, &stream, store, Arc::clone(&restart_emitter));
+    let resumed = wait_for_table(&dynamodb, &table, &expected).await;
+    wait_for_count("restart", &restart_emitter.items, later.len()).await;
+    let report = running.stop().await;
+    assert_eq!(
+        restart_emitter.items.load(Ordering::SeqCst),
+        later.len(),
+        "the restart emitted only what arrived while it was stopped"
+    );
+    assert_eq!(report.totals().records_failed, 0, "nothing failed again");
+    assert_eq!(
+        count_items(&dynamodb, &table).await.unwrap(),
+        expected.len(),
+        "the restart created extra items"
+    );
+    let emitted_items = first_items + later.len();
 
     // Replay: a fresh checkpoint store, so both shards start at TRIM_HORIZON.
     let replay_emitter = counting_emitter(&dynamodb, &table);
@@ -372,7 +399,7 @@ async fn dynamodb_emitter_pipeline_from_two_shards_and_replay_adds_no_items() {
         "the replay left other values"
     );
     eprintln!(
-        "{} records produced in {produced:?}; table filled in {filled:?}; replay of {emitted_items} items in {replayed:?}; total {:?}",
+        "{} records produced in {produced:?}; table filled in {filled:?}; restart caught up in {resumed:?}; replay of {emitted_items} items in {replayed:?}; total {:?}",
         emitted_items + 1,
         total.elapsed()
     );

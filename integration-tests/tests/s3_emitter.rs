@@ -1,7 +1,8 @@
 //! `S3Emitter` and `S3ManifestEmitter` on the local stack (kinesis-local for
 //! Kinesis, moto for S3): pipelines from a 2-shard stream into S3 with gzip
 //! off and on (every object compared record by record with what was written
-//! to its shard), a batch forced over the multipart threshold, a replay after
+//! to its shard), batches forced over the multipart threshold (gzip off and
+//! on, both shards), a replay after
 //! a restart that leaves exactly one object per sequence range, a manifest
 //! stream whose records point at existing objects, and the testkit's emitter
 //! conformance suite against the real services.
@@ -369,37 +370,79 @@ async fn s3_emitter_pipeline_into_s3_gzip() {
     pipeline_to_s3(true).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_emitter_a_large_batch_goes_up_in_parts() {
+/// Record data that gzip cannot shrink much: `len` characters from a
+/// 64-letter alphabet picked by xorshift (deflate gets to about 3/4 of it).
+fn incompressible(seed: u64, len: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(ALPHABET[(state >> 58) as usize])
+        })
+        .collect()
+}
+
+/// Writes 100 KiB records over 16 partition keys until each of the stream's
+/// two shards holds at least `per_shard` bytes.
+async fn produce_large(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    per_shard: usize,
+) -> Vec<Written> {
+    const RECORD: usize = 100 * 1024;
+    const ROUND: usize = 32;
+    let mut written = Vec::new();
+    let mut bytes: HashMap<String, usize> = HashMap::new();
+    for round in 0..20 {
+        if bytes.len() == 2 && bytes.values().all(|&b| b >= per_shard) {
+            return written;
+        }
+        let records = (0..ROUND)
+            .map(|i| {
+                let n = round * ROUND + i;
+                let data = format!("{n:04} {}", incompressible(n as u64, RECORD - 5));
+                (format!("pk-{:02}", n % 16), data)
+            })
+            .collect();
+        for w in produce(kinesis, stream, records).await.unwrap() {
+            *bytes.entry(w.shard.clone()).or_default() += w.data.len();
+            written.push(w);
+        }
+    }
+    panic!("20 rounds of {ROUND} records did not give both shards {per_shard} bytes: {bytes:?}");
+}
+
+/// A 2-shard pipeline whose batches (7.5 MiB) are larger than the part size
+/// (5 MiB) even after gzip, so each shard's first object goes up in parts.
+async fn large_batches_go_up_in_parts(gzip: bool) {
     let kinesis = kinesis_client().await;
     let s3 = s3_client().await;
     let stream = unique_name("s3-it-multipart");
     let bucket = unique_name("s3-it-multipart");
-    create_stream(&kinesis, &stream, 1).await.unwrap();
+    create_stream(&kinesis, &stream, 2).await.unwrap();
     create_bucket(&s3, &bucket).await.unwrap();
     let started = Instant::now();
-    // 64 records of 100 KiB: 6.25 MiB in one shard.
-    let records = (0..64)
-        .map(|i| {
-            let data = format!("{i:04} {}", "m".repeat(100 * 1024 - 5));
-            ("big".to_owned(), data)
-        })
-        .collect();
-    let written = produce(&kinesis, &stream, records).await.unwrap();
+    let written = produce_large(&kinesis, &stream, 8 * MIB).await;
     let produced_in = started.elapsed();
 
     let prefix = "mp";
+    let part_size = 5 * MIB;
     let emitter = S3Emitter::builder(s3.clone(), &bucket, Utf8Transformer)
         .prefix(prefix)
-        .part_size(5 * MIB)
+        .gzip(gzip)
+        .part_size(part_size)
         .upload_concurrency(2)
         .build()
         .unwrap();
-    // A batch flushes at 6 MiB: over the 5 MiB part size, so multipart.
+    // Every record is already in the stream, so batches fill to the byte
+    // limit long before they age.
     let limits = BufferLimits {
         max_records: 10_000,
-        max_bytes: 6 * MIB,
-        max_age: Duration::from_secs(2),
+        max_bytes: 7 * MIB + MIB / 2,
+        max_age: Duration::from_secs(10),
     };
     let running = RunningConsumer::start(consumer(
         &kinesis,
@@ -408,7 +451,7 @@ async fn s3_emitter_a_large_batch_goes_up_in_parts() {
         Arc::new(emitter),
         limits,
     ));
-    wait_until("the large batch in S3", || async {
+    wait_until("the large batches in S3", || async {
         let lines = count_lines(&s3, &bucket, prefix).await?;
         Ok((
             lines >= written.len(),
@@ -418,19 +461,25 @@ async fn s3_emitter_a_large_batch_goes_up_in_parts() {
     .await;
     running.stop().await;
 
-    let names = check_objects(&s3, &bucket, prefix, &stream, &written, false).await;
-    let multipart: Vec<&Listed> = names.values().filter(|o| o.size > 5 * MIB as i64).collect();
+    let names = check_objects(&s3, &bucket, prefix, &stream, &written, gzip).await;
+    assert_disjoint(&names);
+    let multipart: Vec<(&KeyName, &Listed)> = names
+        .iter()
+        .filter(|(_, o)| o.size > part_size as i64)
+        .collect();
+    let shards: BTreeSet<&str> = multipart.iter().map(|(n, _)| n.shard.as_str()).collect();
     assert_eq!(
-        multipart.len(),
-        1,
-        "one object over the part size: {names:#?}"
+        shards.len(),
+        2,
+        "each shard has an object over the part size: {names:#?}"
     );
     // S3 (and moto) give multipart objects an ETag ending in -<parts>.
-    assert!(
-        multipart[0].etag.trim_matches('"').ends_with("-2"),
-        "the large object went up in 2 parts: {:?}",
-        multipart[0]
-    );
+    for (_, object) in &multipart {
+        assert!(
+            object.etag.trim_matches('"').ends_with("-2"),
+            "an object over the part size went up in 2 parts: {object:?}"
+        );
+    }
     let uploads = s3
         .list_multipart_uploads()
         .bucket(&bucket)
@@ -440,12 +489,22 @@ async fn s3_emitter_a_large_batch_goes_up_in_parts() {
         .unwrap();
     assert!(uploads.uploads().is_empty(), "no upload left open");
     eprintln!(
-        "multipart: {} records ({produced_in:?} to write) in {} objects, largest {} bytes; total {:?}",
+        "multipart, gzip {gzip}: {} records ({produced_in:?} to write) in {} objects, {} in parts; total {:?}",
         written.len(),
         names.len(),
-        multipart[0].size,
+        multipart.len(),
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_emitter_large_batches_go_up_in_parts() {
+    large_batches_go_up_in_parts(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_emitter_large_gzip_batches_go_up_in_parts() {
+    large_batches_go_up_in_parts(true).await;
 }
 
 /// Delegates to an emitter and counts the items it delivered.
