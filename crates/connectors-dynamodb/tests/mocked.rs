@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::ErrorMetadata;
 use aws_sdk_dynamodb::operation::batch_write_item::{
     BatchWriteItemError, BatchWriteItemInput, BatchWriteItemOutput,
@@ -35,7 +33,9 @@ use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, RetryPolicy};
 use kinesis_connectors_dynamodb::{
     ConditionalPut, DynamoDbEmitter, DynamoDbError, Item, MAX_REQUEST_BYTES, RequestErrorKind,
 };
-use kinesis_connectors_testkit::{EmitterConformance, InFlightProbe, batch, shard_context};
+use kinesis_connectors_testkit::{
+    EmitterConformance, InFlightProbe, batch, shard_context, unreachable_sdk_config,
+};
 use serde::Serialize;
 
 const TABLE: &str = "events";
@@ -585,27 +585,10 @@ async fn client_errors_without_a_code_are_permanent() {
     assert_eq!(rule.num_calls(), 1);
 }
 
-/// A client whose endpoint is a local port nobody listens on, with the SDK's
-/// retries off and short timeouts.
+/// A client whose endpoint is a local port nobody listens on (see
+/// [`unreachable_sdk_config`]).
 fn unreachable_client() -> Client {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    }; // the listener is dropped: connections are refused
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .endpoint_url(format!("http://127.0.0.1:{port}"))
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(1))
-                .operation_attempt_timeout(Duration::from_secs(2))
-                .build(),
-        )
-        .build();
-    Client::from_conf(config)
+    Client::new(&unreachable_sdk_config().unwrap())
 }
 
 /// Real time: the emitter's own retries, kept short.

@@ -5,38 +5,16 @@
 // Test code: helpers may unwrap and panic like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
 use std::time::Duration;
 
-use aws_sdk_kinesis::config::retry::RetryConfig;
-use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use kinesis_connectors_core::{Emitter, RetryPolicy, Utf8Transformer};
 use kinesis_connectors_kinesis::{Error, KinesisEmitter};
-use kinesis_connectors_testkit::{batch, shard_context};
+use kinesis_connectors_testkit::{batch, shard_context, unreachable_sdk_config};
 
-/// A client for `http://127.0.0.1:<port>` where nothing listens (the port
-/// was bound by the OS, then released), with the SDK's own retries off and
-/// short timeouts should the port not refuse at once.
+/// A client for a local port where nothing listens (see
+/// [`unreachable_sdk_config`]).
 fn unreachable_kinesis() -> aws_sdk_kinesis::Client {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .endpoint_url(format!("http://127.0.0.1:{port}"))
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(5))
-                .build(),
-        )
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
+    aws_sdk_kinesis::Client::new(&unreachable_sdk_config().unwrap())
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 // Test code: helpers may unwrap and panic like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -13,62 +12,22 @@ use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use kinesis_connectors_core::{Batch, Emitter, Utf8Transformer};
 use kinesis_connectors_s3::{Error, S3Emitter, S3ManifestEmitter};
-use kinesis_connectors_testkit::{batch, shard_context};
+use kinesis_connectors_testkit::{batch, shard_context, unreachable_sdk_config};
 
 const BUCKET: &str = "test-bucket";
 const MIB: usize = 1024 * 1024;
 
-/// `http://127.0.0.1:<port>` where nothing listens: the port was bound by
-/// the OS, then released.
-fn closed_endpoint() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
-}
-
-/// One attempt per call, and short timeouts should the port not refuse at once.
-fn timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
-    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .operation_attempt_timeout(Duration::from_secs(5))
-        .operation_timeout(Duration::from_secs(5))
-        .build()
-}
-
 fn unreachable_s3() -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "AKIDTEST", "secret", None, None, "test",
-        ))
-        .endpoint_url(closed_endpoint())
-        .force_path_style(true)
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-        .timeout_config(timeouts())
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+    let config = unreachable_sdk_config().unwrap();
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    )
 }
 
 fn unreachable_kinesis() -> aws_sdk_kinesis::Client {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "AKIDTEST", "secret", None, None, "test",
-        ))
-        .endpoint_url(closed_endpoint())
-        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(5))
-                .build(),
-        )
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
+    aws_sdk_kinesis::Client::new(&unreachable_sdk_config().unwrap())
 }
 
 fn dated_batch(items: Vec<String>) -> Batch<String> {

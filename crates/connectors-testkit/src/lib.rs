@@ -6,6 +6,7 @@ mod fixtures;
 mod in_flight;
 mod lease_conformance;
 mod source;
+mod unreachable;
 
 pub use conformance::{EmitterConformance, checkpoint_store_conformance, emitter_conformance};
 pub use emitters::{FailingEmitter, RecordedBatch, RecordingEmitter, RejectingEmitter};
@@ -14,3 +15,4 @@ pub use futures::future::BoxFuture;
 pub use in_flight::InFlightProbe;
 pub use lease_conformance::lease_conformance;
 pub use source::{Fault, ScriptedSource};
+pub use unreachable::unreachable_sdk_config;
