@@ -50,7 +50,8 @@ pub struct DynamoDbEmitterStats {
     /// Items replaced by a later item with the same primary key in the same
     /// batch (batch mode).
     pub duplicates_collapsed: u64,
-    /// Items rejected one by one (not convertible, too large, bad key).
+    /// Items rejected one by one: not convertible, too large, bad key, or
+    /// refused by DynamoDB (`ValidationException`) when sent alone.
     pub items_rejected: u64,
     /// Conditional puts skipped because the condition failed (the stored
     /// item was newer).
@@ -93,14 +94,28 @@ fn add(counter: &AtomicU64, n: usize) {
 ///   with a retryable error; for unprocessed items,
 ///   [`DynamoDbError::UnprocessedItems`] names how many items of the batch
 ///   are not confirmed written. The consumer then emits the whole batch
-///   again. Validation errors fail the batch for good.
+///   again. Other failures (a missing table, denied access…) fail the batch
+///   for good.
 /// - An item that cannot be converted, is over 400 KB, or has a missing or
 ///   invalid key attribute is returned in
 ///   [`EmitOutcome::rejected`](kinesis_connectors_core::EmitOutcome) for the
 ///   pipeline's [`BadRecordPolicy`](kinesis_connectors_core::BadRecordPolicy);
 ///   the rest of the batch is written.
+/// - DynamoDB may still refuse a chunk with `ValidationException` because of
+///   one item these checks cannot see (an empty set, a number of more than
+///   38 digits, nesting deeper than 32 levels…). The emitter then sends each
+///   item of that chunk alone (one after the other, in the chunk's
+///   `max_in_flight` slot, retried like a chunk): the ones DynamoDB refuses
+///   alone are rejected the same way, with its message as the reason, and
+///   the others are written. If it refuses every item of the chunk, the
+///   fault is the table's (a key schema other than `key_attributes`, say),
+///   so nothing is rejected and the batch fails for good, as it does when a
+///   chunk of one item is refused: one item alone cannot be told apart from
+///   a table-level problem.
 /// - Optionally, [`conditional_put`](DynamoDbEmitterBuilder::conditional_put)
-///   writes each item with `PutItem` and a condition (only newer versions win).
+///   writes each item with `PutItem` and a condition (only newer versions
+///   win). A put refused with `ValidationException` rejects its item, unless
+///   every put of the batch is refused: then the batch fails for good.
 ///
 /// Every write is a full put of the item under its key, so emitting a batch
 /// again (a retry, a replay after a restart) leaves the table as it was:
@@ -206,7 +221,7 @@ impl<T> DynamoDbEmitter<T> {
         let mut rejected = Vec::new();
         for (index, item) in items.iter().enumerate() {
             match self.prepare_one(item) {
-                Ok((item, key)) => prepared.push(Prepared { item, key }),
+                Ok((item, key)) => prepared.push(Prepared { index, item, key }),
                 Err(error) => {
                     debug!(table = %self.table, index, %error, "item rejected");
                     rejected.push(RejectedItem {
@@ -234,12 +249,14 @@ impl<T> DynamoDbEmitter<T> {
     }
 
     /// Batch mode: collapse duplicate keys, chunk, write chunks concurrently.
-    async fn write_batches(&self, prepared: Vec<Prepared>) -> Result<()> {
+    /// Returns the items DynamoDB refused alone (see
+    /// [`isolate`](Self::isolate)).
+    async fn write_batches(&self, prepared: Vec<Prepared>) -> Result<Vec<RejectedItem>> {
         let (items, collapsed) = collapse_duplicates(prepared);
         add(&self.counters.duplicates_collapsed, collapsed);
         let batch_items = items.len();
         let ranges = chunk_ranges(
-            items.iter().map(wire_size),
+            items.iter().map(|p| wire_size(&p.item)),
             MAX_BATCH_ITEMS,
             CHUNK_PAYLOAD_BYTES,
         );
@@ -256,11 +273,11 @@ impl<T> DynamoDbEmitter<T> {
             let chunk = items
                 .by_ref()
                 .take(range.len())
-                .map(|item| {
+                .map(|Prepared { index, item, .. }| {
                     PutRequest::builder()
                         .set_item(Some(item))
                         .build()
-                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map(|put| (index, WriteRequest::builder().put_request(put).build()))
                         .map_err(|e| DynamoDbError::Conversion {
                             source: Box::new(e),
                         })
@@ -268,15 +285,14 @@ impl<T> DynamoDbEmitter<T> {
                 .collect::<Result<Vec<_>>>()?;
             chunks.push(chunk);
         }
-        let (failures, unsent) =
-            run_bounded(self.max_in_flight, chunks, |chunk| self.write_chunk(chunk)).await;
-        let not_written = failures
-            .iter()
-            .map(ChunkFailure::unconfirmed)
-            .sum::<usize>()
+        let (refused, failures, unsent) = run_bounded(self.max_in_flight, chunks, |chunk| {
+            self.write_chunk_isolating(chunk)
+        })
+        .await;
+        let not_written = failures.iter().map(|f| f.unconfirmed).sum::<usize>()
             + unsent.map(|chunk| chunk.len()).sum::<usize>();
         let Some(failure) = first_to_report(failures, ChunkFailure::is_retryable) else {
-            return Ok(());
+            return Ok(refused.into_iter().flatten().collect());
         };
         debug!(
             table = %self.table,
@@ -284,16 +300,81 @@ impl<T> DynamoDbEmitter<T> {
             batch_items,
             "items not confirmed written"
         );
-        Err(match failure {
-            ChunkFailure::Unprocessed { left, attempts } => DynamoDbError::UnprocessedItems {
+        Err(match failure.cause {
+            ChunkError::Unprocessed { left, attempts } => DynamoDbError::UnprocessedItems {
                 table: self.table.clone(),
                 not_written,
                 batch_items,
                 left,
                 attempts,
             },
-            ChunkFailure::Request { error, .. } => error,
+            ChunkError::Request(error) => error,
         })
+    }
+
+    /// Writes one chunk of `(batch index, request)`; when DynamoDB refuses
+    /// a chunk of several items as invalid, finds the items at fault (see
+    /// [`isolate`](Self::isolate)) and returns them.
+    async fn write_chunk_isolating(
+        &self,
+        chunk: Vec<(usize, WriteRequest)>,
+    ) -> std::result::Result<Vec<RejectedItem>, ChunkFailure> {
+        let requests = chunk.iter().map(|(_, request)| request.clone()).collect();
+        match self.write_chunk(requests).await {
+            Ok(()) => Ok(Vec::new()),
+            Err(failure) if chunk.len() > 1 && failure.is_validation() => {
+                self.isolate(chunk, failure).await
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// Sends each item of a chunk DynamoDB refused as invalid on its own, one
+    /// after the other in the chunk's slot (each send retried like a chunk):
+    /// the items it refuses alone become rejected items, the others are
+    /// written. If it refuses every item, the table or the request is at
+    /// fault, not the items, and the chunk's `failure` stands.
+    ///
+    /// DynamoDB validates a request before writing any of it, so the chunk
+    /// was normally refused at its first send; if it was refused only when
+    /// sending unprocessed items again, the items written before are put
+    /// again, which leaves them as they were.
+    async fn isolate(
+        &self,
+        chunk: Vec<(usize, WriteRequest)>,
+        failure: ChunkFailure,
+    ) -> std::result::Result<Vec<RejectedItem>, ChunkFailure> {
+        let items = chunk.len();
+        debug!(table = %self.table, items, "chunk refused as invalid; sending its items alone");
+        let mut rejected = Vec::new();
+        for (sent, (index, request)) in chunk.into_iter().enumerate() {
+            match self.write_chunk(vec![request]).await {
+                Ok(()) => {}
+                Err(ChunkFailure {
+                    cause: ChunkError::Request(error),
+                    ..
+                }) if error.is_validation() => {
+                    debug!(table = %self.table, index, %error, "item refused by DynamoDB");
+                    rejected.push(refused_item(&self.table, index, &error));
+                }
+                Err(failure) => {
+                    let written = sent - rejected.len();
+                    return Err(ChunkFailure {
+                        unconfirmed: items - written,
+                        ..failure
+                    });
+                }
+            }
+        }
+        if rejected.len() == items {
+            warn!(
+                table = %self.table,
+                items,
+                "DynamoDB refuses every item of the chunk, even alone; failing the batch"
+            );
+            return Err(failure);
+        }
+        Ok(rejected)
     }
 
     /// Writes one chunk, sending unprocessed items again until none is left
@@ -324,9 +405,12 @@ impl<T> DynamoDbEmitter<T> {
                         return Ok(());
                     }
                     if attempt >= self.retry.max_attempts {
-                        return Err(ChunkFailure::Unprocessed {
-                            left: left.len(),
-                            attempts: attempt,
+                        return Err(ChunkFailure {
+                            unconfirmed: left.len(),
+                            cause: ChunkError::Unprocessed {
+                                left: left.len(),
+                                attempts: attempt,
+                            },
                         });
                     }
                     debug!(
@@ -345,15 +429,15 @@ impl<T> DynamoDbEmitter<T> {
                             || e.is_request_limit_exceeded()
                     });
                     if !kind.is_retryable() || attempt >= self.retry.max_attempts {
-                        return Err(ChunkFailure::Request {
-                            error: DynamoDbError::request(
+                        return Err(ChunkFailure {
+                            unconfirmed: pending.len(),
+                            cause: ChunkError::Request(DynamoDbError::request(
                                 "BatchWriteItem",
                                 &self.table,
                                 attempt,
                                 kind,
                                 error,
-                            ),
-                            pending: pending.len(),
+                            )),
                         });
                     }
                     log_retry("BatchWriteItem", &self.table, attempt, kind, &error);
@@ -366,43 +450,65 @@ impl<T> DynamoDbEmitter<T> {
 
     /// Conditional mode: one `PutItem` per item; items sharing a key go one
     /// after the other in batch order, different keys concurrently. After a
-    /// failure no put starts; the ones in flight finish.
+    /// failure no put starts; the ones in flight finish. An item refused as
+    /// invalid (`ValidationException`) is returned as rejected, unless every
+    /// item of the batch was: then the table or the request is at fault, and
+    /// the batch fails with one of those refusals.
     async fn write_conditional(
         &self,
         condition: &ConditionalPut,
         prepared: Vec<Prepared>,
-    ) -> Result<()> {
-        let mut groups: Vec<Vec<Item>> = Vec::new();
+    ) -> Result<Vec<RejectedItem>> {
+        let items = prepared.len();
+        let mut groups: Vec<Vec<(usize, Item)>> = Vec::new();
         let mut group_of: HashMap<KeyValue, usize> = HashMap::new();
-        for Prepared { item, key } in prepared {
+        for Prepared { index, item, key } in prepared {
             match group_of.get(&key) {
-                Some(&group) => groups[group].push(item),
+                Some(&group) => groups[group].push((index, item)),
                 None => {
                     group_of.insert(key, groups.len());
-                    groups.push(vec![item]);
+                    groups.push(vec![(index, item)]);
                 }
             }
         }
         debug!(table = %self.table, keys = groups.len(), "writing with conditional PutItem");
         let failed = AtomicBool::new(false);
         let failed = &failed;
-        let (failures, _unsent) = run_bounded(self.max_in_flight, groups, |group| async move {
-            for item in group {
-                if failed.load(Ordering::Relaxed) {
-                    break;
+        let (refused, failures, _unsent) =
+            run_bounded(self.max_in_flight, groups, |group| async move {
+                let mut refused = Vec::new();
+                for (index, item) in group {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match self.put_conditional(condition, item).await {
+                        Ok(()) => {}
+                        Err(error) if error.is_validation() => {
+                            debug!(table = %self.table, index, %error, "item refused by DynamoDB");
+                            refused.push((index, error));
+                        }
+                        Err(error) => {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(error);
+                        }
+                    }
                 }
-                if let Err(error) = self.put_conditional(condition, item).await {
-                    failed.store(true, Ordering::Relaxed);
-                    return Err(error);
-                }
-            }
-            Ok(())
-        })
-        .await;
-        match first_to_report(failures, DynamoDbError::is_retryable) {
-            Some(error) => Err(error),
-            None => Ok(()),
+                Ok(refused)
+            })
+            .await;
+        if let Some(error) = first_to_report(failures, DynamoDbError::is_retryable) {
+            return Err(error);
         }
+        let mut refused: Vec<(usize, DynamoDbError)> = refused.into_iter().flatten().collect();
+        if refused.len() == items
+            && let Some((_, error)) = refused.pop()
+        {
+            return Err(error);
+        }
+        Ok(refused
+            .iter()
+            .map(|(index, error)| refused_item(&self.table, *index, error))
+            .collect())
     }
 
     async fn put_conditional(&self, condition: &ConditionalPut, item: Item) -> Result<()> {
@@ -476,50 +582,64 @@ fn log_retry<E: std::error::Error + 'static, R: fmt::Debug>(
     );
 }
 
-/// Why a chunk of a batch was not completely written.
-enum ChunkFailure {
+/// A chunk of a batch that was not completely written.
+struct ChunkFailure {
+    /// Items of the chunk not confirmed written.
+    unconfirmed: usize,
+    /// What ended the chunk.
+    cause: ChunkError,
+}
+
+/// What ended a chunk.
+enum ChunkError {
     /// DynamoDB still left `left` items unprocessed after `attempts` sends.
     Unprocessed { left: usize, attempts: u32 },
-    /// A request failed while `pending` items of the chunk were not written.
-    Request {
-        error: DynamoDbError,
-        pending: usize,
-    },
+    /// A request failed.
+    Request(DynamoDbError),
 }
 
 impl ChunkFailure {
-    /// Items of the chunk not confirmed written.
-    fn unconfirmed(&self) -> usize {
-        match self {
-            Self::Unprocessed { left, .. } => *left,
-            Self::Request { pending, .. } => *pending,
+    fn is_retryable(&self) -> bool {
+        match &self.cause {
+            ChunkError::Unprocessed { .. } => true,
+            ChunkError::Request(error) => error.is_retryable(),
         }
     }
 
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Unprocessed { .. } => true,
-            Self::Request { error, .. } => error.is_retryable(),
-        }
+    fn is_validation(&self) -> bool {
+        matches!(&self.cause, ChunkError::Request(error) if error.is_validation())
     }
+}
+
+/// The item at `index` of the batch, which DynamoDB refused as invalid on
+/// its own: the reason names the table and gives DynamoDB's message.
+fn refused_item(table: &str, index: usize, error: &DynamoDbError) -> RejectedItem {
+    let reason = match error.service_message() {
+        Some(message) => {
+            format!("table `{table}` refused the item (ValidationException): {message}")
+        }
+        None => error.to_string(),
+    };
+    RejectedItem { index, reason }
 }
 
 /// Runs `start(input)` for each input, at most `max_in_flight` at a time.
 /// After the first failure no more start and the ones in flight finish, so
-/// nothing is left half-done. Returns every failure, in the order they
-/// came, and the inputs never started.
-async fn run_bounded<I, F, Fut, E>(
+/// nothing is left half-done. Returns every success and every failure, in
+/// the order they came, and the inputs never started.
+async fn run_bounded<I, F, Fut, O, E>(
     max_in_flight: usize,
     inputs: I,
     mut start: F,
-) -> (Vec<E>, I::IntoIter)
+) -> (Vec<O>, Vec<E>, I::IntoIter)
 where
     I: IntoIterator,
     F: FnMut(I::Item) -> Fut,
-    Fut: Future<Output = std::result::Result<(), E>>,
+    Fut: Future<Output = std::result::Result<O, E>>,
 {
     let mut inputs = inputs.into_iter();
     let mut in_flight = FuturesUnordered::new();
+    let mut successes = Vec::new();
     let mut failures = Vec::new();
     loop {
         while failures.is_empty() && in_flight.len() < max_in_flight {
@@ -529,9 +649,9 @@ where
             }
         }
         match in_flight.next().await {
-            Some(Ok(())) => {}
+            Some(Ok(success)) => successes.push(success),
             Some(Err(failure)) => failures.push(failure),
-            None => return (failures, inputs),
+            None => return (successes, failures, inputs),
         }
     }
 }
@@ -557,35 +677,42 @@ impl<T: Send + Sync> Emitter<T> for DynamoDbEmitter<T> {
         if batch.is_empty() {
             return Ok(EmitOutcome::delivered());
         }
-        let (prepared, rejected) = self.prepare(&batch.items);
+        let (prepared, mut rejected) = self.prepare(&batch.items);
         let written = match &self.conditional {
             None => self.write_batches(prepared).await,
             Some(condition) => self.write_conditional(condition, prepared).await,
         };
-        if let Err(error) = written {
-            debug!(
-                table = %self.table,
-                shard_id = %batch.context.shard_id,
-                first = %batch.first,
-                last = %batch.last,
-                %error,
-                "batch not written"
-            );
-            return Err(error.into());
+        match written {
+            Ok(refused) => {
+                add(&self.counters.items_rejected, refused.len());
+                rejected.extend(refused);
+                Ok(EmitOutcome::with_rejected(rejected))
+            }
+            Err(error) => {
+                debug!(
+                    table = %self.table,
+                    shard_id = %batch.context.shard_id,
+                    first = %batch.first,
+                    last = %batch.last,
+                    %error,
+                    "batch not written"
+                );
+                Err(error.into())
+            }
         }
-        Ok(EmitOutcome::with_rejected(rejected))
     }
 }
 
-/// An item ready to write, with its primary key.
+/// An item ready to write, with its index in the batch and its primary key.
 struct Prepared {
+    index: usize,
     item: Item,
     key: KeyValue,
 }
 
 /// Keeps, for each primary key, only the last item, in the order of those
 /// last items; returns them and how many were dropped.
-fn collapse_duplicates(prepared: Vec<Prepared>) -> (Vec<Item>, usize) {
+fn collapse_duplicates(prepared: Vec<Prepared>) -> (Vec<Prepared>, usize) {
     let mut last: HashMap<&KeyValue, usize> = HashMap::with_capacity(prepared.len());
     for (i, p) in prepared.iter().enumerate() {
         last.insert(&p.key, i);
@@ -599,7 +726,7 @@ fn collapse_duplicates(prepared: Vec<Prepared>) -> (Vec<Item>, usize) {
     let items = prepared
         .into_iter()
         .zip(keep)
-        .filter_map(|(p, keep)| keep.then_some(p.item))
+        .filter_map(|(p, keep)| keep.then_some(p))
         .collect();
     (items, collapsed)
 }
@@ -654,8 +781,9 @@ impl<T> DynamoDbEmitterBuilder<T> {
 
     /// How many requests of one batch may be in flight at once (default 4,
     /// at least 1): `BatchWriteItem` chunks, or `PutItem` calls in
-    /// conditional mode. A chunk's resends of unprocessed items and retries
-    /// stay within its slot.
+    /// conditional mode. A chunk's resends of unprocessed items, its retries
+    /// and the one-item sends that find an item DynamoDB refuses stay within
+    /// its slot.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n;
         self
@@ -789,16 +917,17 @@ mod tests {
         // (at 3 and 5 ms); 5 never starts.
         let started = std::sync::Mutex::new(Vec::new());
         let finished = std::sync::Mutex::new(Vec::new());
-        let (failures, unsent) = run_bounded(3, 1..=5u64, |n| {
+        let (successes, failures, unsent) = run_bounded(3, 1..=5u64, |n| {
             started.lock().unwrap().push(n);
             let finished = &finished;
             async move {
                 tokio::time::sleep(Duration::from_millis(n)).await;
                 finished.lock().unwrap().push(n);
-                if n == 2 { Err(n) } else { Ok(()) }
+                if n == 2 { Err(n) } else { Ok(n * 10) }
             }
         })
         .await;
+        assert_eq!(successes, [10, 30, 40]);
         assert_eq!(failures, [2]);
         assert_eq!(unsent.collect::<Vec<_>>(), [5]);
         assert_eq!(*started.lock().unwrap(), [1, 2, 3, 4]);
@@ -807,7 +936,7 @@ mod tests {
         // Without failures everything runs, at most 2 at a time.
         let running = AtomicU64::new(0);
         let peak = AtomicU64::new(0);
-        let (failures, mut unsent) = run_bounded(2, 0..7u64, |_| async {
+        let (_, failures, mut unsent) = run_bounded(2, 0..7u64, |_| async {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(1)).await;

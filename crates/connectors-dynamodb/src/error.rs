@@ -4,6 +4,8 @@ use std::fmt;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use kinesis_connectors_core::BoxError;
 
 use crate::item::MAX_ITEM_BYTES;
@@ -51,6 +53,10 @@ impl fmt::Display for RequestErrorKind {
 /// [`InvalidItem`](Self::InvalidItem)) never fail a batch: the item is
 /// returned in [`EmitOutcome::rejected`](kinesis_connectors_core::EmitOutcome)
 /// with this error's text as the reason, for the pipeline's bad-record policy.
+/// An item DynamoDB refuses alone with `ValidationException` is rejected the
+/// same way (the reason names the table and gives DynamoDB's message), unless
+/// it refuses every item of the chunk (see
+/// [`DynamoDbEmitter`](crate::DynamoDbEmitter)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DynamoDbError {
@@ -167,6 +173,25 @@ impl DynamoDbError {
         match self {
             Self::Request { kind, .. } => Some(*kind),
             _ => None,
+        }
+    }
+
+    /// Whether DynamoDB refused a request as invalid (`ValidationException`).
+    pub(crate) fn is_validation(&self) -> bool {
+        matches!(self, Self::Request { code: Some(code), .. } if code == "ValidationException")
+    }
+
+    /// DynamoDB's own message, for a `BatchWriteItem` or `PutItem` request
+    /// it answered with one.
+    pub(crate) fn service_message(&self) -> Option<&str> {
+        let Self::Request { source, .. } = self else {
+            return None;
+        };
+        match source.downcast_ref::<SdkError<BatchWriteItemError, HttpResponse>>() {
+            Some(error) => error.message(),
+            None => source
+                .downcast_ref::<SdkError<PutItemError, HttpResponse>>()?
+                .message(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The emitter against scripted DynamoDB answers (`aws-smithy-mocks`), for
 //! what an emulator cannot show: unprocessed items, throttling, chunking,
-//! duplicate keys, oversized and unconvertible items, conditional puts, the
-//! bound on requests in flight (through the testkit's `InFlightProbe`). Also
+//! duplicate keys, oversized and unconvertible items, items DynamoDB refuses
+//! (found by sending them alone), conditional puts, the bound on requests in
+//! flight (through the testkit's `InFlightProbe`). Also
 //! the testkit's emitter conformance suite on an in-memory mock table, and a
 //! real client pointed at a closed local port for connection failures.
 //!
@@ -173,11 +174,23 @@ const THROTTLING_CODES: [&str; 3] = [
     "RequestLimitExceeded",
 ];
 
+const INVALID: &str = "One or more parameter values were invalid";
+
 fn validation_error() -> BatchWriteItemError {
     BatchWriteItemError::generic(
         ErrorMetadata::builder()
             .code("ValidationException")
-            .message("One or more parameter values were invalid")
+            .message(INVALID)
+            .build(),
+    )
+}
+
+/// A permanent failure that is not about the items (no isolation).
+fn access_denied() -> BatchWriteItemError {
+    BatchWriteItemError::generic(
+        ErrorMetadata::builder()
+            .code("AccessDeniedException")
+            .message("not authorized to perform dynamodb:BatchWriteItem")
             .build(),
     )
 }
@@ -363,7 +376,7 @@ async fn chunks_in_flight_finish_after_another_fails() {
         let resend = calls.iter().any(|c| carries(c, "e49"));
         calls.push(sent.clone());
         if carries(&sent, "e00") {
-            MockResponse::Error(validation_error())
+            MockResponse::Error(access_denied())
         } else if carries(&sent, "e49") && !resend {
             MockResponse::Output(
                 BatchWriteItemOutput::builder()
@@ -385,7 +398,10 @@ async fn chunks_in_flight_finish_after_another_fails() {
         .await
         .unwrap_err();
     assert!(!error.is_retryable(), "{error}");
-    assert!(error.to_string().contains("ValidationException"), "{error}");
+    assert!(
+        error.to_string().contains("AccessDeniedException"),
+        "{error}"
+    );
     let calls = calls.lock().unwrap();
     let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
     assert_eq!(
@@ -418,7 +434,7 @@ async fn a_permanent_failure_is_not_hidden_behind_a_retryable_one() {
         if *calls < FAST_RETRY.max_attempts {
             MockResponse::Error(throttling_error("ThrottlingException"))
         } else {
-            MockResponse::Error(validation_error())
+            MockResponse::Error(access_denied())
         }
     });
     let emitter = DynamoDbEmitter::<Event>::builder(client(RuleMode::MatchAny, &[&rule]), TABLE)
@@ -429,7 +445,10 @@ async fn a_permanent_failure_is_not_hidden_behind_a_retryable_one() {
     let events: Vec<Event> = sixty_events().into_iter().take(50).collect();
     let error = emitter.emit(&events_batch(events)).await.unwrap_err();
     assert!(!error.is_retryable(), "{error}");
-    assert!(error.to_string().contains("ValidationException"), "{error}");
+    assert!(
+        error.to_string().contains("AccessDeniedException"),
+        "{error}"
+    );
     assert_eq!(*second_calls.lock().unwrap(), FAST_RETRY.max_attempts);
 }
 
@@ -505,7 +524,9 @@ async fn throttling_past_the_limit_is_a_retryable_error() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn validation_errors_are_permanent_and_not_retried() {
+async fn a_one_item_chunk_refused_as_invalid_fails_for_good() {
+    // Alone in its chunk, the item cannot be told from a table-level
+    // problem: no isolation, no rejection, the batch fails for good.
     let rule = mock!(Client::batch_write_item).then_error(validation_error);
     let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
     let error = emitter
@@ -515,6 +536,7 @@ async fn validation_errors_are_permanent_and_not_retried() {
     assert!(!error.is_retryable(), "{error}");
     assert!(error.to_string().contains("ValidationException"), "{error}");
     assert_eq!(rule.num_calls(), 1);
+    assert_eq!(emitter.stats().items_rejected, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -991,6 +1013,200 @@ async fn empty_batches_send_nothing() {
 }
 
 // ---------------------------------------------------------------------------
+// Items DynamoDB refuses (ValidationException): isolated and rejected
+// ---------------------------------------------------------------------------
+
+/// Records every `BatchWriteItem` input; refuses with `ValidationException`
+/// each request carrying an item `bad` picks out (DynamoDB refuses the whole
+/// request for one invalid item) and writes the others.
+fn refusing(
+    bad: impl Fn(&Item) -> bool + Send + Sync + 'static,
+) -> (Rule, Arc<Mutex<Vec<Vec<WriteRequest>>>>) {
+    let calls: Arc<Mutex<Vec<Vec<WriteRequest>>>> = Arc::default();
+    let seen = Arc::clone(&calls);
+    let rule = mock!(Client::batch_write_item).then_compute_response(move |input| {
+        let sent = requests(input);
+        let refused = items(&sent).iter().any(&bad);
+        seen.lock().unwrap().push(sent);
+        if refused {
+            MockResponse::Error(validation_error())
+        } else {
+            MockResponse::Output(ok_output())
+        }
+    });
+    (rule, calls)
+}
+
+/// The ids of each recorded request.
+fn ids_per_call(calls: &[Vec<WriteRequest>]) -> Vec<Vec<String>> {
+    calls
+        .iter()
+        .map(|call| items(call).iter().map(id_of).collect())
+        .collect()
+}
+
+fn ten_events() -> Vec<Event> {
+    (0..10).map(|i| event(&format!("e{i}"), i)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_item_dynamodb_refuses_is_isolated_and_rejected() {
+    let (rule, calls) = refusing(|item| id_of(item) == "e6");
+    let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
+    let outcome = emitter.emit(&events_batch(ten_events())).await.unwrap();
+
+    assert_eq!(outcome.rejected.len(), 1, "{:?}", outcome.rejected);
+    let rejected = &outcome.rejected[0];
+    assert_eq!(rejected.index, 6);
+    assert_eq!(
+        rejected.reason,
+        format!("table `events` refused the item (ValidationException): {INVALID}")
+    );
+    // The chunk, then each of its items alone, in order.
+    let calls = ids_per_call(&calls.lock().unwrap());
+    assert_eq!(calls.len(), 1 + 10);
+    assert_eq!(calls[0].len(), 10);
+    let alone: Vec<String> = calls[1..].iter().flatten().cloned().collect();
+    let all: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    assert_eq!(alone, all);
+    assert!(calls[1..].iter().all(|call| call.len() == 1));
+    let stats = emitter.stats();
+    assert_eq!(
+        (
+            stats.items_written,
+            stats.items_rejected,
+            stats.requests_retried
+        ),
+        (9, 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_item_refused_alone_fails_the_batch_for_good() {
+    // E.g. the table's key schema does not match `key_attributes`: rejecting
+    // every item would silently drop the batch.
+    let (rule, calls) = refusing(|_| true);
+    let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
+    let error = emitter.emit(&events_batch(ten_events())).await.unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    match dynamodb_error(&error) {
+        DynamoDbError::Request {
+            operation,
+            kind,
+            code,
+            ..
+        } => {
+            assert_eq!(*operation, "BatchWriteItem");
+            assert_eq!(*kind, RequestErrorKind::Permanent);
+            assert_eq!(code.as_deref(), Some("ValidationException"));
+        }
+        other => panic!("not a request error: {other}"),
+    }
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        1 + 10,
+        "every item tried alone"
+    );
+    let stats = emitter.stats();
+    assert_eq!((stats.items_written, stats.items_rejected), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_item_keeps_its_batch_index_after_rejections_and_collapsing() {
+    // Index 0 is rejected before writing (too large), items 2 and 5 share
+    // key "c" and collapse to 5, which DynamoDB refuses.
+    let (rule, calls) = refusing(|item| value_of(item) == 99);
+    let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
+    let events = vec![
+        with_payload("huge", "x".repeat(410 * 1024)),
+        event("a", 1),
+        event("c", 2),
+        event("b", 3),
+        event("d", 4),
+        event("c", 99),
+        event("e", 6),
+    ];
+    let outcome = emitter.emit(&events_batch(events)).await.unwrap();
+    let rejected: Vec<(usize, bool)> = outcome
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.reason.contains("ValidationException")))
+        .collect();
+    assert_eq!(rejected, [(0, false), (5, true)], "{:?}", outcome.rejected);
+    let calls = ids_per_call(&calls.lock().unwrap());
+    assert_eq!(calls[0], ["a", "b", "d", "c", "e"]);
+    assert_eq!(calls.len(), 1 + 5);
+    let stats = emitter.stats();
+    assert_eq!(
+        (
+            stats.items_written,
+            stats.items_rejected,
+            stats.duplicates_collapsed
+        ),
+        (4, 2, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_send_while_isolating_is_retried() {
+    // e1 is refused; e2 is throttled once when sent alone.
+    let throttled = Arc::new(Mutex::new(false));
+    let rule = mock!(Client::batch_write_item).then_compute_response(move |input| {
+        let ids: Vec<String> = items(&requests(input)).iter().map(id_of).collect();
+        let mut throttled = throttled.lock().unwrap();
+        if ids.iter().any(|id| id == "e1") {
+            MockResponse::Error(validation_error())
+        } else if ids == ["e2"] && !*throttled {
+            *throttled = true;
+            MockResponse::Error(throttling_error("ThrottlingException"))
+        } else {
+            MockResponse::Output(ok_output())
+        }
+    });
+    let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
+    let events: Vec<Event> = (0..4).map(|i| event(&format!("e{i}"), i)).collect();
+    let outcome = emitter.emit(&events_batch(events)).await.unwrap();
+    let indexes: Vec<usize> = outcome.rejected.iter().map(|r| r.index).collect();
+    assert_eq!(indexes, [1]);
+    assert_eq!(rule.num_calls(), 1 + 4 + 1);
+    let stats = emitter.stats();
+    assert_eq!((stats.items_written, stats.requests_retried), (3, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_that_gives_up_while_isolating_fails_the_batch_retryable() {
+    // e1 is refused; e2, sent alone, stays unprocessed until the retries run
+    // out; e3 is never sent alone. Only e0 was written.
+    let (rule, calls) = recording_rule(|_, input| {
+        let sent = requests(input);
+        let ids: Vec<String> = items(&sent).iter().map(id_of).collect();
+        if ids == ["e2"] {
+            BatchWriteItemOutput::builder()
+                .unprocessed_items(TABLE, sent)
+                .build()
+        } else {
+            ok_output()
+        }
+    });
+    let refuse_e1 = mock!(Client::batch_write_item)
+        .match_requests(|input| items(&requests(input)).iter().any(|i| id_of(i) == "e1"))
+        .then_error(validation_error);
+    let emitter = emitter(client(RuleMode::MatchAny, &[&refuse_e1, &rule]));
+    let events: Vec<Event> = (0..4).map(|i| event(&format!("e{i}"), i)).collect();
+    let error = emitter.emit(&events_batch(events)).await.unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert_eq!(
+        dynamodb_error(&error).to_string(),
+        "3 of 4 item(s) not confirmed written to table `events`: \
+         DynamoDB left 1 unprocessed after 5 BatchWriteItem attempt(s)"
+    );
+    assert_eq!(refuse_e1.num_calls(), 2, "the chunk, then e1 alone");
+    let calls = ids_per_call(&calls.lock().unwrap());
+    assert!(!calls.iter().flatten().any(|id| id == "e3"), "{calls:?}");
+    assert_eq!(emitter.stats().items_written, 1);
+}
+
+// ---------------------------------------------------------------------------
 // Conditional puts
 // ---------------------------------------------------------------------------
 
@@ -1102,6 +1318,53 @@ async fn conditional_puts_retry_throttling_and_reject_items_without_the_version(
     assert!(outcome.rejected.is_empty());
     assert_eq!(rule.num_calls(), 2);
     assert_eq!(versioned.stats().requests_retried, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn conditional_puts_reject_an_item_dynamodb_refuses_unless_it_refuses_all() {
+    // DynamoDB refuses every put of an item with value 99.
+    let rule = mock!(Client::put_item).then_compute_response(|input| {
+        if value_of(input.item().unwrap()) == 99 {
+            MockResponse::Error(PutItemError::generic(
+                ErrorMetadata::builder()
+                    .code("ValidationException")
+                    .message(INVALID)
+                    .build(),
+            ))
+        } else {
+            MockResponse::Output(PutItemOutput::builder().build())
+        }
+    });
+    let emitter = DynamoDbEmitter::<Event>::builder(client(RuleMode::MatchAny, &[&rule]), TABLE)
+        .key_attributes(["id"])
+        .conditional_put(ConditionalPut::newer_version("value"))
+        .build()
+        .unwrap();
+
+    let events = vec![event("a", 1), event("b", 99), event("c", 3), event("b", 4)];
+    let outcome = emitter.emit(&events_batch(events)).await.unwrap();
+    assert_eq!(outcome.rejected.len(), 1, "{:?}", outcome.rejected);
+    assert_eq!(outcome.rejected[0].index, 1);
+    assert_eq!(
+        outcome.rejected[0].reason,
+        format!("table `events` refused the item (ValidationException): {INVALID}")
+    );
+    assert_eq!(rule.num_calls(), 4, "the next put of key b still goes");
+    let stats = emitter.stats();
+    assert_eq!((stats.items_written, stats.items_rejected), (3, 1));
+
+    // Every item refused: a table-level problem, the batch fails for good.
+    let error = emitter
+        .emit(&events_batch(vec![event("x", 99), event("y", 99)]))
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    assert_eq!(
+        dynamodb_error(&error).request_kind(),
+        Some(RequestErrorKind::Permanent)
+    );
+    assert!(error.to_string().contains("ValidationException"), "{error}");
+    assert_eq!(emitter.stats().items_rejected, 1, "nothing more rejected");
 }
 
 // ---------------------------------------------------------------------------
