@@ -1,7 +1,8 @@
 //! `DynamoDbEmitter` against the local stack: a pipeline from a 2-shard
 //! Kinesis stream (kinesis-local) of JSON events into a DynamoDB table
 //! (moto), a restart that resumes from its checkpoints and a replay from
-//! TRIM_HORIZON that create no extra items, the
+//! TRIM_HORIZON that create no extra items, an item the table refuses
+//! rejected alone, the
 //! testkit's emitter conformance suite, and conditional puts.
 //!
 //! Run with `cargo xtask it dynamodb_emitter` (every test name starts with
@@ -15,15 +16,15 @@
 // Test code: helpers may unwrap and panic like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Select,
-    TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, Select, TableStatus,
 };
 use integration_tests::consumer::fast;
 use integration_tests::{
@@ -35,7 +36,7 @@ use kinesis_connectors_core::{
     MemoryCheckpointStore, Pipeline, ShardContext, StreamConsumer, async_trait,
 };
 use kinesis_connectors_dynamodb::{ConditionalPut, DynamoDbEmitter};
-use kinesis_connectors_testkit::EmitterConformance;
+use kinesis_connectors_testkit::{EmitterConformance, batch, shard_context};
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint namespace of every consumer here.
@@ -461,4 +462,45 @@ async fn dynamodb_emitter_conditional_puts_keep_the_newest_version() {
         (3, 3),
         "{stats:?}"
     );
+}
+
+/// A custom mapper gives item 3 a number where the table's key is a string:
+/// the local checks cannot know the table's key types, and the table refuses
+/// the item (`ValidationException`, type mismatch for key). The emitter
+/// rejects that item alone, for the bad-record policy, and writes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_emitter_an_item_the_table_refuses_is_rejected_alone() {
+    let client = dynamodb_client().await;
+    let table = unique_name("dyn-refused");
+    create_table(&client, &table).await.unwrap();
+    let emitter = DynamoDbEmitter::<u64>::builder_with_mapper(client.clone(), &table, |n| {
+        let id = if *n == 3 {
+            AttributeValue::N(n.to_string())
+        } else {
+            AttributeValue::S(format!("evt-{n:05}"))
+        };
+        Ok(HashMap::from([
+            ("id".to_owned(), id),
+            ("n".to_owned(), AttributeValue::N(n.to_string())),
+        ]))
+    })
+    .key_attributes(["id"])
+    .build()
+    .unwrap();
+
+    let outcome = emitter
+        .emit(&batch(
+            shard_context("shardId-000000000000"),
+            (0..10).collect(),
+            1,
+        ))
+        .await
+        .unwrap();
+    let rejected: Vec<usize> = outcome.rejected.iter().map(|r| r.index).collect();
+    assert_eq!(rejected, vec![3], "{:?}", outcome.rejected);
+    let reason = &outcome.rejected[0].reason;
+    assert!(reason.contains("ValidationException"), "{reason}");
+    assert!(reason.contains(&table), "{reason}");
+    assert_eq!(count_items(&client, &table).await.unwrap(), 9);
+    assert_eq!(emitter.stats().items_rejected, 1);
 }
