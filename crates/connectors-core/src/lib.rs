@@ -35,5 +35,5 @@ pub use source::{InitialPosition, RecordSource, RecordsPage, ShardInfo, StartPos
 pub use stream::{PipelineFactory, StreamConsumer, StreamConsumerBuilder, StreamReport};
 pub use transform::{
     BytesTransformer, EncodedItems, JsonTransformer, RecordTransformer, Utf8Transformer,
-    encode_delimited, encode_lines,
+    encode_body, encode_delimited, encode_lines,
 };

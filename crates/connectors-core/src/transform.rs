@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::pipeline::Transformer;
+use crate::pipeline::{Batch, RejectedItem, Transformer};
 use crate::record::Record;
 
 /// Passes the payload through untouched (`Item = Bytes`, no copy).
@@ -197,6 +197,20 @@ pub struct EncodedItems {
     pub failed: Vec<(usize, Error)>,
 }
 
+impl EncodedItems {
+    /// The failed items as rejections for the pipeline's bad-record policy,
+    /// each reason naming where the item was to be written.
+    pub fn into_rejected(self, destination: impl std::fmt::Display) -> Vec<RejectedItem> {
+        self.failed
+            .into_iter()
+            .map(|(index, error)| RejectedItem {
+                index,
+                reason: format!("could not be encoded for {destination}: {error}"),
+            })
+            .collect()
+    }
+}
+
 /// Encodes `items` into `out`, each followed by `delimiter`: the body of a
 /// byte sink (an S3 object, a file). An item the transformer cannot encode
 /// is left out and reported, so one bad item does not fail the batch;
@@ -230,6 +244,71 @@ pub fn encode_delimited<T: Transformer, W: std::io::Write>(
         encoded.written += 1;
     }
     Ok(encoded)
+}
+
+/// Encodes a batch into the body of a byte sink (an S3 object, a file):
+/// [`encode_delimited`] into a buffer sized from the batch, gzip-compressed
+/// when `gzip` is set (feature `gzip`).
+///
+/// The gzip header has no file name and mtime 0 (flate2's defaults), so a
+/// replayed batch gives byte-identical output and overwrites cleanly.
+///
+/// ```
+/// use kinesis_connectors_core::{Batch, ItemSource, Record, ShardContext, Utf8Transformer, encode_body};
+/// let (a, b) = (Record::new("a", "pk", 1u64), Record::new("b", "pk", 2u64));
+/// let batch = Batch::new(
+///     ShardContext::new("app", "stream", "shardId-0"),
+///     vec![("a".to_owned(), ItemSource::of(&a)), ("b".to_owned(), ItemSource::of(&b))],
+///     a.position(),
+///     b.position(),
+/// );
+/// let (body, encoded) = encode_body(&Utf8Transformer, &batch, b"\n", false)?;
+/// assert_eq!(body, b"a\nb\n");
+/// assert_eq!(encoded.written, 2);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// When compression fails, or `gzip` is set without the `gzip` feature.
+pub fn encode_body<T: Transformer>(
+    transformer: &T,
+    batch: &Batch<T::Item>,
+    delimiter: &[u8],
+    gzip: bool,
+) -> std::io::Result<(Vec<u8>, EncodedItems)> {
+    if gzip {
+        return encode_gzip(transformer, batch, delimiter);
+    }
+    let mut plain = Vec::with_capacity(batch.byte_size + batch.len() * delimiter.len());
+    let encoded = encode_delimited(transformer, &batch.items, delimiter, &mut plain)?;
+    Ok((plain, encoded))
+}
+
+#[cfg(feature = "gzip")]
+fn encode_gzip<T: Transformer>(
+    transformer: &T,
+    batch: &Batch<T::Item>,
+    delimiter: &[u8],
+) -> std::io::Result<(Vec<u8>, EncodedItems)> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(batch.byte_size / 4),
+        flate2::Compression::default(),
+    );
+    let encoded = encode_delimited(transformer, &batch.items, delimiter, &mut encoder)?;
+    Ok((encoder.finish()?, encoded))
+}
+
+#[cfg(not(feature = "gzip"))]
+fn encode_gzip<T: Transformer>(
+    _: &T,
+    _: &Batch<T::Item>,
+    _: &[u8],
+) -> std::io::Result<(Vec<u8>, EncodedItems)> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "gzip needs the `gzip` feature of kinesis-connectors-core",
+    ))
 }
 
 #[cfg(test)]
@@ -270,6 +349,66 @@ mod tests {
         assert_eq!(failed.len(), 2);
         assert_eq!((failed[0].0, failed[1].0), (1, 3));
         assert!(failed[0].1.contains("3 is odd"), "{}", failed[0].1);
+    }
+
+    fn numbers(items: Vec<u32>) -> Batch<u32> {
+        let last = items.len() as u64;
+        let sourced = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let record = Record::new(n.to_string(), "pk", i as u64 + 1);
+                (n, crate::ItemSource::of(&record))
+            })
+            .collect();
+        Batch::new(
+            crate::ShardContext::new("app", "stream", "shardId-0"),
+            sourced,
+            crate::Position::new(1u64.into()),
+            crate::Position::new(last.into()),
+        )
+    }
+
+    #[test]
+    fn encode_body_plain_leaves_out_items_that_fail() {
+        let (body, encoded) =
+            encode_body(&EvenOnly, &numbers(vec![2, 3, 4]), b"\n", false).unwrap();
+        assert_eq!(body, b"2\n4\n");
+        assert_eq!(encoded.written, 2);
+        let rejected = encoded.into_rejected("out.txt");
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].index, 1);
+        assert!(
+            rejected[0]
+                .reason
+                .starts_with("could not be encoded for out.txt: "),
+            "{}",
+            rejected[0].reason
+        );
+    }
+
+    #[cfg(feature = "gzip")]
+    #[test]
+    fn encode_body_gzip_is_deterministic_and_decodes_to_the_plain_body() {
+        use std::io::Read as _;
+        let batch = numbers(vec![2, 3, 4, 6]);
+        let (gzipped, encoded) = encode_body(&EvenOnly, &batch, b"\n", true).unwrap();
+        assert_eq!(encoded.written, 3);
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(gzipped.as_slice())
+            .read_to_string(&mut plain)
+            .unwrap();
+        assert_eq!(plain, "2\n4\n6\n");
+        let (again, _) = encode_body(&EvenOnly, &batch, b"\n", true).unwrap();
+        assert_eq!(gzipped, again, "a replayed batch gives the same bytes");
+    }
+
+    #[cfg(not(feature = "gzip"))]
+    #[test]
+    fn encode_body_gzip_without_the_feature_is_a_clear_error() {
+        let error = encode_body(&EvenOnly, &numbers(vec![2]), b"\n", true).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::Unsupported);
+        assert!(error.to_string().contains("`gzip` feature"), "{error}");
     }
 
     #[test]

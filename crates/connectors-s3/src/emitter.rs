@@ -10,7 +10,7 @@ use aws_sdk_s3::types::{
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kinesis_connectors_core::{
-    Batch, EmitOutcome, Emitter, RejectedItem, Transformer, encode_delimited,
+    Batch, EmitOutcome, Emitter, RejectedItem, Transformer, encode_body,
 };
 
 use crate::error::{Error, classify_s3};
@@ -225,41 +225,11 @@ impl<T: Transformer> S3Emitter<T> {
             key: key.to_owned(),
             source,
         };
-        let (body, encoded) = if self.gzip {
-            // No file name and mtime 0 in the header (flate2's defaults): a
-            // replayed batch gives the same bytes.
-            let mut encoder = flate2::write::GzEncoder::new(
-                Vec::with_capacity(batch.byte_size / 4),
-                flate2::Compression::default(),
-            );
-            let encoded = encode_delimited(
-                &self.transformer,
-                &batch.items,
-                &self.delimiter,
-                &mut encoder,
-            )
+        let (body, encoded) = encode_body(&self.transformer, batch, &self.delimiter, self.gzip)
             .map_err(compress_error)?;
-            (encoder.finish().map_err(compress_error)?, encoded)
-        } else {
-            let mut plain =
-                Vec::with_capacity(batch.byte_size + batch.len() * self.delimiter.len());
-            let encoded =
-                encode_delimited(&self.transformer, &batch.items, &self.delimiter, &mut plain)
-                    .map_err(compress_error)?;
-            (plain, encoded)
-        };
-        let rejected = encoded
-            .failed
-            .into_iter()
-            .map(|(index, error)| RejectedItem {
-                index,
-                reason: format!(
-                    "could not be encoded for s3://{}/{key}: {error}",
-                    self.bucket
-                ),
-            })
-            .collect();
-        Ok((body, encoded.written, rejected))
+        let written = encoded.written;
+        let rejected = encoded.into_rejected(format_args!("s3://{}/{key}", self.bucket));
+        Ok((body, written, rejected))
     }
 
     async fn put_single(&self, key: &str, body: Vec<u8>) -> Result<(), Error> {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use kinesis_connectors_core::{
-    Batch, EmitOutcome, Emitter, RejectedItem, Transformer, async_trait, encode_delimited,
+    Batch, EmitOutcome, Emitter, RejectedItem, Transformer, async_trait, encode_body,
 };
 
 use crate::error::Error;
@@ -203,41 +203,11 @@ impl<T: Transformer> RotatingFileEmitter<T> {
             path: location.path(),
             source,
         };
-        let (body, encoded) = if self.gzip {
-            // No file name and mtime 0 in the gzip header (flate2's defaults):
-            // a replayed batch gives the same bytes.
-            let mut encoder = flate2::write::GzEncoder::new(
-                Vec::with_capacity(batch.byte_size / 4),
-                flate2::Compression::default(),
-            );
-            let encoded = encode_delimited(
-                &self.transformer,
-                &batch.items,
-                &self.delimiter,
-                &mut encoder,
-            )
+        let (body, encoded) = encode_body(&self.transformer, batch, &self.delimiter, self.gzip)
             .map_err(compress_error)?;
-            (encoder.finish().map_err(compress_error)?, encoded)
-        } else {
-            let mut plain =
-                Vec::with_capacity(batch.byte_size + batch.len() * self.delimiter.len());
-            let encoded =
-                encode_delimited(&self.transformer, &batch.items, &self.delimiter, &mut plain)
-                    .map_err(compress_error)?;
-            (plain, encoded)
-        };
-        let rejected = encoded
-            .failed
-            .into_iter()
-            .map(|(index, error)| RejectedItem {
-                index,
-                reason: format!(
-                    "could not be encoded for {}: {error}",
-                    location.path().display()
-                ),
-            })
-            .collect();
-        Ok((body, encoded.written, rejected))
+        let written = encoded.written;
+        let rejected = encoded.into_rejected(location.path().display());
+        Ok((body, written, rejected))
     }
 }
 
