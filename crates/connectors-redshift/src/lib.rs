@@ -3,7 +3,10 @@
 mod basic;
 mod config;
 mod copy;
+mod csv;
 mod error;
+mod file_decoder;
+mod jsonpaths;
 mod loader;
 mod manifest;
 mod manifest_emitter;
