@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, CancellationToken, CheckpointStore, Emitter, KinesisSource,
-    Pipeline, ShardConfig, ShardContext, StreamConsumer, StreamConsumerBuilder, StreamReport,
+    BadRecordPolicy, BufferLimits, CancellationToken, CheckpointStore, Emitter, Pipeline, ShardConfig, ShardContext, StreamConsumer, StreamConsumerBuilder, StreamReport,
     Transformer, Utf8Transformer,
 };
+use kinesis_connectors_kinesis::PollingSource;
 use tokio::task::JoinHandle;
 
 /// The idle delay of [`fast_shard_config`]: how long a shard task waits after
@@ -78,7 +78,7 @@ pub fn utf8_consumer(spec: Utf8ConsumerSpec<'_>) -> StreamConsumer<Utf8Transform
     fast(StreamConsumer::builder(
         application,
         stream,
-        Arc::new(KinesisSource::new(kinesis.clone())),
+        Arc::new(PollingSource::new(kinesis.clone())),
         store,
         move |_: &ShardContext| {
             Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))

@@ -31,10 +31,11 @@ use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_checkpoint_redis::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use kinesis_checkpoint_redis::redis::{self, TlsCertificates};
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, Checkpoint, CheckpointStore, KinesisSource, Lease,
+    BadRecordPolicy, BufferLimits, Checkpoint, CheckpointStore, Lease,
     LeaseCoordinator, LeaseStore, Pipeline, Position, RetryPolicy, SequenceNumber, ShardConfig,
     ShardContext, ShardKey, StreamConsumer, Utf8Transformer, async_trait,
 };
+use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_testkit::{
     RecordingEmitter, checkpoint_store_conformance, lease_conformance,
 };
@@ -845,7 +846,7 @@ fn consumer(
     StreamConsumer::builder(
         app,
         stream,
-        Arc::new(KinesisSource::new(client.clone())),
+        Arc::new(PollingSource::new(client.clone())),
         store,
         move |_: &ShardContext| {
             Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))

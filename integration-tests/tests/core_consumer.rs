@@ -1,4 +1,4 @@
-//! The core consumer (`StreamConsumer` + `KinesisSource`) against the local
+//! The core consumer (`StreamConsumer` + `PollingSource`) against the local
 //! Kinesis of the stack (kinesis-local): a clean run delivers every record
 //! exactly once in per-key order, a restart from the checkpoint store loses
 //! nothing and replays only what was delivered but not checkpointed, and

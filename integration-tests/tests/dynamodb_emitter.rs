@@ -32,9 +32,9 @@ use integration_tests::{
     unique_name, wait_for_progress,
 };
 use kinesis_connectors_core::{
-    BadRecordPolicy, Batch, BufferLimits, EmitOutcome, Emitter, JsonTransformer, KinesisSource,
-    MemoryCheckpointStore, Pipeline, ShardContext, StreamConsumer, async_trait,
+    BadRecordPolicy, Batch, BufferLimits, EmitOutcome, Emitter, JsonTransformer, MemoryCheckpointStore, Pipeline, ShardContext, StreamConsumer, async_trait,
 };
+use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_dynamodb::{ConditionalPut, DynamoDbEmitter};
 use kinesis_connectors_testkit::{EmitterConformance, batch, shard_context};
 use serde::{Deserialize, Serialize};
@@ -257,7 +257,7 @@ fn start(
     let consumer = fast(StreamConsumer::builder(
         APP,
         stream,
-        Arc::new(KinesisSource::new(kinesis.clone())),
+        Arc::new(PollingSource::new(kinesis.clone())),
         Arc::new(store),
         move |_: &ShardContext| {
             Pipeline::builder(JsonTransformer::<Event>::new(), emitter.clone())

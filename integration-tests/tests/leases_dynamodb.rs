@@ -1,5 +1,5 @@
 //! Several workers sharing a stream through leases in DynamoDB: the core's
-//! `StreamConsumer` + `KinesisSource` + `LeaseCoordinator` on the
+//! `StreamConsumer` + `PollingSource` + `LeaseCoordinator` on the
 //! `DynamoDbCheckpointStore`, against the stack (kinesis-local for Kinesis,
 //! moto for DynamoDB). These are the on-the-stack versions of the core's
 //! `tests/leases.rs`.
@@ -29,10 +29,11 @@ use integration_tests::{
 use kinesis_checkpoint_dynamodb::DynamoDbCheckpointStore;
 use kinesis_connectors_core::{
     BadRecordPolicy, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Error,
-    KinesisSource, Lease, LeaseCoordinator, LeaseStore, Pipeline, Position, Result, SequenceNumber,
+    Lease, LeaseCoordinator, LeaseStore, Pipeline, Position, Result, SequenceNumber,
     ShardAssigner, ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome, StoredLease,
     StreamConsumer, StreamReport, Utf8Transformer, async_trait,
 };
+use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_testkit::RecordingEmitter;
 use tokio::task::JoinHandle;
 
@@ -281,7 +282,7 @@ fn spawn_worker(fx: &Fixture, id: &str, failover: Duration, pause: Option<Arc<Pa
         let consumer = StreamConsumer::builder(
             &app,
             &stream,
-            Arc::new(KinesisSource::new(kinesis)),
+            Arc::new(PollingSource::new(kinesis)),
             checkpoints,
             move |_: &ShardContext| {
                 Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))

@@ -3,7 +3,6 @@
 mod buffer;
 mod checkpoint;
 mod error;
-mod kinesis;
 mod lease;
 pub mod metrics;
 mod pipeline;
@@ -20,7 +19,6 @@ pub use tokio_util::sync::CancellationToken;
 pub use buffer::{Buffer, BufferLimits, RecordBuffer};
 pub use checkpoint::{Checkpoint, CheckpointStore, MemoryCheckpointStore, ShardKey};
 pub use error::{BoxError, Error, Result, SourceErrorKind};
-pub use kinesis::KinesisSource;
 pub use lease::{Lease, LeaseCoordinator, LeaseStore, ShardAssigner, SingleWorker, StoredLease};
 pub use pipeline::{
     AllPass, BadRecordPolicy, Batch, EmitOutcome, Emitter, FailedRecord, Filter, ItemSource,

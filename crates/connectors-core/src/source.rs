@@ -1,7 +1,7 @@
 //! The record-source seam: what the consumer needs from Kinesis.
 //!
-//! [`KinesisSource`](crate::KinesisSource) implements it with the AWS SDK;
-//! the testkit's scripted source implements it with pages, throttling,
+//! `kinesis_connectors_kinesis::PollingSource` implements it with the AWS SDK
+//! (the core stays free of it); the testkit's scripted source implements it with pages, throttling,
 //! expired iterators and shard ends written by a test, so every rule of the
 //! consumer loop is tested without a network.
 

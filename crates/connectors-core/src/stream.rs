@@ -81,8 +81,8 @@ impl StreamReport {
 /// ```no_run
 /// use std::sync::Arc;
 /// use kinesis_connectors_core::{
-///     async_trait, Batch, CancellationToken, EmitOutcome, Emitter, KinesisSource,
-///     MemoryCheckpointStore, Pipeline, ShardContext, StreamConsumer, Utf8Transformer,
+///     async_trait, Batch, CancellationToken, EmitOutcome, Emitter, MemoryCheckpointStore,
+///     Pipeline, RecordSource, ShardContext, StreamConsumer, Utf8Transformer,
 /// };
 ///
 /// struct Print;
@@ -94,12 +94,12 @@ impl StreamReport {
 ///     }
 /// }
 ///
-/// # async fn run() -> kinesis_connectors_core::Result<()> {
-/// let config = aws_config::load_from_env().await;
+/// // `source`: `kinesis_connectors_kinesis::PollingSource` in production.
+/// # async fn run(source: Arc<dyn RecordSource>) -> kinesis_connectors_core::Result<()> {
 /// let consumer = StreamConsumer::builder(
 ///     "my-app",
 ///     "clicks",
-///     Arc::new(KinesisSource::new(aws_sdk_kinesis::Client::new(&config))),
+///     source,
 ///     Arc::new(MemoryCheckpointStore::new()),
 ///     |_shard: &ShardContext| Pipeline::builder(Utf8Transformer, Arc::new(Print)).build(),
 /// )

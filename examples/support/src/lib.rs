@@ -27,10 +27,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kinesis_checkpoint_dynamodb::DynamoDbCheckpointStore;
 use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_connectors_core::{
-    BufferLimits, CancellationToken, CheckpointStore, InitialPosition, KinesisSource,
-    LeaseCoordinator, MemoryCheckpointStore, Pipeline, ShardAssigner, ShardContext, SingleWorker,
+    BufferLimits, CancellationToken, CheckpointStore, InitialPosition, LeaseCoordinator, MemoryCheckpointStore, Pipeline, ShardAssigner, ShardContext, SingleWorker,
     StreamConsumer, StreamReport, Transformer,
 };
+use kinesis_connectors_kinesis::PollingSource;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
@@ -217,7 +217,7 @@ impl ConsumerSettings {
         StreamConsumer::builder(
             &self.application,
             &self.stream,
-            Arc::new(KinesisSource::new(aws_sdk_kinesis::Client::new(aws))),
+            Arc::new(PollingSource::new(aws_sdk_kinesis::Client::new(aws))),
             checkpoints.store,
             move |_: &ShardContext| pipeline(limits),
         )

@@ -1,4 +1,5 @@
-//! [`RecordSource`] backed by the AWS SDK for Kinesis.
+//! The polling retrieval: a [`RecordSource`] over `ListShards`,
+//! `GetShardIterator` and `GetRecords`.
 
 use std::time::SystemTime;
 
@@ -8,11 +9,15 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 
-use crate::error::{Error, Result, SourceErrorKind};
-use crate::record::{Record, SequenceNumber};
-use crate::source::{RecordSource, RecordsPage, ShardInfo, StartPosition};
+use kinesis_connectors_core::{
+    Error, Record, RecordSource, RecordsPage, Result, SequenceNumber, ShardInfo, SourceErrorKind,
+    StartPosition,
+};
 
-/// Reads a stream with `ListShards`, `GetShardIterator` and `GetRecords`.
+/// Reads a stream with `ListShards`, `GetShardIterator` and `GetRecords`
+/// (the polling retrieval: up to 5 calls per second per shard, shared by every
+/// consumer of the stream). Hand it to
+/// [`StreamConsumer`](kinesis_connectors_core::StreamConsumer) as its source.
 ///
 /// Takes a client the caller built, so the endpoint, region and credentials
 /// come from the caller's `SdkConfig` (and `AWS_ENDPOINT_URL_KINESIS` for
@@ -20,17 +25,17 @@ use crate::source::{RecordSource, RecordsPage, ShardInfo, StartPosition};
 ///
 /// ```no_run
 /// # async fn example() {
-/// use kinesis_connectors_core::KinesisSource;
+/// use kinesis_connectors_kinesis::PollingSource;
 /// let config = aws_config::load_from_env().await;
-/// let source = KinesisSource::new(aws_sdk_kinesis::Client::new(&config));
+/// let source = PollingSource::new(aws_sdk_kinesis::Client::new(&config));
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct KinesisSource {
+pub struct PollingSource {
     client: aws_sdk_kinesis::Client,
 }
 
-impl KinesisSource {
+impl PollingSource {
     /// A source reading through `client`.
     pub fn new(client: aws_sdk_kinesis::Client) -> Self {
         Self { client }
@@ -72,7 +77,7 @@ fn parse_sequence(text: &str) -> Result<SequenceNumber> {
 }
 
 #[async_trait]
-impl RecordSource for KinesisSource {
+impl RecordSource for PollingSource {
     async fn list_shards(&self, stream: &str) -> Result<Vec<ShardInfo>> {
         let mut shards = Vec::new();
         let mut next_token: Option<String> = None;
@@ -223,7 +228,7 @@ mod tests {
                     .build()
             });
         let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&page1, &page2]);
-        let shards = KinesisSource::new(client).list_shards("s").await.unwrap();
+        let shards = PollingSource::new(client).list_shards("s").await.unwrap();
         assert_eq!(shards.len(), 2);
         assert!(shards[0].is_closed());
         assert!(!shards[1].is_closed());
@@ -259,7 +264,7 @@ mod tests {
             RuleMode::Sequential,
             [&throttled, &expired]
         );
-        let source = KinesisSource::new(client);
+        let source = PollingSource::new(client);
         let err = source.get_records("it", 10).await.unwrap_err();
         assert_eq!(err.source_kind(), Some(SourceErrorKind::Throttled));
         let err = source.get_records("it", 10).await.unwrap_err();
@@ -296,7 +301,7 @@ mod tests {
                 .unwrap()
         });
         let client = mock_client!(aws_sdk_kinesis, [&ok]);
-        let page = KinesisSource::new(client)
+        let page = PollingSource::new(client)
             .get_records("it", 10)
             .await
             .unwrap();
