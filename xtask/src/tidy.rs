@@ -4,8 +4,12 @@
 //! - every dependency of a member goes through `[workspace.dependencies]`
 //!   (`x.workspace = true` or `x = { workspace = true, … }`);
 //! - the dependency isolation table below holds.
+//!
+//! The first two only read files, so they also run as `#[test]`s over the
+//! real workspace (`cargo test -p xtask` catches a violation); the isolation
+//! table needs `cargo tree` and runs in `cargo xtask tidy` only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,46 +19,155 @@ use serde_json::Value;
 
 use crate::util::{self, say};
 
-/// Crates that must stay out of a package's normal dependency graph, so that an
-/// application only compiles the backends it uses. A row whose package does not
-/// exist (yet) is skipped; a new backend crate is a one-line addition.
-pub(crate) const ISOLATION: &[(&str, &[&str])] = &[
-    (
-        "kinesis-connectors-core",
-        &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx", "redis"],
+/// Every crate of the AWS SDK for Rust: the service SDKs, the smithy runtime
+/// under them and the shared config, credential, type and signing crates.
+/// Patterns are exact names or `prefix*`; not `aws-*`, which would also match
+/// `aws-lc-rs`, a crypto library rustls may use that is no SDK crate.
+const AWS_SDK: &[&str] = &[
+    "aws-sdk-*",
+    "aws-smithy-*",
+    "aws-config",
+    "aws-types",
+    "aws-credential-types",
+    "aws-runtime",
+    "aws-sigv4",
+];
+
+/// One row of the isolation table: crates that must stay out of `package`'s
+/// normal dependency graph, so that an application compiles only the
+/// backends it uses.
+struct Rule {
+    package: &'static str,
+    /// Whether no crate of [`AWS_SDK`] may appear either: for crates that must
+    /// build without any SDK (the core, third-party emitters).
+    no_aws: bool,
+    /// Banned crates: exact names or `prefix*`.
+    banned: &'static [&'static str],
+}
+
+impl Rule {
+    const fn new(package: &'static str, banned: &'static [&'static str]) -> Self {
+        Self {
+            package,
+            no_aws: false,
+            banned,
+        }
+    }
+
+    const fn no_aws(package: &'static str, banned: &'static [&'static str]) -> Self {
+        Self {
+            package,
+            no_aws: true,
+            banned,
+        }
+    }
+
+    /// What the rule bans, one entry per problem it can report: the AWS SDK
+    /// as one group (one cause usually pulls many of its crates), then each
+    /// banned pattern.
+    fn bans(&self) -> Vec<Ban> {
+        let aws = self.no_aws.then(|| Ban {
+            label: format!("any AWS SDK crate ({})", AWS_SDK.join(", ")),
+            patterns: AWS_SDK,
+        });
+        aws.into_iter()
+            .chain(self.banned.iter().map(|pattern| Ban {
+                label: (*pattern).to_owned(),
+                patterns: std::slice::from_ref(pattern),
+            }))
+            .collect()
+    }
+
+    /// The bans for messages: `any AWS SDK crate, sqlx, redis`.
+    fn describe(&self) -> String {
+        let aws = self.no_aws.then_some("any AWS SDK crate");
+        aws.into_iter()
+            .chain(self.banned.iter().copied())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Something one rule bans: a crate, a `prefix*` family, or the AWS SDK.
+struct Ban {
+    label: String,
+    patterns: &'static [&'static str],
+}
+
+impl Ban {
+    fn matches(&self, name: &str) -> bool {
+        self.patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *p,
+        })
+    }
+}
+
+/// The isolation table. A row whose package does not exist (yet) is skipped;
+/// a new crate is a one-line addition. Examples obey it too: each compiles
+/// only the SDKs of the backends it shows.
+const ISOLATION: &[Rule] = &[
+    Rule::no_aws("kinesis-connectors-core", &["sqlx", "redis"]),
+    Rule::new(
+        "kinesis-connectors-aws",
+        &[
+            "aws-sdk-s3",
+            "aws-sdk-dynamodb",
+            "aws-sdk-kinesis",
+            "sqlx",
+            "redis",
+        ],
     ),
-    (
+    Rule::new(
         "kinesis-checkpoint-redis",
         &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx"],
     ),
-    (
+    Rule::new(
         "kinesis-checkpoint-dynamodb",
         &["aws-sdk-s3", "sqlx", "redis"],
     ),
-    (
+    Rule::new(
         "kinesis-connectors-dynamodb",
         &["sqlx", "redis", "aws-sdk-s3"],
     ),
-    (
+    Rule::new(
         "kinesis-connectors-s3",
         &["aws-sdk-dynamodb", "sqlx", "redis"],
     ),
-    (
+    Rule::new(
         "kinesis-connectors-kinesis",
         &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx", "redis"],
     ),
-    (
+    Rule::new(
         "kinesis-connectors-redshift",
         &["aws-sdk-dynamodb", "redis"],
     ),
-    (
-        "kinesis-emitter-files",
-        &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx", "redis"],
-    ),
-    (
+    Rule::new(
         "kinesis-connectors-testkit",
         &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx", "redis"],
     ),
+    // The third-party emitter example: what an emitter crate outside this
+    // workspace compiles, so no SDK at all.
+    Rule::no_aws("kinesis-emitter-files", &["sqlx", "redis"]),
+    // With default features: each example turns on what it uses.
+    Rule::new(
+        "example-support",
+        &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx", "redis"],
+    ),
+    Rule::new(
+        "producer",
+        &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx", "redis"],
+    ),
+    // S3, Redis checkpoints.
+    Rule::new("s3-archiver", &["aws-sdk-dynamodb", "sqlx"]),
+    // DynamoDB, Redis checkpoints.
+    Rule::new("dynamodb-sink", &["aws-sdk-s3", "sqlx"]),
+    // Kinesis to Kinesis, Redis checkpoints.
+    Rule::new(
+        "stream-to-stream",
+        &["aws-sdk-s3", "aws-sdk-dynamodb", "sqlx"],
+    ),
+    // redshift-manifest uses every backend: no row.
 ];
 
 /// A workspace member from `cargo metadata`.
@@ -115,33 +228,27 @@ pub(crate) fn cargo() -> String {
 /// Runs every tidy rule; fails listing all problems.
 pub(crate) fn run() -> Result<()> {
     let members = members()?;
-    let mut problems: Vec<String> = Vec::new();
     say(format!(
         "tidy: checking {} workspace members",
         members.len()
     ));
-    for m in &members {
-        let dir = m.manifest.parent().unwrap_or(Path::new("."));
-        if !dir.join("README.md").is_file() {
-            problems.push(format!("{}: no README.md in {}", m.name, dir.display()));
-        }
-        let text = fs::read_to_string(&m.manifest)
-            .with_context(|| format!("reading {}", m.manifest.display()))?;
-        for p in check_manifest(&text) {
-            problems.push(format!("{} ({}): {p}", m.name, m.manifest.display()));
-        }
-    }
+    let mut problems = file_problems(&members)?;
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-    for (package, banned) in ISOLATION {
-        if !names.contains(package) {
+    for rule in ISOLATION {
+        if !names.contains(&rule.package) {
             say(format!(
-                "tidy: isolation rule for {package} skipped: no such crate in the workspace yet"
+                "tidy: isolation rule for {} skipped: no such crate in the workspace yet",
+                rule.package
             ));
             continue;
         }
-        let found = isolation_violations(package, banned)?;
+        let found = isolation_violations(rule)?;
         if found.is_empty() {
-            say(format!("tidy: {package} is free of {}", banned.join(", ")));
+            say(format!(
+                "tidy: {} is free of {}",
+                rule.package,
+                rule.describe()
+            ));
         }
         problems.extend(found);
     }
@@ -156,40 +263,150 @@ pub(crate) fn run() -> Result<()> {
     Ok(())
 }
 
-/// Names of the packages in `package`'s normal dependency graph.
-fn normal_deps(package: &str) -> Result<Vec<String>> {
+/// The rules that only read the members' files: a `README.md` next to each
+/// manifest, and what [`check_manifest`] checks.
+fn file_problems(members: &[Member]) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for m in members {
+        let dir = m.manifest.parent().unwrap_or(Path::new("."));
+        if !dir.join("README.md").is_file() {
+            problems.push(format!("{}: no README.md in {}", m.name, dir.display()));
+        }
+        let text = fs::read_to_string(&m.manifest)
+            .with_context(|| format!("reading {}", m.manifest.display()))?;
+        for p in check_manifest(&text) {
+            problems.push(format!("{} ({}): {p}", m.name, m.manifest.display()));
+        }
+    }
+    Ok(problems)
+}
+
+/// `package`'s normal dependency graph, from `cargo tree -p <package>`.
+///
+/// One package at a time, so features are resolved as `cargo build -p
+/// <package>` resolves them: only what this package and its dependencies
+/// turn on, never what another workspace member enables on a shared crate
+/// (a workspace-wide graph would blame an example for another's features).
+/// `-e normal` also leaves dev-dependencies out of the feature resolution;
+/// `--target all` counts target-specific dependencies of every platform.
+fn normal_graph(package: &str) -> Result<Graph> {
     let out = util::output(
         Command::new(cargo())
             .current_dir(util::root())
             .args([
-                "tree", "-p", package, "-e", "normal", "--prefix", "none", "--target", "all",
+                "tree", "-p", package, "-e", "normal", "--prefix", "depth", "--target", "all",
             ])
             .args(["--format", "{p}"]),
     )?;
-    let mut names: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect();
-    names.sort();
-    names.dedup();
-    Ok(names)
+    Ok(Graph::parse(&out))
 }
 
-/// One problem per banned crate found in `package`'s normal graph, with the path to it.
-fn isolation_violations(package: &str, banned: &[&str]) -> Result<Vec<String>> {
-    let deps = normal_deps(package)?;
-    let mut problems = Vec::new();
-    for bad in banned {
-        if !deps.iter().any(|d| d == bad) {
-            continue;
+/// A dependency graph as `cargo tree --prefix depth --format {p}` prints it.
+#[derive(Debug, Default)]
+struct Graph {
+    /// Each crate with the crates it depends on.
+    edges: BTreeMap<String, BTreeSet<String>>,
+    /// The package the tree starts from.
+    root: Option<String>,
+}
+
+impl Graph {
+    /// Reads `<depth><name> v<version> …` lines. A crate already shown is
+    /// printed again without its dependencies (`(*)`), so every edge appears
+    /// exactly under the one full listing of its crate.
+    fn parse(tree: &str) -> Self {
+        let mut graph = Graph::default();
+        let mut path: Vec<String> = Vec::new();
+        for line in tree.lines() {
+            let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+            let (Ok(depth), Some(name)) = (
+                line[..digits].parse::<usize>(),
+                line[digits..].split_whitespace().next(),
+            ) else {
+                continue;
+            };
+            path.truncate(depth);
+            match path.last() {
+                Some(parent) => {
+                    graph
+                        .edges
+                        .entry(parent.clone())
+                        .or_default()
+                        .insert(name.to_owned());
+                }
+                None => graph.root = Some(name.to_owned()),
+            }
+            graph.edges.entry(name.to_owned()).or_default();
+            path.push(name.to_owned());
         }
+        graph
+    }
+
+    /// Every crate with its distance from the root (direct dependencies are 1).
+    fn distances(&self) -> BTreeMap<&str, usize> {
+        let mut distance = BTreeMap::new();
+        let mut queue = VecDeque::new();
+        if let Some(root) = &self.root {
+            distance.insert(root.as_str(), 0);
+            queue.push_back((root.as_str(), 0));
+        }
+        while let Some((name, depth)) = queue.pop_front() {
+            for dep in self.edges.get(name).into_iter().flatten() {
+                if !distance.contains_key(dep.as_str()) {
+                    distance.insert(dep.as_str(), depth + 1);
+                    queue.push_back((dep.as_str(), depth + 1));
+                }
+            }
+        }
+        distance
+    }
+
+    /// The crates `ban` matches, nearest to the root first (then by name).
+    fn matching(&self, ban: &Ban) -> Vec<String> {
+        let mut found: Vec<(usize, &str)> = self
+            .distances()
+            .into_iter()
+            .filter(|(name, depth)| *depth > 0 && ban.matches(name))
+            .map(|(name, depth)| (depth, name))
+            .collect();
+        found.sort_unstable();
+        found.into_iter().map(|(_, name)| name.to_owned()).collect()
+    }
+}
+
+/// How many crates of a banned family a problem names.
+const FAMILY_SHOWN: usize = 4;
+
+/// One problem per ban of `rule` found in its package's normal graph, with
+/// the `cargo tree -i` path to the banned crate nearest the package (for a
+/// family such as the AWS SDK, that one shows where the family comes in).
+fn isolation_violations(rule: &Rule) -> Result<Vec<String>> {
+    let package = rule.package;
+    let graph = normal_graph(package)?;
+    let mut problems = Vec::new();
+    for ban in rule.bans() {
+        let found = graph.matching(&ban);
+        let Some(nearest) = found.first() else {
+            continue;
+        };
         let path = util::output(Command::new(cargo()).current_dir(util::root()).args([
-            "tree", "-p", package, "-e", "normal", "--target", "all", "-i", bad,
+            "tree", "-p", package, "-e", "normal", "--target", "all", "-i", nearest,
         ]))
         .unwrap_or_else(|e| format!("(could not print the path: {e:#})"));
+        // A family names how many of its crates come in and the nearest few;
+        // the path below shows where the family enters.
+        let what = match found.as_slice() {
+            [only] if *only == ban.label => String::new(),
+            few if few.len() <= FAMILY_SHOWN => format!(" ({})", few.join(", ")),
+            many => format!(
+                " ({} crates: {}, …)",
+                many.len(),
+                many[..FAMILY_SHOWN].join(", ")
+            ),
+        };
         problems.push(format!(
-            "{package} must not depend on {bad}, but it does (isolation rule); path (`cargo tree -p {package} -e normal -i {bad}`):\n{}",
+            "{package} must not depend on {}, but it does{what} (isolation rule); path (`cargo tree -p {package} -e normal -i {nearest}`):\n{}",
+            ban.label,
             indent(&path, "      ")
         ));
     }
@@ -545,9 +762,82 @@ cc = "1"
 
     #[test]
     fn the_isolation_table_names_each_package_once() {
-        let mut names: Vec<&str> = ISOLATION.iter().map(|(p, _)| *p).collect();
+        let mut names: Vec<&str> = ISOLATION.iter().map(|r| r.package).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), ISOLATION.len());
+    }
+
+    /// The file rules of `cargo xtask tidy` over the real workspace, so that
+    /// `cargo test -p xtask` fails on a missing README, a member without the
+    /// workspace lints or a dependency that bypasses `[workspace.dependencies]`.
+    #[test]
+    fn the_workspace_members_pass_the_file_rules() -> Result<()> {
+        let members = members()?;
+        assert!(
+            members.iter().any(|m| m.name == "xtask"),
+            "`cargo metadata` did not list this workspace"
+        );
+        let problems = file_problems(&members)?;
+        assert!(
+            problems.is_empty(),
+            "tidy file rules fail:\n  - {}",
+            problems.join("\n  - ")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_aws_sdk_family_is_the_sdk_only() {
+        let rule = Rule::no_aws("x", &["sqlx"]);
+        let bans = rule.bans();
+        assert_eq!(bans.len(), 2);
+        for name in [
+            "aws-sdk-kinesis",
+            "aws-smithy-runtime-api",
+            "aws-config",
+            "aws-types",
+            "aws-credential-types",
+            "aws-runtime",
+            "aws-sigv4",
+        ] {
+            assert!(bans[0].matches(name), "{name}");
+        }
+        for name in ["aws-lc-rs", "aws-lc-sys", "sqlx-core", "sdk-aws"] {
+            assert!(!bans[0].matches(name), "{name}");
+        }
+        assert!(bans[1].matches("sqlx") && !bans[1].matches("sqlx-core"));
+        assert_eq!(rule.describe(), "any AWS SDK crate, sqlx");
+    }
+
+    #[test]
+    fn finds_the_banned_crate_nearest_the_package() {
+        // `b` is listed in full under `a` (depth 2) before it shows up again,
+        // deduplicated, as a direct dependency: its dependency `aws-sdk-x` is
+        // still two steps from the root, not three.
+        let tree = "\
+0root v0.1.0 (/w/root)
+1a v1.0.0
+2b v1.0.0
+3aws-sdk-x v1.0.0
+4aws-smithy-types v1.0.0
+3aws-smithy-types v1.0.0
+1b v1.0.0 (*)
+1aws-config v1.0.0
+2aws-types v1.0.0
+1serde v1.0.0 (proc-macro)
+";
+        let graph = Graph::parse(tree);
+        assert_eq!(graph.root.as_deref(), Some("root"));
+        let distances = graph.distances();
+        assert_eq!(distances["b"], 1);
+        assert_eq!(distances["aws-sdk-x"], 2);
+        let aws = &Rule::no_aws("root", &[]).bans()[0];
+        assert_eq!(
+            graph.matching(aws),
+            ["aws-config", "aws-sdk-x", "aws-smithy-types", "aws-types"]
+        );
+        let none = &Rule::new("root", &["redis"]).bans()[0];
+        assert!(graph.matching(none).is_empty());
     }
 }
