@@ -860,11 +860,10 @@ fn consumer(
         },
     )
     .shard_config(ShardConfig {
-        retry: RetryPolicy {
-            initial_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(500),
-            max_attempts: 10,
-        },
+        retry: RetryPolicy::new()
+            .with_initial_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_millis(500))
+            .with_max_attempts(10),
         ..fast_shard_config()
     })
     .discovery_interval(FAST_DISCOVERY_INTERVAL)

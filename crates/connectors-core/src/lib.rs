@@ -25,7 +25,7 @@ pub use pipeline::{
     Pipeline, PipelineBuilder, RejectedItem, Transformer,
 };
 pub use record::{Position, Record, SequenceNumber, ShardContext};
-pub use retry::RetryPolicy;
+pub use retry::{Backoff, RetryPolicy};
 pub use shard::{
     LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
 };

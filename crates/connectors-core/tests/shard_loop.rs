@@ -34,11 +34,10 @@ fn env(source: &ScriptedSource, store: &MemoryCheckpointStore, config: ShardConf
 }
 
 fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: Duration::from_millis(100),
-        max_delay: Duration::from_secs(1),
-        max_attempts: 4,
-    }
+    RetryPolicy::new()
+        .with_initial_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(1))
+        .with_max_attempts(4)
 }
 
 fn config() -> ShardConfig {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use kinesis_connectors_core::{Batch, BoxError, EmitOutcome, Emitter, RejectedItem, RetryPolicy};
@@ -33,11 +32,10 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// The default retry policy of unprocessed items, throttled and transient
 /// request failures: 50 ms doubling up to 5 s (plus up to 100 % jitter),
 /// 10 attempts per request.
-pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
-    initial_delay: Duration::from_millis(50),
-    max_delay: Duration::from_secs(5),
-    max_attempts: 10,
-};
+pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy::new()
+    .with_initial_delay(Duration::from_millis(50))
+    .with_max_delay(Duration::from_secs(5))
+    .with_max_attempts(10);
 
 /// Counters of what an emitter did since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -202,16 +200,6 @@ impl<T> DynamoDbEmitter<T> {
             stale_skipped: load(&c.stale_skipped),
             requests_retried: load(&c.requests_retried),
         }
-    }
-
-    /// Delays between attempts of one request.
-    fn delays(&self) -> impl Iterator<Item = Duration> + use<T> {
-        ExponentialBuilder::new()
-            .with_min_delay(self.retry.initial_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build()
     }
 
     /// Converts and checks every item; the ones DynamoDB would refuse are
@@ -381,7 +369,7 @@ impl<T> DynamoDbEmitter<T> {
     /// or the retry policy runs out.
     async fn write_chunk(&self, chunk: Vec<WriteRequest>) -> std::result::Result<(), ChunkFailure> {
         let mut pending = chunk;
-        let mut delays = self.delays();
+        let mut delays = self.retry.delays();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -444,7 +432,7 @@ impl<T> DynamoDbEmitter<T> {
                 }
             }
             add(&self.counters.requests_retried, 1);
-            tokio::time::sleep(delays.next().unwrap_or(self.retry.max_delay)).await;
+            tokio::time::sleep(delays.next_delay()).await;
         }
     }
 
@@ -514,7 +502,7 @@ impl<T> DynamoDbEmitter<T> {
     async fn put_conditional(&self, condition: &ConditionalPut, item: Item) -> Result<()> {
         let values = condition.values_for(&item)?;
         let values = (!values.is_empty()).then_some(values);
-        let mut delays = self.delays();
+        let mut delays = self.retry.delays();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -561,7 +549,7 @@ impl<T> DynamoDbEmitter<T> {
                 }
             }
             add(&self.counters.requests_retried, 1);
-            tokio::time::sleep(delays.next().unwrap_or(self.retry.max_delay)).await;
+            tokio::time::sleep(delays.next_delay()).await;
         }
     }
 }

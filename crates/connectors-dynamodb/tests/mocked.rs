@@ -71,11 +71,10 @@ fn client(mode: RuleMode, rules: &[&Rule]) -> Client {
 }
 
 /// Fast retries, so tests with paused time stay short even in logs.
-const FAST_RETRY: RetryPolicy = RetryPolicy {
-    initial_delay: Duration::from_millis(10),
-    max_delay: Duration::from_millis(100),
-    max_attempts: 5,
-};
+const FAST_RETRY: RetryPolicy = RetryPolicy::new()
+    .with_initial_delay(Duration::from_millis(10))
+    .with_max_delay(Duration::from_millis(100))
+    .with_max_attempts(5);
 
 fn emitter(client: Client) -> DynamoDbEmitter<Event> {
     DynamoDbEmitter::builder(client, TABLE)
@@ -459,11 +458,10 @@ async fn backoff_delays_grow_and_stay_capped() {
             .unprocessed_items(TABLE, requests(input))
             .build()
     });
-    let retry = RetryPolicy {
-        initial_delay: Duration::from_millis(100),
-        max_delay: Duration::from_millis(400),
-        max_attempts: 6,
-    };
+    let retry = RetryPolicy::new()
+        .with_initial_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_millis(400))
+        .with_max_attempts(6);
     let emitter = DynamoDbEmitter::<Event>::builder(client(RuleMode::MatchAny, &[&rule]), TABLE)
         .key_attributes(["id"])
         .retry(retry)
@@ -614,11 +612,10 @@ fn unreachable_client() -> Client {
 }
 
 /// Real time: the emitter's own retries, kept short.
-const TINY_RETRY: RetryPolicy = RetryPolicy {
-    initial_delay: Duration::from_millis(1),
-    max_delay: Duration::from_millis(5),
-    max_attempts: 2,
-};
+const TINY_RETRY: RetryPolicy = RetryPolicy::new()
+    .with_initial_delay(Duration::from_millis(1))
+    .with_max_delay(Duration::from_millis(5))
+    .with_max_attempts(2);
 
 #[tokio::test]
 async fn connection_failures_are_retried_then_retryable() {
@@ -1404,10 +1401,7 @@ fn bad_configuration_is_named() {
     let retry = config_error(
         DynamoDbEmitter::builder(c(), TABLE)
             .key_attributes(["id"])
-            .retry(RetryPolicy {
-                max_attempts: 0,
-                ..FAST_RETRY
-            })
+            .retry(FAST_RETRY.with_max_attempts(0))
             .build(),
     );
     assert!(retry.contains("max_attempts"), "{retry}");

@@ -6,7 +6,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use backon::{BackoffBuilder as _, ExponentialBuilder};
 use kinesis_connectors_core::{
     Batch, EmitOutcome, Emitter, ItemSource, RejectedItem, RetryPolicy, Transformer,
 };
@@ -32,11 +31,10 @@ type HashKeyFn<I> = dyn Fn(&I, &ItemSource) -> Option<String> + Send + Sync;
 
 /// The default retry policy of refused records: 100 ms doubling to 5 s, with
 /// jitter, 8 attempts.
-pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
-    initial_delay: Duration::from_millis(100),
-    max_delay: Duration::from_secs(5),
-    max_attempts: 8,
-};
+pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy::new()
+    .with_initial_delay(Duration::from_millis(100))
+    .with_max_delay(Duration::from_secs(5))
+    .with_max_attempts(8);
 
 /// Forwards each item, encoded by the transformer, as one record of another
 /// stream, with `PutRecords`.
@@ -293,12 +291,7 @@ impl<T: Transformer> Emitter<T::Item> for KinesisEmitter<T> {
     async fn emit(&self, batch: &Batch<T::Item>) -> kinesis_connectors_core::Result<EmitOutcome> {
         let (mut pending, rejected) = self.prepare(batch);
         let total = pending.len();
-        let mut delays = ExponentialBuilder::new()
-            .with_min_delay(self.retry.initial_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut delays = self.retry.delays();
         let mut attempt = 0;
         while !pending.is_empty() {
             attempt += 1;
@@ -317,7 +310,7 @@ impl<T: Transformer> Emitter<T::Item> for KinesisEmitter<T> {
                 }
                 .into());
             }
-            let delay = delays.next().unwrap_or(self.retry.max_delay);
+            let delay = delays.next_delay();
             tracing::debug!(
                 stream = %self.stream,
                 shard_id = %batch.context.shard_id,

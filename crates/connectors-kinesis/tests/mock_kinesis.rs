@@ -111,11 +111,10 @@ fn client(rules: &[Rule]) -> aws_sdk_kinesis::Client {
 }
 
 fn fast_retry(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(100),
-        max_attempts,
-    }
+    RetryPolicy::new()
+        .with_initial_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(100))
+        .with_max_attempts(max_attempts)
 }
 
 fn strings(n: usize, prefix: &str) -> Vec<String> {
@@ -299,11 +298,12 @@ async fn refused_records_wait_a_growing_capped_delay() {
     // r-2 is refused 5 times, then accepted at the 6th and last attempt.
     stream.lock().unwrap().refuse = HashMap::from([("r-2".to_owned(), 5)]);
     let emitter = KinesisEmitter::builder(client(&[stream_rule(&stream)]), STREAM, Utf8Transformer)
-        .retry(RetryPolicy {
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(400),
-            max_attempts: 6,
-        })
+        .retry(
+            RetryPolicy::new()
+                .with_initial_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_millis(400))
+                .with_max_attempts(6),
+        )
         .build()
         .unwrap();
     let started = tokio::time::Instant::now();
@@ -466,10 +466,7 @@ fn bad_configurations_are_refused_clearly() {
     assert!(matches!(err, Error::Config(_)));
     assert!(err.to_string().contains("stream name is empty"), "{err}");
     let err = KinesisEmitter::builder(c, STREAM, Utf8Transformer)
-        .retry(RetryPolicy {
-            max_attempts: 0,
-            ..RetryPolicy::default()
-        })
+        .retry(RetryPolicy::default().with_max_attempts(0))
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("max_attempts"), "{err}");

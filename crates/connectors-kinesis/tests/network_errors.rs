@@ -20,11 +20,12 @@ fn unreachable_kinesis() -> aws_sdk_kinesis::Client {
 #[tokio::test]
 async fn an_unreachable_endpoint_is_retried_then_fails_retryably() {
     let emitter = KinesisEmitter::builder(unreachable_kinesis(), "target", Utf8Transformer)
-        .retry(RetryPolicy {
-            initial_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(10),
-            max_attempts: 2,
-        })
+        .retry(
+            RetryPolicy::new()
+                .with_initial_delay(Duration::from_millis(5))
+                .with_max_delay(Duration::from_millis(10))
+                .with_max_attempts(2),
+        )
         .build()
         .unwrap();
     let items: Vec<String> = (0..3).map(|i| format!("r-{i}")).collect();

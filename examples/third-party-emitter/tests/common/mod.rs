@@ -67,11 +67,10 @@ pub(crate) fn closed_source(shards: &[&str], n: usize) -> ScriptedSource {
 pub(crate) fn shard_config() -> ShardConfig {
     ShardConfig {
         idle_delay: Duration::from_millis(200),
-        retry: RetryPolicy {
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(100),
-            max_attempts: 3,
-        },
+        retry: RetryPolicy::new()
+            .with_initial_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_millis(100))
+            .with_max_attempts(3),
         ..ShardConfig::default()
     }
 }
