@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, CancellationToken, CheckpointStore, Emitter, Pipeline, ShardConfig, ShardContext, StreamConsumer, StreamConsumerBuilder, StreamReport,
-    Transformer, Utf8Transformer,
+    BadRecordPolicy, BufferLimits, CancellationToken, CheckpointStore, Emitter, Pipeline,
+    ShardConfig, ShardContext, StreamConsumer, StreamConsumerBuilder, StreamReport, Transformer,
+    Utf8Transformer,
 };
 use kinesis_connectors_kinesis::PollingSource;
 use tokio::task::JoinHandle;
@@ -24,10 +25,7 @@ pub const STOP_WAIT: Duration = Duration::from_secs(30);
 /// The default shard configuration with a short idle delay
 /// ([`FAST_IDLE_DELAY`]), so the tests finish fast.
 pub fn fast_shard_config() -> ShardConfig {
-    ShardConfig {
-        idle_delay: FAST_IDLE_DELAY,
-        ..ShardConfig::default()
-    }
+    ShardConfig::default().with_idle_delay(FAST_IDLE_DELAY)
 }
 
 /// `builder` with [`fast_shard_config`] and a discovery interval of

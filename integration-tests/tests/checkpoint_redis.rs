@@ -31,13 +31,14 @@ use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_checkpoint_redis::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use kinesis_checkpoint_redis::redis::{self, TlsCertificates};
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, Checkpoint, CheckpointStore, Lease,
-    LeaseCoordinator, LeaseStore, Pipeline, Position, RetryPolicy, SequenceNumber, ShardConfig,
-    ShardContext, ShardKey, StreamConsumer, Utf8Transformer, async_trait,
+    BadRecordPolicy, BufferLimits, Checkpoint, CheckpointStore, Lease, LeaseCoordinator,
+    LeaseStore, Pipeline, Position, RetryPolicy, SequenceNumber, ShardContext, ShardKey,
+    StreamConsumer, Utf8Transformer, async_trait,
 };
 use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_testkit::{
-    RecordingEmitter, checkpoint_store_conformance, lease_conformance,
+    CheckpointStoreCapabilities, LeaseCapabilities, RecordingEmitter, checkpoint_store_conformance,
+    lease_conformance,
 };
 
 /// The bound of every wait in these tests.
@@ -189,18 +190,24 @@ async fn raw_set(connection: &mut ConnectionManager, key: &str, value: &str) {
 async fn checkpoint_redis_conformance_on_the_stack() {
     let started = Instant::now();
     let store = stack_store().await;
-    checkpoint_store_conformance(&store).await;
+    let report =
+        checkpoint_store_conformance::run_all(&store, CheckpointStoreCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     let prefixed = stack_store()
         .await
         .with_prefix(format!("{}:", unique_name("prefix")));
-    checkpoint_store_conformance(&prefixed).await;
+    let report =
+        checkpoint_store_conformance::run_all(&prefixed, CheckpointStoreCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     eprintln!("checkpoint conformance (twice): {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_redis_lease_conformance_on_the_stack() {
     let started = Instant::now();
-    lease_conformance(Arc::new(stack_store().await)).await;
+    let report =
+        lease_conformance::run_all(Arc::new(stack_store().await), LeaseCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     eprintln!("lease conformance: {:?}", started.elapsed());
 }
 
@@ -689,8 +696,11 @@ async fn checkpoint_redis_rediss_urls_work_over_rustls() {
     )
     .unwrap();
     let store = RedisCheckpointStore::new(ConnectionManager::new(client).await.unwrap());
-    checkpoint_store_conformance(&store).await;
-    lease_conformance(Arc::new(store)).await;
+    let report =
+        checkpoint_store_conformance::run_all(&store, CheckpointStoreCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
+    let report = lease_conformance::run_all(Arc::new(store), LeaseCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("TLS: both suites in {:?}", started.elapsed());
 }
@@ -850,22 +860,23 @@ fn consumer(
         store,
         move |_: &ShardContext| {
             Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-                .buffer_limits(BufferLimits {
-                    max_records: 25,
-                    max_age: Duration::from_millis(300),
-                    ..BufferLimits::default()
-                })
+                .buffer_limits(
+                    BufferLimits::default()
+                        .with_max_records(25)
+                        .with_max_age(Duration::from_millis(300)),
+                )
                 .bad_records(BadRecordPolicy::Stop)
                 .build()
         },
     )
-    .shard_config(ShardConfig {
-        retry: RetryPolicy::new()
-            .with_initial_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_millis(500))
-            .with_max_attempts(10),
-        ..fast_shard_config()
-    })
+    .shard_config(
+        fast_shard_config().with_retry(
+            RetryPolicy::new()
+                .with_initial_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_millis(500))
+                .with_max_attempts(10),
+        ),
+    )
     .discovery_interval(FAST_DISCOVERY_INTERVAL)
 }
 

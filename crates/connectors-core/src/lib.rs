@@ -21,8 +21,8 @@ pub use checkpoint::{Checkpoint, CheckpointStore, MemoryCheckpointStore, ShardKe
 pub use error::{BoxError, Error, Result, SourceErrorKind};
 pub use lease::{Lease, LeaseCoordinator, LeaseStore, ShardAssigner, SingleWorker, StoredLease};
 pub use pipeline::{
-    AllPass, BadRecordPolicy, Batch, EmitOutcome, Emitter, FailedRecord, Filter, ItemSource,
-    Pipeline, PipelineBuilder, RejectedItem, Transformer,
+    AllPass, BadRecordPolicy, Batch, EmitOutcome, Emitter, Encoder, FailedRecord, Filter,
+    ItemSource, Pipeline, PipelineBuilder, RejectedItem, Transformer,
 };
 pub use record::{Position, Record, SequenceNumber, ShardContext};
 pub use retry::{Backoff, RetryPolicy};

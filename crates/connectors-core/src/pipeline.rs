@@ -1,4 +1,5 @@
-//! The pipeline traits: Transformer → Filter → Buffer → Emitter.
+//! The pipeline traits: Transformer → Filter → Buffer → Emitter (and
+//! Encoder, the way back to bytes for byte sinks).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -9,10 +10,12 @@ use bytes::Bytes;
 use crate::error::Result;
 use crate::record::{Position, Record, ShardContext};
 
-/// Turns records into the user's items, and items back into bytes for sinks
-/// that write bytes (S3 objects, streams).
+/// Turns records into the user's items.
 ///
 /// Synchronous on purpose: transforming is CPU work; I/O belongs in emitters.
+/// Sinks that write bytes (S3 objects, streams, files) also need the way
+/// back, [`Encoder`]; a pipeline that only decodes implements this trait
+/// alone (so, e.g., a `Deserialize`-only type needs no `Serialize`).
 pub trait Transformer: Send + Sync + 'static {
     /// The user's model of one record.
     type Item: Send + Sync + 'static;
@@ -20,7 +23,40 @@ pub trait Transformer: Send + Sync + 'static {
     /// Decodes one record. An error is handled by the pipeline's
     /// [`BadRecordPolicy`]; it never stops other records by itself.
     fn to_item(&self, record: &Record) -> Result<Self::Item>;
+}
 
+/// Turns items back into bytes, for sinks that write bytes (S3 objects,
+/// another stream, files). A separate trait from [`Transformer`] so that
+/// decode-only pipelines never have to encode; the built-in transformers
+/// implement both.
+///
+/// ```
+/// use kinesis_connectors_core::{Encoder, Record, Result, Transformer};
+///
+/// /// Upper-cases text on the way in, writes it unchanged on the way out.
+/// struct Shout;
+///
+/// impl Transformer for Shout {
+///     type Item = String;
+///     fn to_item(&self, record: &Record) -> Result<String> {
+///         Ok(String::from_utf8_lossy(&record.data).to_uppercase())
+///     }
+/// }
+///
+/// impl Encoder for Shout {
+///     fn from_item(&self, item: &String, out: &mut Vec<u8>) -> Result<()> {
+///         out.extend_from_slice(item.as_bytes());
+///         Ok(())
+///     }
+/// }
+///
+/// let item = Shout.to_item(&Record::new("hi", "pk", 1u64))?;
+/// let mut out = Vec::new();
+/// Shout.from_item(&item, &mut out)?;
+/// assert_eq!(out, b"HI");
+/// # Ok::<(), kinesis_connectors_core::Error>(())
+/// ```
+pub trait Encoder: Transformer {
     /// Appends the encoding of `item` to `out` (without a separator).
     // Named as the pair of `to_item`, after the seed libraries' transformers.
     #[allow(clippy::wrong_self_convention)]
@@ -293,23 +329,53 @@ impl std::fmt::Debug for BadRecordPolicy {
 ///
 /// let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(Print))
 ///     .filter(|line: &String| !line.is_empty())
-///     .buffer_limits(BufferLimits { max_records: 100, ..BufferLimits::default() })
+///     .buffer_limits(BufferLimits::default().with_max_records(100))
 ///     .build()?;
 /// # Ok::<(), kinesis_connectors_core::Error>(())
 /// ```
 pub struct Pipeline<T: Transformer> {
     pub(crate) transformer: T,
+    /// Re-encodes an item an emitter rejected, for its dead letter; `None`
+    /// for a decode-only pipeline.
+    pub(crate) reencode: Option<Reencode<T>>,
     pub(crate) filter: Box<dyn Filter<T::Item>>,
     pub(crate) buffer: Box<dyn crate::buffer::Buffer<T::Item>>,
     pub(crate) emitter: Arc<dyn Emitter<T::Item>>,
     pub(crate) bad_records: BadRecordPolicy,
 }
 
-impl<T: Transformer> Pipeline<T> {
-    /// Starts a pipeline decoding with `transformer` and delivering to `emitter`.
+/// How a pipeline turns a rejected item back into bytes.
+pub(crate) type Reencode<T> = fn(&T, &<T as Transformer>::Item, &mut Vec<u8>) -> Result<()>;
+
+impl<T: Encoder> Pipeline<T> {
+    /// Starts a pipeline decoding with `transformer` and delivering to
+    /// `emitter`. An item the emitter rejects goes to the bad-record policy
+    /// re-encoded with the transformer's [`Encoder`].
     pub fn builder(transformer: T, emitter: Arc<dyn Emitter<T::Item>>) -> PipelineBuilder<T> {
-        PipelineBuilder {
+        PipelineBuilder::new(transformer, Some(T::from_item), emitter)
+    }
+}
+
+impl<T: Transformer> Pipeline<T> {
+    /// Starts a pipeline whose transformer only decodes (no [`Encoder`]:
+    /// e.g. a `Deserialize`-only type for a DynamoDB or custom sink). The
+    /// only difference from [`Pipeline::builder`]: the dead letter of an item
+    /// an emitter rejected carries no payload, only its position, partition
+    /// key and reason.
+    pub fn decode_only(transformer: T, emitter: Arc<dyn Emitter<T::Item>>) -> PipelineBuilder<T> {
+        PipelineBuilder::new(transformer, None, emitter)
+    }
+}
+
+impl<T: Transformer> PipelineBuilder<T> {
+    fn new(
+        transformer: T,
+        reencode: Option<Reencode<T>>,
+        emitter: Arc<dyn Emitter<T::Item>>,
+    ) -> Self {
+        Self {
             transformer,
+            reencode,
             emitter,
             filter: Box::new(AllPass),
             buffer: None,
@@ -327,9 +393,10 @@ impl<T: Transformer> std::fmt::Debug for Pipeline<T> {
     }
 }
 
-/// Builds a [`Pipeline`]; see [`Pipeline::builder`].
+/// Builds a [`Pipeline`]; see [`Pipeline::builder`] and [`Pipeline::decode_only`].
 pub struct PipelineBuilder<T: Transformer> {
     transformer: T,
+    reencode: Option<Reencode<T>>,
     emitter: Arc<dyn Emitter<T::Item>>,
     filter: Box<dyn Filter<T::Item>>,
     buffer: Option<Box<dyn crate::buffer::Buffer<T::Item>>>,
@@ -370,6 +437,7 @@ impl<T: Transformer> PipelineBuilder<T> {
         };
         Ok(Pipeline {
             transformer: self.transformer,
+            reencode: self.reencode,
             filter: self.filter,
             buffer,
             emitter: self.emitter,

@@ -31,7 +31,12 @@ use crate::source::{InitialPosition, RecordSource, RecordsPage, StartPosition};
 const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How a shard is read.
+///
+/// `#[non_exhaustive]` so that settings can be added without breaking you:
+/// start from the defaults and change what you need,
+/// `ShardConfig::default().with_idle_delay(Duration::from_millis(500))`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShardConfig {
     /// Records asked for per `GetRecords` call (default 10,000, the API maximum).
     pub max_records_per_call: u32,
@@ -56,6 +61,32 @@ impl Default for ShardConfig {
 }
 
 impl ShardConfig {
+    /// This configuration asking for `max_records_per_call` records per
+    /// `GetRecords` call (1..=10,000).
+    pub const fn with_max_records_per_call(mut self, max_records_per_call: u32) -> Self {
+        self.max_records_per_call = max_records_per_call;
+        self
+    }
+
+    /// This configuration pausing `idle_delay` after a call that found the
+    /// shard caught up (at least 200 ms).
+    pub const fn with_idle_delay(mut self, idle_delay: Duration) -> Self {
+        self.idle_delay = idle_delay;
+        self
+    }
+
+    /// This configuration starting shards without a checkpoint at `initial_position`.
+    pub const fn with_initial_position(mut self, initial_position: InitialPosition) -> Self {
+        self.initial_position = initial_position;
+        self
+    }
+
+    /// This configuration retrying with `retry`.
+    pub const fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// Checks the configuration against the service limits.
     pub fn validate(&self) -> Result<()> {
         if !(1..=10_000).contains(&self.max_records_per_call) {
@@ -532,9 +563,13 @@ impl<T: Transformer> Processor<T> {
                 continue;
             };
             let mut data = Vec::new();
-            // The item could be re-encoded only if the transformer supports
-            // it; otherwise the dead letter carries the reason alone.
-            let _ = self.pipeline.transformer.from_item(item, &mut data);
+            // A decode-only pipeline, or an item that cannot be encoded:
+            // the dead letter carries the reason alone.
+            if let Some(reencode) = self.pipeline.reencode
+                && reencode(&self.pipeline.transformer, item, &mut data).is_err()
+            {
+                data.clear();
+            }
             self.bad_record(FailedRecord {
                 data: data.into(),
                 partition_key: source.partition_key.clone(),

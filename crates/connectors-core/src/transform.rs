@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::pipeline::{Batch, RejectedItem, Transformer};
+use crate::pipeline::{Batch, Encoder, RejectedItem, Transformer};
 use crate::record::Record;
 
 /// Passes the payload through untouched (`Item = Bytes`, no copy).
@@ -20,7 +20,9 @@ impl Transformer for BytesTransformer {
     fn to_item(&self, record: &Record) -> Result<Bytes> {
         Ok(record.data.clone())
     }
+}
 
+impl Encoder for BytesTransformer {
     fn from_item(&self, item: &Bytes, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(item);
         Ok(())
@@ -38,7 +40,9 @@ impl Transformer for RecordTransformer {
     fn to_item(&self, record: &Record) -> Result<Record> {
         Ok(record.clone())
     }
+}
 
+impl Encoder for RecordTransformer {
     fn from_item(&self, item: &Record, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(&item.data);
         Ok(())
@@ -58,14 +62,17 @@ impl Transformer for Utf8Transformer {
             source: Some(Box::new(e)),
         })
     }
+}
 
+impl Encoder for Utf8Transformer {
     fn from_item(&self, item: &String, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(item.as_bytes());
         Ok(())
     }
 }
 
-/// Decodes JSON payloads into `T` and encodes `T` back to compact JSON.
+/// Decodes JSON payloads into `T` (`T: Deserialize`) and, as an [`Encoder`],
+/// encodes `T` back to compact JSON (`T: Serialize` too).
 ///
 /// serde_json decodes. It encodes too, unless the crate's `fast-json`
 /// feature is on: then [sonic-rs](https://docs.rs/sonic-rs) encodes (SIMD
@@ -74,7 +81,7 @@ impl Transformer for Utf8Transformer {
 /// numbers need the default encoder.
 ///
 /// ```
-/// use kinesis_connectors_core::{JsonTransformer, Record, Transformer};
+/// use kinesis_connectors_core::{Encoder, JsonTransformer, Record, Transformer};
 /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 /// struct Click { user: String, page: String }
 ///
@@ -117,7 +124,7 @@ impl<T> std::fmt::Debug for JsonTransformer<T> {
 
 impl<T> Transformer for JsonTransformer<T>
 where
-    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    T: DeserializeOwned + Send + Sync + 'static,
 {
     type Item = T;
 
@@ -130,7 +137,13 @@ where
             source: Some(Box::new(e)),
         })
     }
+}
 
+/// Encoding needs `Serialize`; decoding alone does not.
+impl<T> Encoder for JsonTransformer<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
     fn from_item(&self, item: &T, out: &mut Vec<u8>) -> Result<()> {
         json::encode(out, item).map_err(|e| Error::Transform {
             message: "item could not be encoded as JSON".to_owned(),
@@ -175,7 +188,7 @@ mod json {
 /// assert_eq!(out, b"a\nb\n");
 /// # Ok::<(), kinesis_connectors_core::Error>(())
 /// ```
-pub fn encode_lines<T: Transformer>(
+pub fn encode_lines<T: Encoder>(
     transformer: &T,
     items: &[T::Item],
     out: &mut Vec<u8>,
@@ -225,7 +238,7 @@ impl EncodedItems {
 /// assert!(encoded.failed.is_empty());
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub fn encode_delimited<T: Transformer, W: std::io::Write>(
+pub fn encode_delimited<T: Encoder, W: std::io::Write>(
     transformer: &T,
     items: &[T::Item],
     delimiter: &[u8],
@@ -271,7 +284,7 @@ pub fn encode_delimited<T: Transformer, W: std::io::Write>(
 /// # Errors
 ///
 /// When compression fails, or `gzip` is set without the `gzip` feature.
-pub fn encode_body<T: Transformer>(
+pub fn encode_body<T: Encoder>(
     transformer: &T,
     batch: &Batch<T::Item>,
     delimiter: &[u8],
@@ -286,7 +299,7 @@ pub fn encode_body<T: Transformer>(
 }
 
 #[cfg(feature = "gzip")]
-fn encode_gzip<T: Transformer>(
+fn encode_gzip<T: Encoder>(
     transformer: &T,
     batch: &Batch<T::Item>,
     delimiter: &[u8],
@@ -300,7 +313,7 @@ fn encode_gzip<T: Transformer>(
 }
 
 #[cfg(not(feature = "gzip"))]
-fn encode_gzip<T: Transformer>(
+fn encode_gzip<T: Encoder>(
     _: &T,
     _: &Batch<T::Item>,
     _: &[u8],
@@ -323,6 +336,9 @@ mod tests {
         fn to_item(&self, _record: &Record) -> Result<u32> {
             Ok(0)
         }
+    }
+
+    impl Encoder for EvenOnly {
         fn from_item(&self, item: &u32, out: &mut Vec<u8>) -> Result<()> {
             out.extend_from_slice(item.to_string().as_bytes());
             if item % 2 == 1 {

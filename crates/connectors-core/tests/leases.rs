@@ -14,7 +14,9 @@ use kinesis_connectors_core::{
     LeaseStore, MemoryCheckpointStore, Pipeline, Position, ShardAssigner, ShardConfig,
     ShardContext, ShardInfo, ShardKey, StreamConsumer, StreamReport, Utf8Transformer,
 };
-use kinesis_connectors_testkit::{RecordingEmitter, ScriptedSource, lease_conformance};
+use kinesis_connectors_testkit::{
+    LeaseCapabilities, RecordingEmitter, ScriptedSource, lease_conformance,
+};
 
 const APP: &str = "test-app";
 const STREAM: &str = "test-stream";
@@ -42,7 +44,12 @@ async fn owners(store: &MemoryCheckpointStore) -> HashMap<String, usize> {
 
 #[tokio::test(start_paused = true)]
 async fn the_memory_store_passes_lease_conformance() {
-    lease_conformance(Arc::new(MemoryCheckpointStore::new())).await;
+    let report = lease_conformance::run_all(
+        Arc::new(MemoryCheckpointStore::new()),
+        LeaseCapabilities::new(),
+    )
+    .await;
+    assert!(report.is_success(), "{report}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -193,20 +200,17 @@ fn consumer(
         Arc::new(store.clone()),
         move |_: &ShardContext| {
             Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-                .buffer_limits(BufferLimits {
-                    max_records: 50,
-                    max_age: Duration::from_secs(1),
-                    ..BufferLimits::default()
-                })
+                .buffer_limits(
+                    BufferLimits::default()
+                        .with_max_records(50)
+                        .with_max_age(Duration::from_secs(1)),
+                )
                 .build()
         },
     )
     .assigner(Arc::new(coordinator(store, worker)))
     .discovery_interval(Duration::from_secs(2))
-    .shard_config(ShardConfig {
-        idle_delay: Duration::from_millis(500),
-        ..ShardConfig::default()
-    })
+    .shard_config(ShardConfig::default().with_idle_delay(Duration::from_millis(500)))
     .build()
     .unwrap()
 }

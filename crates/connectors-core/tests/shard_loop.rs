@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use kinesis_connectors_core::{
     BadRecordPolicy, BufferLimits, BytesTransformer, CancellationToken, Checkpoint,
-    CheckpointStore, Error, FailedRecord, InitialPosition, Lease, LeaseHandle,
+    CheckpointStore, Error, FailedRecord, InitialPosition, JsonTransformer, Lease, LeaseHandle,
     MemoryCheckpointStore, Pipeline, Position, RetryPolicy, SequenceNumber, ShardConfig,
     ShardConsumer, ShardEnv, ShardInfo, ShardKey, ShardOutcome, ShardReport, StartPosition,
     Utf8Transformer,
 };
 use kinesis_connectors_testkit::{
-    FailingEmitter, Fault, RecordingEmitter, ScriptedSource, shard_context,
+    FailingEmitter, Fault, RecordingEmitter, RejectingEmitter, ScriptedSource, shard_context,
 };
 
 const SHARD: &str = "shard-0";
@@ -41,10 +41,7 @@ fn fast_retry() -> RetryPolicy {
 }
 
 fn config() -> ShardConfig {
-    ShardConfig {
-        retry: fast_retry(),
-        ..ShardConfig::default()
-    }
+    ShardConfig::default().with_retry(fast_retry())
 }
 
 fn source_with(n: usize) -> (ScriptedSource, Vec<SequenceNumber>) {
@@ -76,10 +73,7 @@ fn pipeline_to(
     max_records: usize,
 ) -> Pipeline<Utf8Transformer> {
     Pipeline::builder(Utf8Transformer, emitter)
-        .buffer_limits(BufferLimits {
-            max_records,
-            ..BufferLimits::default()
-        })
+        .buffer_limits(BufferLimits::default().with_max_records(max_records))
         .build()
         .unwrap()
 }
@@ -159,14 +153,7 @@ async fn initial_position_latest_and_at_timestamp_are_requested() {
         let store = MemoryCheckpointStore::new();
         let emitter = RecordingEmitter::new();
         let consumer = ShardConsumer::new(
-            env(
-                &source,
-                &store,
-                ShardConfig {
-                    initial_position: initial,
-                    ..config()
-                },
-            ),
+            env(&source, &store, config().with_initial_position(initial)),
             shard_context(SHARD),
             LeaseHandle::new(Lease::unfenced(SHARD, "w")),
             pipeline_to(Arc::new(emitter.clone()), 100),
@@ -272,11 +259,12 @@ async fn age_threshold_flushes_while_the_shard_is_idle() {
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
     let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-        .buffer_limits(BufferLimits {
-            max_records: 1_000,
-            max_bytes: 1 << 20,
-            max_age: Duration::from_secs(10),
-        })
+        .buffer_limits(
+            BufferLimits::default()
+                .with_max_records(1_000)
+                .with_max_bytes(1 << 20)
+                .with_max_age(Duration::from_secs(10)),
+        )
         .build()
         .unwrap();
     let consumer = ShardConsumer::new(
@@ -307,10 +295,7 @@ async fn filtered_records_advance_the_checkpoint() {
     let emitter = RecordingEmitter::new();
     let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
         .filter(|s: &String| s != "r5" && s != "r4")
-        .buffer_limits(BufferLimits {
-            max_age: Duration::from_secs(2),
-            ..BufferLimits::default()
-        })
+        .buffer_limits(BufferLimits::default().with_max_age(Duration::from_secs(2)))
         .build()
         .unwrap();
     let consumer = ShardConsumer::new(
@@ -606,10 +591,7 @@ async fn reading_overlaps_emitting_with_at_most_one_page_read_ahead() {
         shard_context(SHARD),
         LeaseHandle::new(Lease::unfenced(SHARD, "w")),
         Pipeline::builder(BytesTransformer, Arc::new(emitter.clone()))
-            .buffer_limits(BufferLimits {
-                max_records: 1,
-                ..BufferLimits::default()
-            })
+            .buffer_limits(BufferLimits::default().with_max_records(1))
             .build()
             .unwrap(),
     );
@@ -779,14 +761,54 @@ async fn shutdown_returns_after_bounded_retries_when_the_store_stays_down() {
 
 #[test]
 fn invalid_shard_config_is_rejected() {
-    let too_fast = ShardConfig {
-        idle_delay: Duration::from_millis(50),
-        ..ShardConfig::default()
-    };
+    let too_fast = ShardConfig::default().with_idle_delay(Duration::from_millis(50));
     assert!(matches!(too_fast.validate(), Err(Error::Config(_))));
-    let too_many = ShardConfig {
-        max_records_per_call: 20_000,
-        ..ShardConfig::default()
-    };
+    let too_many = ShardConfig::default().with_max_records_per_call(20_000);
     assert!(too_many.validate().is_err());
+}
+
+/// A type that can only be decoded: no `Serialize`.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Reading {
+    sensor: String,
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_decode_only_pipeline_needs_no_encoder_and_dead_letters_carry_no_payload() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open(SHARD));
+    let seqs = source.append(
+        SHARD,
+        vec![
+            ("a".into(), Bytes::from_static(br#"{"sensor":"a"}"#)),
+            ("b".into(), Bytes::from_static(br#"{"sensor":"b"}"#)),
+        ],
+    );
+    source.close_shard(SHARD, vec![]);
+    let store = MemoryCheckpointStore::new();
+    let delivered = RecordingEmitter::<Reading>::new();
+    let emitter = RejectingEmitter::new(delivered.clone(), |reading: &Reading| {
+        (reading.sensor == "b").then(|| "sensor b is retired".to_owned())
+    });
+    let dead_letters = RecordingEmitter::<FailedRecord>::new();
+    let pipeline = Pipeline::decode_only(JsonTransformer::<Reading>::new(), Arc::new(emitter))
+        .bad_records(BadRecordPolicy::DeadLetter(Arc::new(dead_letters.clone())))
+        .build()
+        .unwrap();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline,
+    );
+    let report = consumer.run(CancellationToken::new()).await;
+    assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
+    let sensors: Vec<String> = delivered.items().into_iter().map(|r| r.sensor).collect();
+    assert_eq!(sensors, ["a"]);
+    let dead = dead_letters.items();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].data.is_empty(), "{:?}", dead[0].data);
+    assert_eq!(dead[0].partition_key, "b");
+    assert_eq!(dead[0].position, Position::new(seqs[1].clone()));
+    assert!(dead[0].error.contains("retired"), "{}", dead[0].error);
 }

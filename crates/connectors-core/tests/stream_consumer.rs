@@ -43,11 +43,11 @@ fn consumer(
         Arc::new(store.clone()),
         move |_: &ShardContext| {
             Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-                .buffer_limits(kinesis_connectors_core::BufferLimits {
-                    max_records: 10,
-                    max_age: Duration::from_secs(2),
-                    ..Default::default()
-                })
+                .buffer_limits(
+                    kinesis_connectors_core::BufferLimits::default()
+                        .with_max_records(10)
+                        .with_max_age(Duration::from_secs(2)),
+                )
                 .build()
         },
     )
@@ -308,10 +308,10 @@ async fn a_lost_lease_stops_its_shard_without_a_checkpoint() {
         Arc::new(store.clone()),
         move |_: &ShardContext| {
             Pipeline::builder(Utf8Transformer, Arc::new(emitter_for_factory.clone()))
-                .buffer_limits(kinesis_connectors_core::BufferLimits {
-                    max_age: Duration::from_secs(60),
-                    ..Default::default()
-                })
+                .buffer_limits(
+                    kinesis_connectors_core::BufferLimits::default()
+                        .with_max_age(Duration::from_secs(60)),
+                )
                 .build()
         },
     )
@@ -339,10 +339,7 @@ fn bad_consumer_configuration_is_rejected() {
         .build();
     assert!(matches!(too_often, Err(Error::Config(_))));
     let bad_shard_config = consumer(&source, &store, &emitter)
-        .shard_config(ShardConfig {
-            max_records_per_call: 0,
-            ..ShardConfig::default()
-        })
+        .shard_config(ShardConfig::default().with_max_records_per_call(0))
         .build();
     assert!(matches!(bad_shard_config, Err(Error::Config(_))));
 }

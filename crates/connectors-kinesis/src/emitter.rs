@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kinesis_connectors_core::{
-    Batch, EmitOutcome, Emitter, ItemSource, RejectedItem, RetryPolicy, Transformer,
+    Batch, EmitOutcome, Emitter, Encoder, ItemSource, RejectedItem, RetryPolicy,
 };
 
 use crate::error::{Error, classify};
@@ -41,7 +41,7 @@ pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy::new()
 ///
 /// See the [crate documentation](crate) for limits, partial failures and
 /// ordering.
-pub struct KinesisEmitter<T: Transformer> {
+pub struct KinesisEmitter<T: Encoder> {
     client: aws_sdk_kinesis::Client,
     stream: String,
     transformer: T,
@@ -50,7 +50,7 @@ pub struct KinesisEmitter<T: Transformer> {
     retry: RetryPolicy,
 }
 
-impl<T: Transformer> fmt::Debug for KinesisEmitter<T> {
+impl<T: Encoder> fmt::Debug for KinesisEmitter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KinesisEmitter")
             .field("stream", &self.stream)
@@ -99,7 +99,7 @@ struct LastFailure {
     message: String,
 }
 
-impl<T: Transformer> KinesisEmitter<T> {
+impl<T: Encoder> KinesisEmitter<T> {
     /// Starts an emitter writing to `stream` (a stream name, or a stream ARN
     /// starting with `arn:`) through `client`, encoding items with
     /// `transformer`.
@@ -287,7 +287,7 @@ fn check_hash_key(key: &str) -> Result<(), String> {
 }
 
 #[async_trait]
-impl<T: Transformer> Emitter<T::Item> for KinesisEmitter<T> {
+impl<T: Encoder> Emitter<T::Item> for KinesisEmitter<T> {
     async fn emit(&self, batch: &Batch<T::Item>) -> kinesis_connectors_core::Result<EmitOutcome> {
         let (mut pending, rejected) = self.prepare(batch);
         let total = pending.len();
@@ -329,7 +329,7 @@ impl<T: Transformer> Emitter<T::Item> for KinesisEmitter<T> {
 }
 
 /// Builds a [`KinesisEmitter`]; see [`KinesisEmitter::builder`].
-pub struct KinesisEmitterBuilder<T: Transformer> {
+pub struct KinesisEmitterBuilder<T: Encoder> {
     client: aws_sdk_kinesis::Client,
     stream: String,
     transformer: T,
@@ -338,7 +338,7 @@ pub struct KinesisEmitterBuilder<T: Transformer> {
     retry: RetryPolicy,
 }
 
-impl<T: Transformer> fmt::Debug for KinesisEmitterBuilder<T> {
+impl<T: Encoder> fmt::Debug for KinesisEmitterBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KinesisEmitterBuilder")
             .field("stream", &self.stream)
@@ -347,7 +347,7 @@ impl<T: Transformer> fmt::Debug for KinesisEmitterBuilder<T> {
     }
 }
 
-impl<T: Transformer> KinesisEmitterBuilder<T> {
+impl<T: Encoder> KinesisEmitterBuilder<T> {
     /// Computes each record's partition key from the item and its source
     /// (default: the source record's partition key). A key that is empty or
     /// longer than 256 characters rejects the item.

@@ -18,10 +18,12 @@ use aws_sdk_kinesis::types::PutRecordsResultEntry;
 use aws_sdk_kinesis::types::error::ProvisionedThroughputExceededException;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use kinesis_connectors_core::{
-    Batch, Emitter, ItemSource, Record, RetryPolicy, Transformer, Utf8Transformer,
+    Batch, Emitter, Encoder, ItemSource, Record, RetryPolicy, Transformer, Utf8Transformer,
 };
 use kinesis_connectors_kinesis::{Error, KinesisEmitter};
-use kinesis_connectors_testkit::{EmitterConformance, batch, shard_context};
+use kinesis_connectors_testkit::{
+    EmitterCapabilities, EmitterConformance, batch, emitter_conformance, shard_context,
+};
 
 const STREAM: &str = "target";
 
@@ -209,6 +211,9 @@ impl Transformer for Picky {
     fn to_item(&self, record: &Record) -> kinesis_connectors_core::Result<String> {
         Utf8Transformer.to_item(record)
     }
+}
+
+impl Encoder for Picky {
     fn from_item(&self, item: &String, out: &mut Vec<u8>) -> kinesis_connectors_core::Result<()> {
         if item == "unencodable" {
             return Err(kinesis_connectors_core::Error::transform("cannot encode"));
@@ -484,8 +489,8 @@ async fn kinesis_emitter_passes_the_conformance_suite() {
     let counted = stream.clone();
     // At-least-once: a replay writes records again, consumers deduplicate by
     // content, so delivered = distinct payloads in the stream.
-    EmitterConformance::new(&emitter, |i| format!("item-{i}"))
-        .delivered_count(move || {
+    let suite =
+        EmitterConformance::new(&emitter, |i| format!("item-{i}")).delivered_count(move || {
             let stream = counted.clone();
             Box::pin(async move {
                 let stream = stream.lock().unwrap();
@@ -496,7 +501,7 @@ async fn kinesis_emitter_passes_the_conformance_suite() {
                     .collect::<HashSet<_>>()
                     .len()
             })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
 }

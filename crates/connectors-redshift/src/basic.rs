@@ -3,7 +3,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, Transformer};
+use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, Encoder};
 use kinesis_connectors_s3::S3Emitter;
 use sqlx::postgres::PgPool;
 
@@ -27,12 +27,12 @@ use crate::target::{LoadReport, Staging, Target};
 /// emitter a suffix (e.g. `.jsonl`) so that no object key is the beginning
 /// of another, and set [`gzip`](RedshiftBasicEmitterBuilder::gzip) exactly
 /// when the S3 emitter compresses.
-pub struct RedshiftBasicEmitter<T: Transformer> {
+pub struct RedshiftBasicEmitter<T: Encoder> {
     s3: S3Emitter<T>,
     target: Target,
 }
 
-impl<T: Transformer> fmt::Debug for RedshiftBasicEmitter<T> {
+impl<T: Encoder> fmt::Debug for RedshiftBasicEmitter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedshiftBasicEmitter")
             .field("s3", &self.s3)
@@ -41,7 +41,7 @@ impl<T: Transformer> fmt::Debug for RedshiftBasicEmitter<T> {
     }
 }
 
-impl<T: Transformer> RedshiftBasicEmitter<T> {
+impl<T: Encoder> RedshiftBasicEmitter<T> {
     /// Starts an emitter uploading through `s3` and loading through `pool`
     /// (a pool you built, e.g. with `PgPoolOptions::new().connect(url)`).
     pub fn builder(s3: S3Emitter<T>, pool: PgPool) -> RedshiftBasicEmitterBuilder<T> {
@@ -81,7 +81,7 @@ impl<T: Transformer> RedshiftBasicEmitter<T> {
 }
 
 #[async_trait]
-impl<T: Transformer> Emitter<T::Item> for RedshiftBasicEmitter<T> {
+impl<T: Encoder> Emitter<T::Item> for RedshiftBasicEmitter<T> {
     async fn emit(&self, batch: &Batch<T::Item>) -> kinesis_connectors_core::Result<EmitOutcome> {
         let report = self.load(batch).await?;
         Ok(EmitOutcome::with_rejected(report.rejected))
@@ -89,13 +89,13 @@ impl<T: Transformer> Emitter<T::Item> for RedshiftBasicEmitter<T> {
 }
 
 /// Builds a [`RedshiftBasicEmitter`]; see [`RedshiftBasicEmitter::builder`].
-pub struct RedshiftBasicEmitterBuilder<T: Transformer> {
+pub struct RedshiftBasicEmitterBuilder<T: Encoder> {
     s3: S3Emitter<T>,
     pool: PgPool,
     target: TargetConfig,
 }
 
-impl<T: Transformer> fmt::Debug for RedshiftBasicEmitterBuilder<T> {
+impl<T: Encoder> fmt::Debug for RedshiftBasicEmitterBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedshiftBasicEmitterBuilder")
             .field("s3", &self.s3)
@@ -103,7 +103,7 @@ impl<T: Transformer> fmt::Debug for RedshiftBasicEmitterBuilder<T> {
     }
 }
 
-impl<T: Transformer> RedshiftBasicEmitterBuilder<T> {
+impl<T: Encoder> RedshiftBasicEmitterBuilder<T> {
     /// The table the objects are loaded into (required): `"schema.table"`,
     /// `"table"` or a [`TableName`].
     pub fn table<N>(mut self, table: N) -> Self
@@ -140,4 +140,4 @@ impl<T: Transformer> RedshiftBasicEmitterBuilder<T> {
     }
 }
 
-target_methods!(RedshiftBasicEmitterBuilder<T: Transformer>);
+target_methods!(RedshiftBasicEmitterBuilder<T: Encoder>);

@@ -9,9 +9,7 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
-use kinesis_connectors_core::{
-    Batch, EmitOutcome, Emitter, RejectedItem, Transformer, encode_body,
-};
+use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, Encoder, RejectedItem, encode_body};
 
 use crate::error::{Error, classify_s3};
 use crate::key::{DEFAULT_KEY_TEMPLATE, KeyTemplate, KeyValues};
@@ -71,7 +69,7 @@ pub struct Upload {
 ///
 /// See the [crate documentation](crate) for the key template, compression,
 /// multipart uploads and errors.
-pub struct S3Emitter<T: Transformer> {
+pub struct S3Emitter<T: Encoder> {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
@@ -88,7 +86,7 @@ pub struct S3Emitter<T: Transformer> {
     upload_concurrency: usize,
 }
 
-impl<T: Transformer> fmt::Debug for S3Emitter<T> {
+impl<T: Encoder> fmt::Debug for S3Emitter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Emitter")
             .field("bucket", &self.bucket)
@@ -105,7 +103,7 @@ impl<T: Transformer> fmt::Debug for S3Emitter<T> {
     }
 }
 
-impl<T: Transformer> S3Emitter<T> {
+impl<T: Encoder> S3Emitter<T> {
     /// Starts an emitter writing to `bucket` through `client`, encoding
     /// items with `transformer` (one per line by default).
     ///
@@ -382,7 +380,7 @@ impl<T: Transformer> S3Emitter<T> {
 }
 
 #[async_trait]
-impl<T: Transformer> Emitter<T::Item> for S3Emitter<T> {
+impl<T: Encoder> Emitter<T::Item> for S3Emitter<T> {
     async fn emit(&self, batch: &Batch<T::Item>) -> kinesis_connectors_core::Result<EmitOutcome> {
         let upload = self.upload(batch).await?;
         Ok(EmitOutcome::with_rejected(upload.rejected))
@@ -390,7 +388,7 @@ impl<T: Transformer> Emitter<T::Item> for S3Emitter<T> {
 }
 
 /// Builds an [`S3Emitter`]; see [`S3Emitter::builder`].
-pub struct S3EmitterBuilder<T: Transformer> {
+pub struct S3EmitterBuilder<T: Encoder> {
     client: aws_sdk_s3::Client,
     bucket: String,
     transformer: T,
@@ -407,7 +405,7 @@ pub struct S3EmitterBuilder<T: Transformer> {
     upload_concurrency: usize,
 }
 
-impl<T: Transformer> fmt::Debug for S3EmitterBuilder<T> {
+impl<T: Encoder> fmt::Debug for S3EmitterBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3EmitterBuilder")
             .field("bucket", &self.bucket)
@@ -417,7 +415,7 @@ impl<T: Transformer> fmt::Debug for S3EmitterBuilder<T> {
     }
 }
 
-impl<T: Transformer> S3EmitterBuilder<T> {
+impl<T: Encoder> S3EmitterBuilder<T> {
     /// The value of `{prefix}` in the key template (default empty; an empty
     /// prefix leaves no empty path segment).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {

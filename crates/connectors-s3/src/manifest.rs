@@ -4,7 +4,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
-use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, Transformer};
+use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, Encoder};
 
 use crate::emitter::{ObjectLocation, S3Emitter, Upload};
 use crate::error::{Error, classify_manifest};
@@ -24,13 +24,13 @@ const MAX_PARTITION_KEY_CHARS: usize = 256;
 /// record. A replay after a failure between the upload and the checkpoint
 /// does put the record again: the manifest stream is at-least-once, and the
 /// second stage deduplicates by URL (its file table).
-pub struct S3ManifestEmitter<T: Transformer> {
+pub struct S3ManifestEmitter<T: Encoder> {
     s3: S3Emitter<T>,
     kinesis: aws_sdk_kinesis::Client,
     stream: String,
 }
 
-impl<T: Transformer> fmt::Debug for S3ManifestEmitter<T> {
+impl<T: Encoder> fmt::Debug for S3ManifestEmitter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3ManifestEmitter")
             .field("s3", &self.s3)
@@ -39,7 +39,7 @@ impl<T: Transformer> fmt::Debug for S3ManifestEmitter<T> {
     }
 }
 
-impl<T: Transformer> S3ManifestEmitter<T> {
+impl<T: Encoder> S3ManifestEmitter<T> {
     /// Uploads through `s3`, then writes manifest records to `stream` (a
     /// stream name, or a stream ARN starting with `arn:`) through `kinesis`.
     ///
@@ -104,7 +104,7 @@ impl<T: Transformer> S3ManifestEmitter<T> {
 }
 
 #[async_trait]
-impl<T: Transformer> Emitter<T::Item> for S3ManifestEmitter<T> {
+impl<T: Encoder> Emitter<T::Item> for S3ManifestEmitter<T> {
     async fn emit(&self, batch: &Batch<T::Item>) -> kinesis_connectors_core::Result<EmitOutcome> {
         let upload = self.upload(batch).await?;
         Ok(EmitOutcome::with_rejected(upload.rejected))

@@ -22,10 +22,14 @@ use aws_sdk_s3::operation::upload_part::{UploadPartError, UploadPartOutput};
 use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use kinesis_connectors_core::{
-    Batch, Emitter, Position, Result as CoreResult, SequenceNumber, Transformer, Utf8Transformer,
+    Batch, Emitter, Encoder, Position, Result as CoreResult, SequenceNumber, Transformer,
+    Utf8Transformer,
 };
 use kinesis_connectors_s3::{Error, S3Emitter, S3ManifestEmitter};
-use kinesis_connectors_testkit::{EmitterConformance, InFlightProbe, batch, shard_context};
+use kinesis_connectors_testkit::{
+    EmitterCapabilities, EmitterConformance, InFlightProbe, batch, emitter_conformance,
+    shard_context,
+};
 
 const BUCKET: &str = "test-bucket";
 
@@ -333,6 +337,9 @@ impl Transformer for Picky {
     fn to_item(&self, record: &kinesis_connectors_core::Record) -> CoreResult<String> {
         Utf8Transformer.to_item(record)
     }
+}
+
+impl Encoder for Picky {
     fn from_item(&self, item: &String, out: &mut Vec<u8>) -> CoreResult<()> {
         if item.contains("bad") {
             out.extend_from_slice(b"partial garbage");
@@ -817,8 +824,8 @@ async fn s3_emitter_passes_the_conformance_suite() {
     .build()
     .unwrap();
     let counted = bucket.clone();
-    EmitterConformance::new(&emitter, |i| format!("item-{i}"))
-        .delivered_count(move || {
+    let suite =
+        EmitterConformance::new(&emitter, |i| format!("item-{i}")).delivered_count(move || {
             let bucket = counted.clone();
             Box::pin(async move {
                 let bucket = bucket.lock().unwrap();
@@ -828,9 +835,9 @@ async fn s3_emitter_passes_the_conformance_suite() {
                     .map(|o| lines(&gunzip(&o.body)).len())
                     .sum()
             })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     assert!(bucket.lock().unwrap().objects.len() >= 6);
 }
 
@@ -986,8 +993,8 @@ async fn manifest_emitter_passes_the_conformance_suite() {
         S3ManifestEmitter::new(s3, kinesis_client(&manifest, Vec::new()), "manifest").unwrap();
     let (b, m) = (bucket.clone(), manifest.clone());
     // Delivered = lines of the distinct objects the manifest points at.
-    EmitterConformance::new(&emitter, |i| format!("item-{i}"))
-        .delivered_count(move || {
+    let suite =
+        EmitterConformance::new(&emitter, |i| format!("item-{i}")).delivered_count(move || {
             let (bucket, manifest) = (b.clone(), m.clone());
             Box::pin(async move {
                 let bucket = bucket.lock().unwrap();
@@ -1008,7 +1015,7 @@ async fn manifest_emitter_passes_the_conformance_suite() {
                     })
                     .sum()
             })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
 }

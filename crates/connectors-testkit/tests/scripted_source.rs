@@ -471,10 +471,7 @@ async fn the_shard_consumer_sees_live_appends() {
     source.add_shard(ShardInfo::open("s"));
     let emitter = RecordingEmitter::new();
     let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-        .buffer_limits(kinesis_connectors_core::BufferLimits {
-            max_records: 1,
-            ..Default::default()
-        })
+        .buffer_limits(kinesis_connectors_core::BufferLimits::default().with_max_records(1))
         .build()
         .unwrap();
     let cancel = CancellationToken::new();

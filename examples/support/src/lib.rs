@@ -6,12 +6,15 @@
 //! - [`ConsumerSettings`]: the consumer part of a config file (application,
 //!   stream, where to start, batch limits, checkpoint store).
 //! - [`CheckpointSettings::open`]: a Redis, DynamoDB or in-memory store,
-//!   with multi-worker leases when asked for.
+//!   with multi-worker leases when asked for. Redis and DynamoDB are the
+//!   `redis` and `dynamodb` features, so each example compiles only the
+//!   stores it offers.
 //! - [`shutdown_signal`]: Ctrl-C and SIGTERM cancel the consumer, which
 //!   flushes, emits and checkpoints before it returns.
 //! - [`ConsumerSettings::consumer`]: the `StreamConsumer` those settings
 //!   describe, given how to build a shard's pipeline.
-//! - [`s3`]: an S3 client for emulators (path-style URLs) and bucket checks.
+//! - `s3` (feature `s3`): an S3 client for emulators (path-style URLs) and
+//!   bucket checks.
 //! - [`init_tracing`], [`sdk_config`], [`Progress`] and [`check_report`].
 
 use std::io::IsTerminal;
@@ -19,16 +22,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use anyhow::{Context, Result, bail, ensure};
 use aws_config::{BehaviorVersion, Region, SdkConfig, meta::region::RegionProviderChain};
 use indicatif::{ProgressBar, ProgressStyle};
+#[cfg(feature = "dynamodb")]
 use kinesis_checkpoint_dynamodb::DynamoDbCheckpointStore;
+#[cfg(feature = "redis")]
 use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_connectors_core::{
-    BufferLimits, CancellationToken, CheckpointStore, InitialPosition, LeaseCoordinator, MemoryCheckpointStore, Pipeline, ShardAssigner, ShardContext, SingleWorker,
-    StreamConsumer, StreamReport, Transformer,
+    BufferLimits, CancellationToken, CheckpointStore, InitialPosition, LeaseCoordinator,
+    MemoryCheckpointStore, Pipeline, ShardAssigner, ShardContext, SingleWorker, StreamConsumer,
+    StreamReport, Transformer,
 };
 use kinesis_connectors_kinesis::PollingSource;
 use serde::Deserialize;
@@ -282,11 +289,10 @@ impl BatchSettings {
                 self.max_age_secs
             )
         })?;
-        Ok(BufferLimits {
-            max_records: self.max_records,
-            max_bytes: self.max_bytes,
-            max_age,
-        })
+        Ok(BufferLimits::default()
+            .with_max_records(self.max_records)
+            .with_max_bytes(self.max_bytes)
+            .with_max_age(max_age))
     }
 }
 
@@ -348,6 +354,21 @@ pub enum StoreKind {
     Memory,
 }
 
+impl StoreKind {
+    /// The stores this build can open, as written in a config file.
+    pub fn available() -> Vec<&'static str> {
+        let mut stores = Vec::new();
+        if cfg!(feature = "redis") {
+            stores.push("\"redis\"");
+        }
+        if cfg!(feature = "dynamodb") {
+            stores.push("\"dynamodb\"");
+        }
+        stores.push("\"memory\"");
+        stores
+    }
+}
+
 /// A checkpoint store and the matching shard assigner.
 pub struct Checkpoints {
     /// Where checkpoints go.
@@ -358,6 +379,8 @@ pub struct Checkpoints {
 
 impl CheckpointSettings {
     /// Connects the configured store for `application` reading `stream`.
+    /// `aws` is only read by the DynamoDB store.
+    #[cfg_attr(not(feature = "dynamodb"), allow(unused_variables))]
     pub async fn open(
         &self,
         application: &str,
@@ -378,6 +401,7 @@ impl CheckpointSettings {
                 }
             };
         match self.store {
+            #[cfg(feature = "redis")]
             StoreKind::Redis => {
                 let url = match &self.redis_url {
                     Some(url) => url.clone(),
@@ -398,6 +422,7 @@ impl CheckpointSettings {
                     assigner: leased(store),
                 })
             }
+            #[cfg(feature = "dynamodb")]
             StoreKind::Dynamodb => {
                 let client = aws_sdk_dynamodb::Client::new(aws);
                 let mut builder = DynamoDbCheckpointStore::builder(client, application, stream)
@@ -416,6 +441,10 @@ impl CheckpointSettings {
                     assigner: leased(store),
                 })
             }
+            #[cfg(not(feature = "redis"))]
+            StoreKind::Redis => bail!(not_built("redis")),
+            #[cfg(not(feature = "dynamodb"))]
+            StoreKind::Dynamodb => bail!(not_built("dynamodb")),
             StoreKind::Memory => {
                 if self.leases {
                     bail!(
@@ -430,6 +459,16 @@ impl CheckpointSettings {
             }
         }
     }
+}
+
+/// The error for a store this example was built without.
+#[cfg(not(all(feature = "redis", feature = "dynamodb")))]
+fn not_built(store: &str) -> String {
+    format!(
+        "checkpoints.store is \"{store}\" but this example was built without that store \
+         (the `{store}` feature of example-support); use one of: {}",
+        StoreKind::available().join(", ")
+    )
 }
 
 /// `host-pid`, unique per worker process on a network.
@@ -614,5 +653,24 @@ mod tests {
         let aws = SdkConfig::builder().build();
         let error = settings.open("app", "stream", &aws).await.err().unwrap();
         assert!(error.to_string().contains("shared store"), "{error}");
+    }
+
+    #[cfg(not(all(feature = "redis", feature = "dynamodb")))]
+    #[tokio::test]
+    async fn a_store_left_out_of_the_build_is_a_clear_error() {
+        let missing = if cfg!(feature = "redis") {
+            StoreKind::Dynamodb
+        } else {
+            StoreKind::Redis
+        };
+        let settings = CheckpointSettings {
+            store: missing,
+            ..CheckpointSettings::default()
+        };
+        let aws = SdkConfig::builder().build();
+        let error = settings.open("app", "stream", &aws).await.err().unwrap();
+        let text = error.to_string();
+        assert!(text.contains("built without that store"), "{text}");
+        assert!(text.contains("\"memory\""), "{text}");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use kinesis_connectors_core::{
-    Batch, EmitOutcome, Emitter, RejectedItem, Transformer, async_trait, encode_body,
+    Batch, EmitOutcome, Emitter, Encoder, RejectedItem, async_trait, encode_body,
 };
 
 use crate::error::Error;
@@ -59,7 +59,7 @@ impl WrittenFile {
 /// record the batch covers, filtered ones included, with `_<sub>` for
 /// records de-aggregated from a KPL record.
 ///
-/// Items are encoded by the pipeline's [`Transformer`] and each followed by
+/// Items are encoded by the pipeline's transformer (its [`Encoder`]) and each followed by
 /// the delimiter (`\n` by default). Files are written atomically (temporary
 /// file, `fsync`, rename, directory `fsync`), optionally gzipped, and an
 /// optional retention pass after each write keeps the stream directory
@@ -67,7 +67,7 @@ impl WrittenFile {
 /// in an `Arc` and hand clones to the pipelines.
 ///
 /// See the [crate documentation](crate) for an example.
-pub struct RotatingFileEmitter<T: Transformer> {
+pub struct RotatingFileEmitter<T: Encoder> {
     dir: PathBuf,
     transformer: T,
     extension: String,
@@ -78,7 +78,7 @@ pub struct RotatingFileEmitter<T: Transformer> {
     undated: AtomicU64,
 }
 
-impl<T: Transformer> fmt::Debug for RotatingFileEmitter<T> {
+impl<T: Encoder> fmt::Debug for RotatingFileEmitter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RotatingFileEmitter")
             .field("dir", &self.dir)
@@ -90,7 +90,7 @@ impl<T: Transformer> fmt::Debug for RotatingFileEmitter<T> {
     }
 }
 
-impl<T: Transformer> RotatingFileEmitter<T> {
+impl<T: Encoder> RotatingFileEmitter<T> {
     /// Starts an emitter writing under `dir`, encoding items with
     /// `transformer` (one per line by default).
     pub fn builder(dir: impl Into<PathBuf>, transformer: T) -> RotatingFileEmitterBuilder<T> {
@@ -212,7 +212,7 @@ impl<T: Transformer> RotatingFileEmitter<T> {
 }
 
 #[async_trait]
-impl<T: Transformer> Emitter<T::Item> for RotatingFileEmitter<T> {
+impl<T: Encoder> Emitter<T::Item> for RotatingFileEmitter<T> {
     async fn emit(&self, batch: &Batch<T::Item>) -> kinesis_connectors_core::Result<EmitOutcome> {
         let written = self.write(batch).await?;
         Ok(EmitOutcome::with_rejected(written.rejected))
@@ -220,7 +220,7 @@ impl<T: Transformer> Emitter<T::Item> for RotatingFileEmitter<T> {
 }
 
 /// Builds a [`RotatingFileEmitter`]; see [`RotatingFileEmitter::builder`].
-pub struct RotatingFileEmitterBuilder<T: Transformer> {
+pub struct RotatingFileEmitterBuilder<T: Encoder> {
     dir: PathBuf,
     transformer: T,
     extension: String,
@@ -229,7 +229,7 @@ pub struct RotatingFileEmitterBuilder<T: Transformer> {
     retention: Retention,
 }
 
-impl<T: Transformer> fmt::Debug for RotatingFileEmitterBuilder<T> {
+impl<T: Encoder> fmt::Debug for RotatingFileEmitterBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RotatingFileEmitterBuilder")
             .field("dir", &self.dir)
@@ -239,7 +239,7 @@ impl<T: Transformer> fmt::Debug for RotatingFileEmitterBuilder<T> {
     }
 }
 
-impl<T: Transformer> RotatingFileEmitterBuilder<T> {
+impl<T: Encoder> RotatingFileEmitterBuilder<T> {
     /// The file extension, without the leading dot (default `jsonl`); `.gz`
     /// is appended when gzip is on. Retention only ever deletes files with
     /// this extension.
@@ -373,7 +373,7 @@ fn prepare_dir(dir: &Path) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use kinesis_connectors_core::{Result, Utf8Transformer};
+    use kinesis_connectors_core::{Result, Transformer, Utf8Transformer};
     use kinesis_connectors_testkit::{batch, shard_context};
 
     use super::*;
@@ -387,7 +387,9 @@ mod tests {
         fn to_item(&self, record: &kinesis_connectors_core::Record) -> Result<String> {
             Utf8Transformer.to_item(record)
         }
+    }
 
+    impl Encoder for Picky {
         fn from_item(&self, item: &String, out: &mut Vec<u8>) -> Result<()> {
             if item == "bad" {
                 return Err(kinesis_connectors_core::Error::transform("bad item"));

@@ -65,14 +65,14 @@ pub(crate) fn closed_source(shards: &[&str], n: usize) -> ScriptedSource {
 }
 
 pub(crate) fn shard_config() -> ShardConfig {
-    ShardConfig {
-        idle_delay: Duration::from_millis(200),
-        retry: RetryPolicy::new()
-            .with_initial_delay(Duration::from_millis(10))
-            .with_max_delay(Duration::from_millis(100))
-            .with_max_attempts(3),
-        ..ShardConfig::default()
-    }
+    ShardConfig::default()
+        .with_idle_delay(Duration::from_millis(200))
+        .with_retry(
+            RetryPolicy::new()
+                .with_initial_delay(Duration::from_millis(10))
+                .with_max_delay(Duration::from_millis(100))
+                .with_max_attempts(3),
+        )
 }
 
 /// The test pipeline: UTF-8 lines, bots filtered out, `max_records` per batch.
@@ -82,10 +82,7 @@ pub(crate) fn pipeline(
 ) -> Pipeline<Utf8Transformer> {
     Pipeline::builder(Utf8Transformer, emitter)
         .filter(|line: &String| !line.contains(r#""user":"bot""#))
-        .buffer_limits(BufferLimits {
-            max_records,
-            ..BufferLimits::default()
-        })
+        .buffer_limits(BufferLimits::default().with_max_records(max_records))
         .build()
         .expect("valid pipeline")
 }
