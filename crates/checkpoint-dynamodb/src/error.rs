@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use kinesis_connectors_aws::{ErrorClass, Service};
 use kinesis_connectors_core::BoxError;
 
 /// Why a DynamoDB request failed, as far as retrying is concerned.
@@ -157,11 +158,10 @@ impl DynamoDbCheckpointError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let code = match &error {
-            SdkError::ServiceError(service) => service.err().code().map(str::to_owned),
-            _ => None,
-        };
-        if code.as_deref() == Some("ResourceNotFoundException") {
+        let classified = kinesis_connectors_aws::classify(Service::DynamoDb, &error);
+        // Only when DynamoDB said so: a 404 without a code comes from a wrong
+        // endpoint, not from a missing table.
+        if classified.class == ErrorClass::NotFound && classified.code.is_some() {
             return Self::TableNotFound {
                 table: table.to_owned(),
             };
@@ -169,8 +169,8 @@ impl DynamoDbCheckpointError {
         Self::Request {
             operation,
             table: table.to_owned(),
-            kind: classify(&error),
-            code,
+            kind: kind_of(classified.class),
+            code: classified.code,
             message: DisplayErrorContext(&error).to_string(),
             source: Box::new(error),
         }
@@ -190,48 +190,14 @@ impl From<DynamoDbCheckpointError> for kinesis_connectors_core::Error {
 /// Shorthand for results of this crate.
 pub type Result<T, E = DynamoDbCheckpointError> = std::result::Result<T, E>;
 
-/// Error codes DynamoDB uses for throttling.
-const THROTTLING_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    // Older or non-AWS endpoints.
-    "Throttling",
-    "ThrottledException",
-    "TooManyRequestsException",
-    // Control plane (CreateTable): too many tables being created at once.
-    "LimitExceededException",
-];
-
-/// Error codes worth retrying that are not throttling.
-const TRANSIENT_CODES: &[&str] = &[
-    "InternalServerError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "ReplicatedWriteConflictException",
-    "TransactionConflictException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-];
-
-/// Classifies an SDK error by its transport class, its service error code
-/// and the HTTP status (5xx is transient).
-pub(crate) fn classify<E>(error: &SdkError<E, HttpResponse>) -> RequestErrorKind
-where
-    E: ProvideErrorMetadata,
-{
-    match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            RequestErrorKind::Transient
-        }
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some(code) if THROTTLING_CODES.contains(&code) => RequestErrorKind::Throttled,
-            Some(code) if TRANSIENT_CODES.contains(&code) => RequestErrorKind::Transient,
-            _ if service.raw().status().is_server_error() => RequestErrorKind::Transient,
-            _ if service.raw().status().as_u16() == 429 => RequestErrorKind::Throttled,
-            _ => RequestErrorKind::Permanent,
-        },
-        // ConstructionFailure (the request could not be built) and future variants.
+/// Maps the workspace's shared classification
+/// ([`kinesis_connectors_aws::classify`]) to this crate's: throttling codes
+/// and HTTP 429 are throttled; timeouts, network errors, 5xx and transaction
+/// conflicts are transient; the rest is permanent.
+fn kind_of(class: ErrorClass) -> RequestErrorKind {
+    match class {
+        ErrorClass::Throttling => RequestErrorKind::Throttled,
+        ErrorClass::Transient => RequestErrorKind::Transient,
         _ => RequestErrorKind::Permanent,
     }
 }

@@ -411,11 +411,7 @@ impl<T> DynamoDbEmitter<T> {
                     pending = left;
                 }
                 Err(error) => {
-                    let kind = classify(&error, |e| {
-                        e.is_provisioned_throughput_exceeded_exception()
-                            || e.is_throttling_exception()
-                            || e.is_request_limit_exceeded()
-                    });
+                    let kind = classify(&error);
                     if !kind.is_retryable() || attempt >= self.retry.max_attempts {
                         return Err(ChunkFailure {
                             unconfirmed: pending.len(),
@@ -531,11 +527,7 @@ impl<T> DynamoDbEmitter<T> {
                     return Ok(());
                 }
                 Err(error) => {
-                    let kind = classify(&error, |e| {
-                        e.is_provisioned_throughput_exceeded_exception()
-                            || e.is_throttling_exception()
-                            || e.is_request_limit_exceeded()
-                    });
+                    let kind = classify(&error);
                     if !kind.is_retryable() || attempt >= self.retry.max_attempts {
                         return Err(DynamoDbError::request(
                             "PutItem",

@@ -6,6 +6,7 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use kinesis_connectors_aws::{ErrorClass, Service};
 use kinesis_connectors_core::BoxError;
 
 use crate::item::MAX_ITEM_BYTES;
@@ -243,61 +244,17 @@ impl From<DynamoDbError> for kinesis_connectors_core::Error {
 /// Shorthand for results of this crate.
 pub type Result<T, E = DynamoDbError> = std::result::Result<T, E>;
 
-/// Error codes DynamoDB uses for throttling.
-const THROTTLING_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    // Older or non-AWS endpoints.
-    "Throttling",
-    "ThrottledException",
-    "TooManyRequestsException",
-];
-
-/// Error codes worth retrying that are not throttling.
-const TRANSIENT_CODES: &[&str] = &[
-    "InternalServerError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "ReplicatedWriteConflictException",
-    "TransactionConflictException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-];
-
-/// Classifies an SDK error by its transport class, its service error code
-/// and, for codes it does not know, its HTTP status (a proxy or load balancer
-/// answering 502, 503, 504 or 429 sends no DynamoDB code); `throttled` tells
-/// whether the operation's modeled error is one of its throttling variants
-/// (which holds even when no code was sent).
-pub(crate) fn classify<E>(
-    error: &SdkError<E, HttpResponse>,
-    throttled: impl Fn(&E) -> bool,
-) -> RequestErrorKind
+/// Classifies an SDK error with the workspace's shared classification
+/// ([`kinesis_connectors_aws::classify`]): throttling codes and HTTP 429 are
+/// throttled; timeouts, network errors, 5xx (also from a proxy, without a
+/// DynamoDB code) and write conflicts are transient; the rest is permanent.
+pub(crate) fn classify<E>(error: &SdkError<E, HttpResponse>) -> RequestErrorKind
 where
     E: ProvideErrorMetadata,
 {
-    match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            RequestErrorKind::Transient
-        }
-        SdkError::ServiceError(service) if throttled(service.err()) => RequestErrorKind::Throttled,
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some(code) if THROTTLING_CODES.contains(&code) => RequestErrorKind::Throttled,
-            Some(code) if TRANSIENT_CODES.contains(&code) => RequestErrorKind::Transient,
-            code => {
-                let status = service.raw().status();
-                let known = code.is_some_and(|code| !code.is_empty());
-                if status.as_u16() == 429 && !known {
-                    RequestErrorKind::Throttled
-                } else if status.is_server_error() {
-                    RequestErrorKind::Transient
-                } else {
-                    RequestErrorKind::Permanent
-                }
-            }
-        },
-        // ConstructionFailure (the request could not be built) and future variants.
+    match kinesis_connectors_aws::classify(Service::DynamoDb, error).class {
+        ErrorClass::Throttling => RequestErrorKind::Throttled,
+        ErrorClass::Transient => RequestErrorKind::Transient,
         _ => RequestErrorKind::Permanent,
     }
 }

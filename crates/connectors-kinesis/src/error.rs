@@ -1,6 +1,7 @@
 //! The crate's one error type, and how SDK errors are classified into it.
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use kinesis_connectors_aws::Service;
 
 /// Errors of the Kinesis emitter.
 ///
@@ -77,20 +78,8 @@ impl From<Error> for kinesis_connectors_core::Error {
     }
 }
 
-/// Kinesis error codes worth retrying.
-const RETRYABLE_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "KMSThrottlingException",
-    "LimitExceededException",
-    "ThrottlingException",
-    "InternalFailure",
-    "InternalFailureException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "ResourceInUseException",
-];
-
-/// Classifies a `PutRecords` error on `stream`.
+/// Classifies a `PutRecords` error on `stream` with the workspace's shared
+/// classification ([`kinesis_connectors_aws::classify`]).
 pub(crate) fn classify<E>(
     stream: &str,
     error: SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
@@ -98,31 +87,11 @@ pub(crate) fn classify<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let (code, retryable) = match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            (None, true)
-        }
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().map(str::to_owned);
-            let retryable = match code.as_deref() {
-                Some(c) => {
-                    RETRYABLE_CODES.contains(&c)
-                        || (status.is_some_and(|s| s >= 500 || s == 429)
-                            && !c.starts_with("KMS")
-                            && c != "ResourceNotFoundException"
-                            && c != "AccessDeniedException")
-                }
-                None => status.is_some_and(|s| s >= 500 || s == 429),
-            };
-            (code, retryable)
-        }
-        _ => (None, false),
-    };
+    let classified = kinesis_connectors_aws::classify(Service::Kinesis, &error);
     Error::Request {
         stream: stream.to_owned(),
-        code,
-        retryable,
+        code: classified.code,
+        retryable: classified.class.is_retryable(),
         message: DisplayErrorContext(&error).to_string(),
     }
 }

@@ -4,10 +4,12 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
+use kinesis_connectors_aws::{ErrorClass, Service};
 
 use kinesis_connectors_core::{
     Error, Record, RecordSource, RecordsPage, Result, SequenceNumber, ShardInfo, SourceErrorKind,
@@ -42,31 +44,18 @@ impl PollingSource {
     }
 }
 
-/// Maps an SDK error to the loop's classes: throttling and network trouble
-/// are retried, an expired iterator is renewed, the rest stops the shard.
-fn classify<E, R>(err: SdkError<E, R>) -> Error
+/// Maps an SDK error to the loop's classes with the workspace's shared
+/// classification: throttling and network trouble are retried, an expired
+/// iterator is renewed, the rest stops the shard.
+fn classify<E>(err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let kind = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            SourceErrorKind::Transient
-        }
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "KMSThrottlingException"
-                | "LimitExceededException"
-                | "ThrottlingException",
-            ) => SourceErrorKind::Throttled,
-            Some("ExpiredIteratorException") => SourceErrorKind::ExpiredIterator,
-            Some("ResourceNotFoundException") => SourceErrorKind::NotFound,
-            Some("InternalFailureException" | "ServiceUnavailable" | "InternalFailure") => {
-                SourceErrorKind::Transient
-            }
-            _ => SourceErrorKind::Other,
-        },
+    let kind = match kinesis_connectors_aws::classify(Service::Kinesis, &err).class {
+        ErrorClass::Throttling => SourceErrorKind::Throttled,
+        ErrorClass::Transient => SourceErrorKind::Transient,
+        ErrorClass::ExpiredIterator => SourceErrorKind::ExpiredIterator,
+        ErrorClass::NotFound => SourceErrorKind::NotFound,
         _ => SourceErrorKind::Other,
     };
     Error::source(kind, DisplayErrorContext(err).to_string())
@@ -269,6 +258,32 @@ mod tests {
         assert_eq!(err.source_kind(), Some(SourceErrorKind::Throttled));
         let err = source.get_records("it", 10).await.unwrap_err();
         assert_eq!(err.source_kind(), Some(SourceErrorKind::ExpiredIterator));
+    }
+
+    #[tokio::test]
+    async fn server_errors_and_429_are_retried_whatever_their_code() {
+        // Codes no table lists: the status decides (this used to stop the shard).
+        for (status, kind) in [
+            (503, SourceErrorKind::Transient),
+            (500, SourceErrorKind::Transient),
+            (429, SourceErrorKind::Throttled),
+        ] {
+            let rule = mock!(aws_sdk_kinesis::Client::get_records)
+                .sequence()
+                .http_status(
+                    status,
+                    Some(r#"{"__type":"BrandNewException","message":"new"}"#.to_owned()),
+                )
+                .build();
+            let client = mock_client!(aws_sdk_kinesis, RuleMode::Sequential, [&rule], |c| c
+                .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled()));
+            let err = PollingSource::new(client)
+                .get_records("it", 10)
+                .await
+                .unwrap_err();
+            assert_eq!(err.source_kind(), Some(kind), "{status}: {err}");
+            assert!(err.is_retryable(), "{status}: {err}");
+        }
     }
 
     #[tokio::test]

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use kinesis_connectors_aws::{Service, classify};
 
 /// Errors of the Redshift emitters and loaders.
 ///
@@ -290,58 +292,30 @@ pub(crate) fn classify_copy(table: &str, manifest: &str, error: sqlx::Error) -> 
     }
 }
 
-/// S3 error codes that mean "try again".
-const S3_RETRYABLE_CODES: &[&str] = &[
-    "SlowDown",
-    "ServiceUnavailable",
-    "InternalError",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequests",
-    "RequestLimitExceeded",
-    "OperationAborted",
-];
-
 /// The S3 error code of an SDK error, if S3 sent one.
-pub(crate) fn s3_code<E, R>(error: &SdkError<E, R>) -> Option<String>
+pub(crate) fn s3_code<E>(error: &SdkError<E, HttpResponse>) -> Option<String>
 where
     E: ProvideErrorMetadata,
 {
-    match error {
-        SdkError::ServiceError(service) => service.err().code().map(str::to_owned),
-        _ => None,
-    }
+    classify(Service::S3, error).code
 }
 
-/// Classifies an S3 SDK error of `operation` on `url`.
+/// Classifies an S3 SDK error of `operation` on `url` with the workspace's
+/// shared classification ([`kinesis_connectors_aws::classify`]).
 pub(crate) fn classify_s3<E>(
     operation: &'static str,
     url: &str,
-    error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    error: SdkError<E, HttpResponse>,
 ) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let code = s3_code(&error);
-    let transport = match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(_) => status.is_some_and(|s| s >= 500 || s == 429),
-        _ => false,
-    };
-    let retryable = transport
-        || code
-            .as_deref()
-            .is_some_and(|c| S3_RETRYABLE_CODES.contains(&c));
+    let classified = classify(Service::S3, &error);
     Error::S3 {
         operation,
         url: url.to_owned(),
-        code,
-        retryable,
+        code: classified.code,
+        retryable: classified.class.is_retryable(),
         message: DisplayErrorContext(&error).to_string(),
     }
 }

@@ -1,6 +1,7 @@
 //! The crate's one error type, and how SDK errors are classified into it.
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use kinesis_connectors_aws::{Classification, ErrorClass, Service, classify};
 
 /// Errors of the S3 emitters.
 ///
@@ -141,48 +142,8 @@ impl From<Error> for kinesis_connectors_core::Error {
     }
 }
 
-/// S3 error codes that mean "slow down / try again".
-const RETRYABLE_CODES: &[&str] = &[
-    "SlowDown",
-    "ServiceUnavailable",
-    "InternalError",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequests",
-    "RequestLimitExceeded",
-    "OperationAborted",
-    // The upload was aborted or expired under us: a new attempt starts a new one.
-    "NoSuchUpload",
-];
-
-/// S3 and KMS error codes that mean "these credentials may not do this".
-const ACCESS_CODES: &[&str] = &[
-    "AccessDenied",
-    "AllAccessDisabled",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccountProblem",
-    "InvalidSecurity",
-    "KMS.AccessDeniedException",
-    "KMS.DisabledException",
-    "KMS.NotFoundException",
-];
-
-/// Whether an SDK error without a known code is worth retrying: timeouts,
-/// connection failures, unreadable responses, 5xx and 429.
-fn transport_retryable<E, R>(error: &SdkError<E, R>, status: Option<u16>) -> bool {
-    match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(_) => status.is_some_and(|s| s >= 500 || s == 429),
-        _ => false,
-    }
-}
-
-/// Classifies an S3 SDK error of `operation` on `bucket`/`key`.
+/// Classifies an S3 SDK error of `operation` on `bucket`/`key` with the
+/// workspace's shared classification ([`kinesis_connectors_aws::classify`]).
 pub(crate) fn classify_s3<E>(
     operation: &'static str,
     bucket: &str,
@@ -192,66 +153,33 @@ pub(crate) fn classify_s3<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let code = match &error {
-        SdkError::ServiceError(service) => service.err().code().map(str::to_owned),
-        _ => None,
-    };
+    let Classification { class, code, .. } = classify(Service::S3, &error);
     let message = DisplayErrorContext(&error).to_string();
-    match code.as_deref() {
-        Some("NoSuchBucket") => Error::NoSuchBucket {
+    let no_such_bucket = code.as_deref() == Some("NoSuchBucket")
+        || (code.is_none() && class == ErrorClass::NotFound && operation == "PutObject");
+    if no_such_bucket {
+        return Error::NoSuchBucket {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-        },
-        Some(c) if ACCESS_CODES.contains(&c) => Error::AccessDenied {
+        };
+    }
+    if class == ErrorClass::AccessDenied {
+        return Error::AccessDenied {
             operation,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             message,
-        },
-        _ if code.is_none() && status == Some(403) => Error::AccessDenied {
-            operation,
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            message,
-        },
-        _ if code.is_none() && status == Some(404) && operation == "PutObject" => {
-            Error::NoSuchBucket {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-            }
-        }
-        Some(c) => Error::Request {
-            operation,
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            retryable: RETRYABLE_CODES.contains(&c) || transport_retryable(&error, status),
-            code: code.clone(),
-            message,
-        },
-        None => Error::Request {
-            operation,
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            retryable: transport_retryable(&error, status),
-            code: None,
-            message,
-        },
+        };
+    }
+    Error::Request {
+        operation,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        retryable: class.is_retryable(),
+        code,
+        message,
     }
 }
-
-/// Kinesis error codes worth retrying.
-const KINESIS_RETRYABLE_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "KMSThrottlingException",
-    "LimitExceededException",
-    "ThrottlingException",
-    "InternalFailure",
-    "InternalFailureException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "ResourceInUseException",
-];
 
 /// Classifies a Kinesis `PutRecord` error for the manifest record of `url`.
 pub(crate) fn classify_manifest<E>(
@@ -262,20 +190,12 @@ pub(crate) fn classify_manifest<E>(
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let code = match &error {
-        SdkError::ServiceError(service) => service.err().code().map(str::to_owned),
-        _ => None,
-    };
-    let retryable = code
-        .as_deref()
-        .is_some_and(|c| KINESIS_RETRYABLE_CODES.contains(&c))
-        || transport_retryable(&error, status);
+    let Classification { class, code, .. } = classify(Service::Kinesis, &error);
     Error::Manifest {
         stream: stream.to_owned(),
         url: url.to_owned(),
         code,
-        retryable,
+        retryable: class.is_retryable(),
         message: aws_sdk_kinesis::error::DisplayErrorContext(&error).to_string(),
     }
 }
