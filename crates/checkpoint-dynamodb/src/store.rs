@@ -138,7 +138,8 @@ impl DynamoDbCheckpointStoreBuilder {
     /// checkpoint: `TRIM_HORIZON` (default), `LATEST` or `AT_TIMESTAMP`.
     /// Only a KCL application taking the table over reads it; set it to the
     /// consumer's initial position so the KCL would start where this
-    /// application would.
+    /// application would. Leases of resharding children (shards with
+    /// parents) always record `TRIM_HORIZON`, as the consumer reads them.
     pub fn new_lease_position(mut self, position: InitialPosition) -> Self {
         self.initial_position = position;
         self
@@ -439,7 +440,15 @@ impl LeaseStore for DynamoDbCheckpointStore {
         parent_shard_ids: &[String],
     ) -> kinesis_connectors_core::Result<()> {
         self.check_key(key)?;
-        let expression = layout::create_lease(parent_shard_ids, self.initial_sentinel);
+        // A child of a resharding is read from its first record whatever the
+        // consumer's initial position (as KCL does): LATEST there would skip
+        // everything written to it since the split.
+        let initial = if parent_shard_ids.is_empty() {
+            self.initial_sentinel
+        } else {
+            layout::sentinels::TRIM_HORIZON
+        };
+        let expression = layout::create_lease(parent_shard_ids, initial);
         match self.update(&key.shard_id, expression).await {
             Ok(_) | Err(UpdateFailure::Condition(_)) => Ok(()),
             Err(UpdateFailure::Request(error)) => Err(error.into()),

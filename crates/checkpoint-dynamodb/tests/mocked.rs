@@ -930,7 +930,7 @@ async fn releasing_frees_the_lease_and_a_lost_one_is_a_no_op() {
 }
 
 #[tokio::test]
-async fn create_lease_fills_only_missing_attributes() {
+async fn create_lease_fills_only_missing_attributes_and_children_start_at_trim_horizon() {
     let (update, seen) =
         update_rule(|_, _| MockResponse::Output(UpdateItemOutput::builder().build()));
     let store = DynamoDbCheckpointStore::builder(client(&[&update]), APP, STREAM)
@@ -949,11 +949,16 @@ async fn create_lease_fills_only_missing_attributes() {
         )
         .await
         .unwrap();
+    store.create_lease(&key(), &[]).await.unwrap();
     let requests = seen.lock().unwrap();
     let request = &requests[0];
     assert_eq!(request.condition_expression(), None);
     let values = request.expression_attribute_values().unwrap();
-    assert_eq!(values.get(":initialCheckpoint"), Some(&s("LATEST")));
+    // A child of a resharding starts at its first record, whatever the
+    // consumer's initial position; a shard without parents gets that position.
+    assert_eq!(values.get(":initialCheckpoint"), Some(&s("TRIM_HORIZON")));
+    let root = requests[1].expression_attribute_values().unwrap();
+    assert_eq!(root.get(":initialCheckpoint"), Some(&s("LATEST")));
     assert_eq!(
         values.get(":parentShardIds"),
         Some(&AttributeValue::Ss(vec![

@@ -500,6 +500,7 @@ impl<T: Transformer> Processor<T> {
             BadRecordPolicy::DeadLetter(dead_letter) => {
                 warn!(sequence = %failed.position, error = %failed.error, "sending bad record to the dead-letter emitter");
                 let position = failed.position.clone();
+                let original_error = failed.error.clone();
                 let source = ItemSource {
                     position: position.clone(),
                     partition_key: failed.partition_key.clone(),
@@ -512,10 +513,21 @@ impl<T: Transformer> Processor<T> {
                     position.clone(),
                     position,
                 );
-                emit_with_retry(&*dead_letter, &batch, &self.env.config.retry, &self.lease)
-                    .await
-                    .map(|_| ())
-                    .map_err(Stop::from)
+                let outcome =
+                    emit_with_retry(&*dead_letter, &batch, &self.env.config.retry, &self.lease)
+                        .await?;
+                // A dead letter the dead-letter emitter refuses has nowhere
+                // left to go: stop the shard rather than lose it silently.
+                match outcome.rejected.into_iter().next() {
+                    None => Ok(()),
+                    Some(refused) => Err(Stop::Failed(Error::Transform {
+                        message: format!(
+                            "shard {}: the dead-letter emitter rejected record {} ({}); it had failed with: {}",
+                            self.context.shard_id, batch.first, refused.reason, original_error
+                        ),
+                        source: None,
+                    })),
+                }
             }
         }
     }

@@ -351,14 +351,17 @@ impl<T: Transformer> StreamConsumer<T> {
                 continue;
             }
             let mut config = self.config;
-            // Shards that appeared after the start were created by
-            // resharding: read them from their beginning so nothing written
-            // between parent and child is missed.
-            if state
-                .initial
-                .as_ref()
-                .is_some_and(|initial| !initial.contains(id))
-            {
+            // A shard with a parent still in the stream, or one that appeared
+            // after the start, was created by resharding: without a checkpoint
+            // it is read from its beginning (as KCL does), so nothing written
+            // between parent and child is missed — also after a restart or a
+            // takeover, when this worker's first listing already held it.
+            let resharded = shard.parents().iter().any(|p| listed.contains(p.as_str()))
+                || state
+                    .initial
+                    .as_ref()
+                    .is_some_and(|initial| !initial.contains(id));
+            if resharded {
                 config.initial_position = InitialPosition::TrimHorizon;
             }
             let context = ShardContext::new(&self.application, &self.stream, id);

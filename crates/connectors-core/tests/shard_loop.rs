@@ -812,3 +812,49 @@ async fn a_decode_only_pipeline_needs_no_encoder_and_dead_letters_carry_no_paylo
     assert_eq!(dead[0].position, Position::new(seqs[1].clone()));
     assert!(dead[0].error.contains("retired"), "{}", dead[0].error);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_the_dead_letter_emitter_rejects_stops_the_shard() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open(SHARD));
+    let seqs = source.append(
+        SHARD,
+        vec![
+            ("k".into(), Bytes::from_static(b"ok-1")),
+            ("bad-key".into(), Bytes::from_static(&[0xff])),
+        ],
+    );
+    source.close_shard(SHARD, vec![]);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let refusing = RejectingEmitter::new(
+        RecordingEmitter::<FailedRecord>::new(),
+        |_: &FailedRecord| Some("dead-letter queue is full".to_owned()),
+    );
+    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
+        .bad_records(BadRecordPolicy::DeadLetter(Arc::new(refusing)))
+        .build()
+        .unwrap();
+    let consumer = ShardConsumer::new(
+        env(&source, &store, config()),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline,
+    );
+    let report = consumer.run(CancellationToken::new()).await;
+    match report.outcome {
+        ShardOutcome::Failed(error) => {
+            let text = error.to_string();
+            assert!(text.contains("dead-letter queue is full"), "{text}");
+            assert!(text.contains(seqs[1].as_str()), "{text}");
+            assert!(text.contains("UTF-8"), "{text}");
+        }
+        other => panic!("expected the shard to stop, got {other:?}"),
+    }
+    // Nothing at or after the refused record is checkpointed.
+    let checkpoint = store.get(&key()).await.unwrap();
+    assert!(
+        checkpoint.as_ref().is_none_or(|c| *c < at(&seqs[1])),
+        "{checkpoint:?}"
+    );
+}

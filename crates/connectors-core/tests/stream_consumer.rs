@@ -343,3 +343,30 @@ fn bad_consumer_configuration_is_rejected() {
         .build();
     assert!(matches!(bad_shard_config, Err(Error::Config(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_child_without_checkpoint_starts_at_trim_horizon_even_at_latest_after_a_restart() {
+    // A worker read the parent to SHARD_END and stopped before the child's
+    // first checkpoint; the next run lists the child at its first discovery.
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open("parent"));
+    put(&source, "parent", "parent", 3);
+    let mut child = ShardInfo::open("child");
+    child.parent_shard_id = Some("parent".into());
+    source.close_shard("parent", vec![child]);
+    put(&source, "child", "child", 5);
+    let store = MemoryCheckpointStore::new();
+    store
+        .set(&key("parent"), &Checkpoint::ShardEnd)
+        .await
+        .unwrap();
+
+    let emitter = RecordingEmitter::new();
+    let consumer = consumer(&source, &store, &emitter)
+        .initial_position(kinesis_connectors_core::InitialPosition::Latest)
+        .build()
+        .unwrap();
+    run_until_items(consumer, &emitter, 5).await;
+    let expected: Vec<String> = (0..5).map(|i| format!("child-{i}")).collect();
+    assert_eq!(emitter.items(), expected);
+}
