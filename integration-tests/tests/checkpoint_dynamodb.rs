@@ -27,7 +27,9 @@ use kinesis_connectors_core::{
     Checkpoint, CheckpointStore, Error, Lease, LeaseCoordinator, LeaseStore, Position, Result,
     SequenceNumber, ShardAssigner, ShardInfo, ShardKey, StoredLease, async_trait,
 };
-use kinesis_connectors_testkit::{checkpoint_store_conformance, lease_conformance};
+use kinesis_connectors_testkit::{
+    CheckpointStoreCapabilities, LeaseCapabilities, checkpoint_store_conformance, lease_conformance,
+};
 
 /// A Kinesis-sized sequence number and a later one.
 const SEQ_A: &str = "49590338271490256608559692538361571095921575989136588898";
@@ -155,10 +157,12 @@ async fn delete_tables(tables: Vec<String>) {
 async fn checkpoint_dynamodb_the_store_passes_checkpoint_store_conformance_on_moto() {
     let started = Instant::now();
     let router = TablePerStream::new("cp-conformance");
-    checkpoint_store_conformance(&router).await;
+    let report =
+        checkpoint_store_conformance::run_all(&router, CheckpointStoreCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     let tables = router.tables().await;
     println!(
-        "checkpoint_store_conformance: passed in {:?} over {} tables",
+        "checkpoint store conformance: passed in {:?} over {} tables",
         started.elapsed(),
         tables.len()
     );
@@ -169,10 +173,11 @@ async fn checkpoint_dynamodb_the_store_passes_checkpoint_store_conformance_on_mo
 async fn checkpoint_dynamodb_the_store_passes_lease_conformance_on_moto() {
     let started = Instant::now();
     let router = Arc::new(TablePerStream::new("lease-conformance"));
-    lease_conformance(router.clone()).await;
+    let report = lease_conformance::run_all(router.clone(), LeaseCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     let tables = router.tables().await;
     println!(
-        "lease_conformance: passed in {:?} over {} tables",
+        "lease conformance: passed in {:?} over {} tables",
         started.elapsed(),
         tables.len()
     );

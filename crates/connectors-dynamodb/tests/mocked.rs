@@ -35,7 +35,8 @@ use kinesis_connectors_dynamodb::{
     ConditionalPut, DynamoDbEmitter, DynamoDbError, Item, MAX_REQUEST_BYTES, RequestErrorKind,
 };
 use kinesis_connectors_testkit::{
-    EmitterConformance, InFlightProbe, batch, shard_context, unreachable_sdk_config,
+    EmitterCapabilities, EmitterConformance, InFlightProbe, batch, emitter_conformance,
+    shard_context, unreachable_sdk_config,
 };
 use serde::Serialize;
 
@@ -1440,12 +1441,12 @@ async fn passes_emitter_conformance_on_a_mock_table() {
     });
     let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
     let counted = Arc::clone(&table);
-    EmitterConformance::new(&emitter, |i| event(&format!("item-{i}"), i as u64))
+    let suite = EmitterConformance::new(&emitter, |i| event(&format!("item-{i}"), i as u64))
         .delivered_count(move || {
             let n = counted.lock().unwrap().len();
             Box::pin(async move { n })
-        })
-        .run()
-        .await;
+        });
+    let report = emitter_conformance::run_all(&suite, EmitterCapabilities::new()).await;
+    assert!(report.is_success(), "{report}");
     assert!(table.lock().unwrap().len() >= 2_000);
 }

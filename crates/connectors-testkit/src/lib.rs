@@ -1,18 +1,22 @@
 #![doc = include_str!("../README.md")]
 
+pub mod checkpoint_store_conformance;
 mod conformance;
+pub mod emitter_conformance;
 mod emitters;
 mod fixtures;
 mod in_flight;
-mod lease_conformance;
+pub mod lease_conformance;
 mod source;
 mod unreachable;
 
-pub use conformance::{EmitterConformance, checkpoint_store_conformance, emitter_conformance};
+pub use checkpoint_store_conformance::CheckpointStoreCapabilities;
+pub use conformance::{ConformanceReport, RuleFailure, RuleResult, SkippedRule};
+pub use emitter_conformance::{EmitterCapabilities, EmitterConformance};
 pub use emitters::{FailingEmitter, RecordedBatch, RecordingEmitter, RejectingEmitter};
 pub use fixtures::{TEST_APPLICATION, TEST_STREAM, batch, records, shard_context};
 pub use futures::future::BoxFuture;
 pub use in_flight::InFlightProbe;
-pub use lease_conformance::lease_conformance;
+pub use lease_conformance::LeaseCapabilities;
 pub use source::{Fault, ScriptedSource};
 pub use unreachable::unreachable_sdk_config;

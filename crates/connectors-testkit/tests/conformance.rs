@@ -1,52 +1,80 @@
-//! The conformance suites pass on conforming implementations and fail,
-//! naming the rule, on broken ones.
+//! The conformance suites pass on conforming implementations; on broken
+//! ones `run_all` names every broken rule and still runs all the others.
 
-use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::FutureExt;
 use kinesis_connectors_core::{
-    Batch, Checkpoint, CheckpointStore, EmitOutcome, Emitter, MemoryCheckpointStore, Result,
-    ShardKey, async_trait,
+    Batch, Checkpoint, CheckpointStore, EmitOutcome, Emitter, Lease, LeaseStore,
+    MemoryCheckpointStore, Result, ShardKey, StoredLease, async_trait,
 };
 use kinesis_connectors_testkit::{
-    BoxFuture, EmitterConformance, FailingEmitter, RecordingEmitter, checkpoint_store_conformance,
-    emitter_conformance,
+    BoxFuture, CheckpointStoreCapabilities, ConformanceReport, EmitterCapabilities,
+    EmitterConformance, FailingEmitter, LeaseCapabilities, RecordingEmitter,
+    checkpoint_store_conformance, emitter_conformance, lease_conformance,
 };
 
-/// Runs `future`, expecting it to fail; returns the failure message.
-async fn failure_of(future: impl std::future::Future<Output = ()>) -> String {
-    match AssertUnwindSafe(future).catch_unwind().await {
-        Ok(()) => String::from("<the suite passed>"),
-        Err(payload) => payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default(),
-    }
+/// Every rule of `all` was reported once: passed, skipped or failed.
+fn assert_every_rule_reported(report: &ConformanceReport, all: &[&str]) {
+    let mut reported: Vec<&str> = report.passed().to_vec();
+    reported.extend(report.skipped_rules());
+    reported.extend(report.failed_rules());
+    reported.sort_unstable();
+    let mut expected = all.to_vec();
+    expected.sort_unstable();
+    assert_eq!(reported, expected, "{report}");
+}
+
+/// `report` failed exactly `broken` and passed every other rule of `all`.
+fn assert_only_broken(report: &ConformanceReport, all: &[&str], broken: &[&str]) {
+    assert_eq!(report.failed_rules(), broken, "{report}");
+    let others: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|r| !broken.contains(r))
+        .collect();
+    assert_eq!(report.passed(), others, "{report}");
+    assert!(report.skipped().is_empty(), "{report}");
 }
 
 // ---------------------------------------------------------------- checkpoint stores
 
+async fn check_store(store: &dyn CheckpointStore) -> ConformanceReport {
+    checkpoint_store_conformance::run_all(store, CheckpointStoreCapabilities::new()).await
+}
+
 #[tokio::test]
 async fn memory_store_passes() {
-    checkpoint_store_conformance(&MemoryCheckpointStore::new()).await;
+    let report = check_store(&MemoryCheckpointStore::new()).await;
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.passed(), checkpoint_store_conformance::RULES);
+}
+
+fn applications(store: &MemoryCheckpointStore) -> HashSet<String> {
+    store
+        .snapshot()
+        .keys()
+        .map(|k| k.application.clone())
+        .filter(|app| !app.ends_with("-other"))
+        .collect()
 }
 
 #[tokio::test]
 async fn the_suite_can_run_twice_against_one_shared_store() {
     let store = MemoryCheckpointStore::new();
-    checkpoint_store_conformance(&store).await;
-    checkpoint_store_conformance(&store).await;
-    let applications: std::collections::HashSet<String> = store
-        .snapshot()
-        .keys()
-        .map(|k| k.application.clone())
-        .filter(|app| !app.ends_with("-other"))
-        .collect();
-    assert_eq!(applications.len(), 2, "each run uses its own application");
+    assert!(check_store(&store).await.is_success());
+    let first = applications(&store);
+    assert!(check_store(&store).await.is_success());
+    let both = applications(&store);
+    // Every rule that writes (all but missing-key) uses its own application.
+    let writing_rules = checkpoint_store_conformance::RULES.len() - 1;
+    assert_eq!(first.len(), writing_rules);
+    assert_eq!(
+        both.len(),
+        2 * writing_rules,
+        "the second run shares no application"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,15 +83,27 @@ async fn memory_store_passes_through_an_arc_from_several_tasks() {
     let runs: Vec<_> = (0..3)
         .map(|_| {
             let store = Arc::clone(&store);
-            tokio::spawn(async move { checkpoint_store_conformance(&*store).await })
+            tokio::spawn(async move { check_store(&*store).await })
         })
         .collect();
     for run in runs {
-        run.await.unwrap();
+        let report = run.await.unwrap();
+        assert!(report.is_success(), "{report}");
     }
 }
 
-/// A store that breaks one rule.
+#[tokio::test]
+async fn one_rule_can_run_alone() {
+    let store = MemoryCheckpointStore::new();
+    checkpoint_store_conformance::numeric_order(&store)
+        .await
+        .unwrap();
+    checkpoint_store_conformance::concurrent_writers(&store)
+        .await
+        .unwrap();
+}
+
+/// A store that breaks some rules.
 #[derive(Default)]
 struct BrokenStore {
     map: Mutex<HashMap<ShardKey, Checkpoint>>,
@@ -73,6 +113,8 @@ struct BrokenStore {
     compare_as_text: bool,
     /// Ignores the application in the key.
     ignore_application: bool,
+    /// Drops sub-sequence numbers, as a store in the Go format would.
+    drop_sub_sequences: bool,
 }
 
 impl BrokenStore {
@@ -97,61 +139,126 @@ impl CheckpointStore for BrokenStore {
     }
 
     async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
+        let mut checkpoint = checkpoint.clone();
+        if let (true, Checkpoint::At(position)) = (self.drop_sub_sequences, &mut checkpoint) {
+            position.sub_sequence = None;
+        }
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let key = self.key(key);
         let newer = match map.get(&key) {
             None => true,
             Some(_) if self.always_overwrite => true,
-            Some(stored) if self.compare_as_text => match (stored, checkpoint) {
+            Some(stored) if self.compare_as_text => match (stored, &checkpoint) {
                 (Checkpoint::At(a), Checkpoint::At(b)) => b
                     .sequence
                     .as_str()
                     .cmp(a.sequence.as_str())
                     .then_with(|| b.cmp(a))
                     .is_gt(),
-                _ => checkpoint > stored,
+                _ => checkpoint > *stored,
             },
-            Some(stored) => checkpoint > stored,
+            Some(stored) => checkpoint > *stored,
         };
         if newer {
-            map.insert(key, checkpoint.clone());
+            map.insert(key, checkpoint);
         }
         Ok(())
     }
 }
 
 #[tokio::test]
-async fn a_store_that_moves_backwards_fails() {
-    let store = BrokenStore {
-        always_overwrite: true,
-        ..BrokenStore::default()
-    };
-    let message = failure_of(checkpoint_store_conformance(&store)).await;
-    assert!(message.contains("rule `never-backwards`"), "{message}");
-}
-
-#[tokio::test]
-async fn a_store_comparing_sequence_numbers_as_text_fails() {
-    let store = BrokenStore {
-        compare_as_text: true,
-        ..BrokenStore::default()
-    };
-    let message = failure_of(checkpoint_store_conformance(&store)).await;
-    assert!(message.contains("rule `numeric-order`"), "{message}");
-    assert!(
-        message.contains("checkpoint store conformance"),
-        "{message}"
-    );
-}
-
-#[tokio::test]
-async fn a_store_mixing_applications_fails() {
+async fn a_store_with_one_broken_rule_fails_that_rule_and_passes_the_others() {
     let store = BrokenStore {
         ignore_application: true,
         ..BrokenStore::default()
     };
-    let message = failure_of(checkpoint_store_conformance(&store)).await;
-    assert!(message.contains("rule `independent-keys`"), "{message}");
+    let report = check_store(&store).await;
+    assert!(!report.is_success());
+    assert_only_broken(
+        &report,
+        &checkpoint_store_conformance::RULES,
+        &["independent-keys"],
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("checkpoint store conformance, rule `independent-keys`: checkpoint of"),
+        "{text}"
+    );
+    assert!(text.contains("8 passed, 0 skipped, 1 failed"), "{text}");
+}
+
+#[tokio::test]
+async fn a_store_that_moves_backwards_fails_every_rule_that_notices() {
+    let store = BrokenStore {
+        always_overwrite: true,
+        ..BrokenStore::default()
+    };
+    let report = check_store(&store).await;
+    assert_every_rule_reported(&report, &checkpoint_store_conformance::RULES);
+    let failed = report.failed_rules();
+    for rule in ["never-backwards", "shard-end-is-final", "numeric-order"] {
+        assert!(failed.contains(&rule), "{rule} not reported: {report}");
+    }
+    for rule in [
+        "missing-key",
+        "round-trip",
+        "newer-overwrites",
+        "independent-keys",
+    ] {
+        assert!(
+            report.passed().contains(&rule),
+            "{rule} did not pass: {report}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_store_comparing_sequence_numbers_as_text_fails_numeric_order() {
+    let store = BrokenStore {
+        compare_as_text: true,
+        ..BrokenStore::default()
+    };
+    let report = check_store(&store).await;
+    assert_every_rule_reported(&report, &checkpoint_store_conformance::RULES);
+    assert!(report.failed_rules().contains(&"numeric-order"), "{report}");
+    let failure = &report.failed()[0];
+    assert_eq!(failure.suite, "checkpoint store");
+    assert!(
+        failure
+            .to_string()
+            .starts_with("checkpoint store conformance, rule `"),
+        "{failure}"
+    );
+    // The rule alone returns the same failure as an error.
+    let alone = checkpoint_store_conformance::numeric_order(&store)
+        .await
+        .unwrap_err();
+    assert_eq!(alone.rule, "numeric-order");
+}
+
+#[tokio::test]
+async fn a_store_without_sub_sequences_passes_once_it_declares_so() {
+    let store = BrokenStore {
+        drop_sub_sequences: true,
+        ..BrokenStore::default()
+    };
+    let report = check_store(&store).await;
+    assert_only_broken(
+        &report,
+        &checkpoint_store_conformance::RULES,
+        &["sub-sequence-positions"],
+    );
+
+    let capabilities = CheckpointStoreCapabilities::new().sub_sequence_positions(false);
+    let report = checkpoint_store_conformance::run_all(&store, capabilities).await;
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.skipped_rules(), ["sub-sequence-positions"]);
+    assert!(
+        report
+            .to_string()
+            .contains("skipped `sub-sequence-positions`"),
+        "{report}"
+    );
 }
 
 /// Fails every call with a retryable error.
@@ -172,51 +279,72 @@ impl CheckpointStore for UnreachableStore {
 }
 
 #[tokio::test]
-async fn store_errors_fail_the_suite_with_the_error() {
-    let message = failure_of(checkpoint_store_conformance(&UnreachableStore)).await;
-    assert!(message.contains("rule `missing-key`"), "{message}");
-    assert!(message.contains("connection refused"), "{message}");
+async fn store_errors_fail_every_rule_with_the_error() {
+    let report = check_store(&UnreachableStore).await;
+    assert_eq!(
+        report.failed_rules(),
+        checkpoint_store_conformance::RULES,
+        "{report}"
+    );
+    let missing = &report.failed()[0];
+    assert_eq!(missing.rule, "missing-key");
+    assert!(missing.details.contains("connection refused"), "{missing}");
 }
 
 // ---------------------------------------------------------------- emitters
 
+async fn check_emitter<T: Send + Sync>(suite: &EmitterConformance<'_, T>) -> ConformanceReport {
+    emitter_conformance::run_all(suite, EmitterCapabilities::new()).await
+}
+
 #[tokio::test]
 async fn recording_emitter_passes_without_counting() {
     let emitter = RecordingEmitter::new();
-    emitter_conformance(&emitter, |i| format!("item-{i}")).await;
-    // empty, small, replay, large (2,000), filtered, two sub-sequence halves, other shard
+    let report = check_emitter(&EmitterConformance::new(&emitter, |i| format!("item-{i}"))).await;
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.passed(), emitter_conformance::RULES);
+    assert!(
+        report.notes()[0].contains("not counted"),
+        "the report says delivery was not counted: {report}"
+    );
+    // empty, small, replay (twice), large (2,000), filtered, two
+    // sub-sequence halves, shard A then shard B
     let batches = emitter.batches();
-    assert_eq!(batches.len(), 8);
-    assert_eq!(emitter.item_count(), 10 + 10 + 2_000 + 5 + 4 + 4 + 10);
+    assert_eq!(batches.len(), 10);
+    assert_eq!(
+        emitter.item_count(),
+        10 + 2 * 10 + 2_000 + 5 + 4 + 4 + 2 * 10
+    );
     assert!(batches[0].items.is_empty());
     assert_eq!(
-        batches[1].first, batches[2].first,
+        batches[2].first, batches[3].first,
         "the replay is the same batch"
     );
-    assert_eq!(batches[1].items, batches[2].items);
+    assert_eq!(batches[2].items, batches[3].items);
     assert_eq!(
-        batches[7].first, batches[1].first,
+        batches[9].first, batches[8].first,
         "the other shard's batch covers the same positions"
     );
-    assert_ne!(batches[7].context.shard_id, batches[1].context.shard_id);
-    assert_eq!(batches[5].first.sequence, batches[6].first.sequence);
-    assert_eq!(batches[5].last.sub_sequence, Some(3));
-    assert_eq!(batches[6].first.sub_sequence, Some(4));
+    assert_ne!(batches[9].context.shard_id, batches[8].context.shard_id);
+    assert_eq!(batches[6].first.sequence, batches[7].first.sequence);
+    assert_eq!(batches[6].last.sub_sequence, Some(3));
+    assert_eq!(batches[7].first.sub_sequence, Some(4));
     assert!(
         batches
             .iter()
             .all(|b| b.first.sequence.as_str().len() == 56)
     );
+    // Items never repeat, across rules either.
+    let items: HashSet<String> = emitter.items().into_iter().collect();
+    assert_eq!(items.len(), 10 + 10 + 2_000 + 5 + 8 + 20);
 }
 
 #[tokio::test]
 async fn large_batch_size_is_configurable() {
     let emitter = RecordingEmitter::new();
-    EmitterConformance::new(&emitter, |i| i)
-        .large_batch_size(3)
-        .run()
-        .await;
-    assert_eq!(emitter.batches()[3].items.len(), 3);
+    let suite = EmitterConformance::new(&emitter, |i| i).large_batch_size(3);
+    emitter_conformance::large_batch(&suite).await.unwrap();
+    assert_eq!(emitter.batches()[0].items.len(), 3);
 }
 
 /// How a [`KeyedEmitter`] names a batch's output.
@@ -246,6 +374,10 @@ impl KeyedEmitter {
             .sum();
         Box::pin(async move { count })
     }
+
+    fn suite(&self) -> EmitterConformance<'_, String> {
+        EmitterConformance::new(self, |i| format!("item-{i}")).delivered_count(|| self.count())
+    }
 }
 
 #[async_trait]
@@ -273,10 +405,9 @@ fn full_name(batch: &Batch<String>) -> String {
 #[tokio::test]
 async fn idempotent_emitter_passes_with_counting() {
     let emitter = KeyedEmitter::new(full_name);
-    EmitterConformance::new(&emitter, |i| format!("item-{i}"))
-        .delivered_count(|| emitter.count())
-        .run()
-        .await;
+    let report = check_emitter(&emitter.suite()).await;
+    assert!(report.is_success(), "{report}");
+    assert!(report.notes().is_empty(), "{report}");
     // Every batch but the empty one and the replay made one object.
     assert_eq!(
         emitter
@@ -284,7 +415,7 @@ async fn idempotent_emitter_passes_with_counting() {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len(),
-        6
+        8
     );
 }
 
@@ -302,49 +433,63 @@ impl Emitter<String> for AppendingEmitter {
     }
 }
 
+fn appending_suite(emitter: &AppendingEmitter) -> EmitterConformance<'_, String> {
+    EmitterConformance::new(emitter, |i| format!("item-{i}")).delivered_count(|| {
+        let count = emitter.items.load(Ordering::SeqCst);
+        Box::pin(async move { count })
+    })
+}
+
 #[tokio::test]
-async fn non_idempotent_emitter_fails_the_replay_rule() {
+async fn a_non_idempotent_emitter_fails_only_the_replay_rule_and_the_others_still_run() {
     let emitter = AppendingEmitter::default();
-    let suite = EmitterConformance::new(&emitter, |i| format!("item-{i}"))
-        .delivered_count(|| {
-            let count = emitter.items.load(Ordering::SeqCst);
-            Box::pin(async move { count })
-        })
-        .run();
-    let message = failure_of(suite).await;
-    assert!(message.contains("rule `idempotent-replay`"), "{message}");
-    assert!(message.contains("expected 0 new item(s)"), "{message}");
-}
-
-#[tokio::test]
-async fn non_idempotent_emitter_also_fails_in_a_spawned_task() {
-    // The same check through tokio::spawn and JoinError::is_panic, for
-    // suites run in their own task.
-    let emitter: &'static AppendingEmitter = Box::leak(Box::default());
-    let task = tokio::spawn(
-        EmitterConformance::new(emitter, |i| format!("item-{i}"))
-            .delivered_count(move || {
-                let count = emitter.items.load(Ordering::SeqCst);
-                Box::pin(async move { count })
-            })
-            .run(),
-    );
-    let error = task.await.unwrap_err();
-    assert!(error.is_panic());
-}
-
-#[tokio::test]
-async fn naming_outputs_without_the_shard_fails_the_collision_rule() {
-    let emitter = KeyedEmitter::new(|batch| format!("{}-{}", batch.first, batch.last));
-    let message = failure_of(
-        EmitterConformance::new(&emitter, |i| format!("item-{i}"))
-            .delivered_count(|| emitter.count())
-            .run(),
-    )
-    .await;
+    let report = check_emitter(&appending_suite(&emitter)).await;
+    assert_only_broken(&report, &emitter_conformance::RULES, &["idempotent-replay"]);
+    let text = report.to_string();
     assert!(
-        message.contains("rule `shards-do-not-collide`"),
-        "{message}"
+        text.contains("emitter conformance, rule `idempotent-replay`"),
+        "{text}"
+    );
+    assert!(text.contains("expected 0 new item(s)"), "{text}");
+    // The rules after it ran: large-batch's 2,000 items were delivered.
+    assert!(emitter.items.load(Ordering::SeqCst) > 2_000);
+}
+
+#[tokio::test]
+async fn a_non_idempotent_emitter_passes_once_it_declares_so() {
+    let emitter = AppendingEmitter::default();
+    let capabilities = EmitterCapabilities::new().idempotent_replay(false);
+    let report = emitter_conformance::run_all(&appending_suite(&emitter), capabilities).await;
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.skipped_rules(), ["idempotent-replay"]);
+    assert!(report.skipped()[0].reason.contains("idempotent_replay"));
+}
+
+#[tokio::test]
+async fn the_suite_runs_in_a_spawned_task() {
+    let emitter: &'static AppendingEmitter = Box::leak(Box::default());
+    let task = tokio::spawn(async move {
+        emitter_conformance::run_all(&appending_suite(emitter), EmitterCapabilities::new()).await
+    });
+    let report = task.await.unwrap();
+    assert_eq!(report.failed_rules(), ["idempotent-replay"]);
+}
+
+#[tokio::test]
+async fn every_broken_rule_is_reported_not_only_the_first() {
+    // Names outputs without the shard and without the sub-sequence.
+    let emitter = KeyedEmitter::new(|batch| {
+        let c = &batch.context;
+        format!(
+            "{}/{}-{}",
+            c.application, batch.first.sequence, batch.last.sequence
+        )
+    });
+    let report = check_emitter(&emitter.suite()).await;
+    assert_only_broken(
+        &report,
+        &emitter_conformance::RULES,
+        &["sub-sequence-batches", "shards-do-not-collide"],
     );
 }
 
@@ -357,24 +502,39 @@ async fn naming_outputs_without_the_sub_sequence_fails_the_kpl_rule() {
             c.application, c.shard_id, batch.first.sequence, batch.last.sequence
         )
     });
-    let message = failure_of(
-        EmitterConformance::new(&emitter, |i| format!("item-{i}"))
-            .delivered_count(|| emitter.count())
-            .run(),
-    )
-    .await;
-    assert!(message.contains("rule `sub-sequence-batches`"), "{message}");
+    let suite = emitter.suite();
+    let failure = emitter_conformance::sub_sequence_batches(&suite)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.rule, "sub-sequence-batches");
+    let report = check_emitter(&suite).await;
+    assert_only_broken(
+        &report,
+        &emitter_conformance::RULES,
+        &["sub-sequence-batches"],
+    );
+    let capabilities = EmitterCapabilities::new().sub_sequence_positions(false);
+    let report = emitter_conformance::run_all(&suite, capabilities).await;
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.skipped_rules(), ["sub-sequence-batches"]);
 }
 
 #[tokio::test]
-async fn an_emitter_that_always_fails_fails_the_first_rule() {
+async fn an_emitter_that_always_fails_fails_every_rule() {
     let emitter = FailingEmitter::fail_forever(RecordingEmitter::<String>::new(), true);
-    let message = failure_of(emitter_conformance(&emitter, |i| format!("item-{i}"))).await;
-    assert!(
-        message.contains("emitter conformance, rule `empty-batch`"),
-        "{message}"
+    let report = check_emitter(&EmitterConformance::new(&emitter, |i| format!("item-{i}"))).await;
+    assert_eq!(
+        report.failed_rules(),
+        emitter_conformance::RULES,
+        "{report}"
     );
-    assert!(message.contains("scripted emit failure"), "{message}");
+    let text = report.to_string();
+    assert!(
+        text.contains("emitter conformance, rule `empty-batch`"),
+        "{text}"
+    );
+    assert!(text.contains("scripted emit failure"), "{text}");
+    assert_eq!(emitter.calls(), emitter_conformance::RULES.len());
 }
 
 /// Writes something even for an empty batch.
@@ -392,18 +552,15 @@ impl Emitter<String> for EmptyBatchWriter {
 }
 
 #[tokio::test]
-async fn an_emitter_writing_for_empty_batches_fails() {
+async fn an_emitter_writing_for_empty_batches_fails_the_empty_batch_rule() {
     let emitter = EmptyBatchWriter::default();
-    let message = failure_of(
-        EmitterConformance::new(&emitter, |i| format!("item-{i}"))
-            .delivered_count(|| {
-                let count = emitter.writes.load(Ordering::SeqCst);
-                Box::pin(async move { count })
-            })
-            .run(),
-    )
-    .await;
-    assert!(message.contains("rule `empty-batch`"), "{message}");
+    let suite = EmitterConformance::new(&emitter, |i| format!("item-{i}")).delivered_count(|| {
+        let count = emitter.writes.load(Ordering::SeqCst);
+        Box::pin(async move { count })
+    });
+    let report = check_emitter(&suite).await;
+    assert_every_rule_reported(&report, &emitter_conformance::RULES);
+    assert_eq!(report.failed_rules()[0], "empty-batch", "{report}");
 }
 
 /// Reports an index outside the batch as rejected.
@@ -423,6 +580,143 @@ impl Emitter<String> for BadRejections {
 
 #[tokio::test]
 async fn rejected_indices_outside_the_batch_fail() {
-    let message = failure_of(emitter_conformance(&BadRejections, |i| format!("item-{i}"))).await;
-    assert!(message.contains("below the batch length"), "{message}");
+    let report = check_emitter(&EmitterConformance::new(&BadRejections, |i| {
+        format!("item-{i}")
+    }))
+    .await;
+    assert_eq!(report.failed_rules(), emitter_conformance::RULES);
+    assert!(
+        report.to_string().contains("below the batch length"),
+        "{report}"
+    );
+}
+
+/// Panics on batches over 100 items, as a mock's assertion would.
+struct PanicsOnLargeBatches;
+
+#[async_trait]
+impl Emitter<String> for PanicsOnLargeBatches {
+    async fn emit(&self, batch: &Batch<String>) -> Result<EmitOutcome> {
+        assert!(batch.len() <= 100, "a request of {} items", batch.len());
+        Ok(EmitOutcome::delivered())
+    }
+}
+
+#[tokio::test]
+async fn a_panic_fails_its_rule_and_the_run_goes_on() {
+    let report = check_emitter(&EmitterConformance::new(&PanicsOnLargeBatches, |i| {
+        format!("item-{i}")
+    }))
+    .await;
+    assert_only_broken(&report, &emitter_conformance::RULES, &["large-batch"]);
+    assert!(
+        report.failed()[0]
+            .details
+            .contains("panicked: a request of 2000 items"),
+        "{report}"
+    );
+}
+
+// ---------------------------------------------------------------- lease stores
+
+/// A memory store whose `release_lease` does nothing (leases then only
+/// expire), or whose `renew_lease` keeps the counter.
+#[derive(Default)]
+struct BrokenLeases {
+    inner: MemoryCheckpointStore,
+    release_is_a_no_op: bool,
+    renew_keeps_the_counter: bool,
+}
+
+#[async_trait]
+impl CheckpointStore for BrokenLeases {
+    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
+        self.inner.set(key, checkpoint).await
+    }
+    async fn set_fenced(
+        &self,
+        key: &ShardKey,
+        checkpoint: &Checkpoint,
+        lease: &Lease,
+    ) -> Result<()> {
+        self.inner.set_fenced(key, checkpoint, lease).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for BrokenLeases {
+    async fn list_leases(&self, application: &str, stream: &str) -> Result<Vec<StoredLease>> {
+        self.inner.list_leases(application, stream).await
+    }
+    async fn create_lease(&self, key: &ShardKey, parent_shard_ids: &[String]) -> Result<()> {
+        self.inner.create_lease(key, parent_shard_ids).await
+    }
+    async fn take_lease(
+        &self,
+        key: &ShardKey,
+        expected_counter: u64,
+        owner: &str,
+    ) -> Result<Option<Lease>> {
+        self.inner.take_lease(key, expected_counter, owner).await
+    }
+    async fn renew_lease(&self, key: &ShardKey, lease: &Lease) -> Result<Lease> {
+        if self.renew_keeps_the_counter {
+            return Ok(lease.clone());
+        }
+        self.inner.renew_lease(key, lease).await
+    }
+    async fn release_lease(&self, key: &ShardKey, lease: &Lease) -> Result<()> {
+        if self.release_is_a_no_op {
+            return Ok(());
+        }
+        self.inner.release_lease(key, lease).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_store_that_cannot_release_fails_only_release_unless_it_declares_so() {
+    let store = Arc::new(BrokenLeases {
+        release_is_a_no_op: true,
+        ..BrokenLeases::default()
+    });
+    let report = lease_conformance::run_all(store.clone(), LeaseCapabilities::new()).await;
+    assert_only_broken(&report, &lease_conformance::RULES, &["release"]);
+    assert!(
+        report
+            .to_string()
+            .contains("lease store conformance, rule `release`: a released lease must be free"),
+        "{report}"
+    );
+
+    let report = lease_conformance::run_all(store, LeaseCapabilities::new().release(false)).await;
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.skipped_rules(), ["release"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_store_whose_renewals_do_not_count_fails_renew_and_the_rest_still_run() {
+    let store = Arc::new(BrokenLeases {
+        renew_keeps_the_counter: true,
+        ..BrokenLeases::default()
+    });
+    let report = lease_conformance::run_all(store, LeaseCapabilities::new()).await;
+    assert_every_rule_reported(&report, &lease_conformance::RULES);
+    assert!(report.failed_rules().contains(&"renew"), "{report}");
+    for rule in ["create", "acquire", "release", "expire"] {
+        assert!(
+            report.passed().contains(&rule),
+            "{rule} did not pass: {report}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_lease_rule_runs_alone() {
+    let store = MemoryCheckpointStore::new();
+    lease_conformance::create(&store).await.unwrap();
+    lease_conformance::fenced_checkpoint(&store).await.unwrap();
+    lease_conformance::expire(Arc::new(store)).await.unwrap();
 }
