@@ -110,6 +110,28 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// User code (a transformer, filter or emitter) panicked while the shard
+    /// ran; the shard task ended without flushing.
+    #[error("shard {shard_id}: a transformer, filter or emitter panicked: {message}")]
+    Panicked {
+        /// The shard whose task panicked.
+        shard_id: String,
+        /// The panic's message, when it had one.
+        message: String,
+    },
+
+    /// A shard failed and the consumer's
+    /// [`ShardFailurePolicy`](crate::ShardFailurePolicy) says to stop the
+    /// whole consumer rather than restart the shard.
+    #[error("stream consumer stopped: shard {shard_id} failed: {source}")]
+    ShardFailed {
+        /// The shard that failed.
+        shard_id: String,
+        /// Its error.
+        #[source]
+        source: BoxError,
+    },
+
     /// A sequence number was not a decimal number.
     #[error("invalid sequence number {0:?}: expected decimal digits")]
     InvalidSequenceNumber(String),
@@ -133,6 +155,8 @@ impl Error {
             Self::Transform { .. }
             | Self::BatchFailed { .. }
             | Self::LeaseLost { .. }
+            | Self::Panicked { .. }
+            | Self::ShardFailed { .. }
             | Self::InvalidSequenceNumber(_)
             | Self::Config(_) => false,
         }

@@ -30,7 +30,9 @@ pub use shard::{
     LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
 };
 pub use source::{InitialPosition, RecordSource, RecordsPage, ShardInfo, StartPosition};
-pub use stream::{PipelineFactory, StreamConsumer, StreamConsumerBuilder, StreamReport};
+pub use stream::{
+    PipelineFactory, ShardFailurePolicy, StreamConsumer, StreamConsumerBuilder, StreamReport,
+};
 pub use transform::{
     BytesTransformer, EncodedItems, JsonTransformer, RecordTransformer, Utf8Transformer,
     encode_body, encode_delimited, encode_lines,

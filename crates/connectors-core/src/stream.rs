@@ -4,16 +4,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::checkpoint::{CheckpointStore, ShardKey, parents_finished};
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::lease::{ShardAssigner, SingleWorker};
 use crate::pipeline::{Pipeline, Transformer};
 use crate::record::ShardContext;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::shard::{
     LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
 };
@@ -35,6 +36,42 @@ where
     }
 }
 
+/// What the stream consumer does when a shard task fails: its emit retries
+/// ran out, a call failed for good, a record was bad under
+/// [`BadRecordPolicy::Stop`](crate::BadRecordPolicy::Stop), its pipeline
+/// could not be built, or user code panicked.
+///
+/// A failed shard is never parked silently: either it is restarted from its
+/// checkpoint (its lease released while it waits, so another worker may take
+/// it), or the whole consumer stops with the error so that an orchestrator
+/// restarts the process and the failure is seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardFailurePolicy {
+    /// Restart every failed shard from its checkpoint after a capped
+    /// backoff ([`StreamConsumerBuilder::restart_backoff`]), for as long as
+    /// the consumer runs (default). An outage longer than the emit retry
+    /// budget heals by itself once the sink is back.
+    #[default]
+    Restart,
+    /// Restart after transient failures (emit retries exhausted on a
+    /// retryable error: throttling, timeouts, 5xx, network); stop the whole
+    /// consumer on a permanent one (access denied, a missing stream or
+    /// bucket, a bad record under `BadRecordPolicy::Stop`, a panic).
+    StopOnPermanent,
+    /// Stop the whole consumer on any shard failure.
+    StopOnAny,
+}
+
+/// Whether a shard's failure may heal by retrying: a batch that failed
+/// after its attempts is transient when its last error was retryable.
+fn is_transient(error: &Error) -> bool {
+    match error {
+        Error::BatchFailed { source, .. } => source.is_retryable(),
+        other => other.is_retryable(),
+    }
+}
+
 /// What a stream consumer did, shard by shard, when it returned.
 #[derive(Debug, Default)]
 pub struct StreamReport {
@@ -43,7 +80,8 @@ pub struct StreamReport {
 }
 
 impl StreamReport {
-    /// Reports of shard tasks that stopped on an error.
+    /// Reports of shard tasks that stopped on an error, restarted ones
+    /// included.
     pub fn failures(&self) -> impl Iterator<Item = (&str, &Error)> {
         self.shards
             .iter()
@@ -51,6 +89,26 @@ impl StreamReport {
                 ShardOutcome::Failed(error) => Some((report.shard_id.as_str(), error)),
                 _ => None,
             })
+    }
+
+    /// Failures a shard did not recover from before the consumer stopped:
+    /// for each shard whose last task failed, that task's error. A failure
+    /// followed by a restart that ran on is not among them
+    /// ([`failures`](Self::failures) lists every one).
+    pub fn unrecovered(&self) -> Vec<(&str, &Error)> {
+        let mut last: Vec<(&str, &ShardOutcome)> = Vec::new();
+        for report in &self.shards {
+            match last.iter_mut().find(|(id, _)| *id == report.shard_id) {
+                Some(entry) => entry.1 = &report.outcome,
+                None => last.push((&report.shard_id, &report.outcome)),
+            }
+        }
+        last.into_iter()
+            .filter_map(|(shard, outcome)| match outcome {
+                ShardOutcome::Failed(error) => Some((shard, error)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Items delivered across all shards.
@@ -118,7 +176,15 @@ pub struct StreamConsumer<T: Transformer> {
     factory: Arc<dyn PipelineFactory<T>>,
     config: ShardConfig,
     discovery_interval: Duration,
+    on_failure: ShardFailurePolicy,
+    restart_backoff: RetryPolicy,
 }
+
+/// The default backoff between restarts of a failed shard: 1 s doubling to
+/// 60 s, with jitter.
+const DEFAULT_RESTART_BACKOFF: RetryPolicy = RetryPolicy::new()
+    .with_initial_delay(Duration::from_secs(1))
+    .with_max_delay(Duration::from_secs(60));
 
 impl<T: Transformer> std::fmt::Debug for StreamConsumer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +193,8 @@ impl<T: Transformer> std::fmt::Debug for StreamConsumer<T> {
             .field("stream", &self.stream)
             .field("config", &self.config)
             .field("discovery_interval", &self.discovery_interval)
+            .field("on_failure", &self.on_failure)
+            .field("restart_backoff", &self.restart_backoff)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +223,8 @@ impl<T: Transformer> StreamConsumer<T> {
                 factory: Arc::new(factory),
                 config: ShardConfig::default(),
                 discovery_interval: Duration::from_secs(60),
+                on_failure: ShardFailurePolicy::default(),
+                restart_backoff: DEFAULT_RESTART_BACKOFF,
             },
         }
     }
@@ -185,10 +255,27 @@ impl<T: Transformer> StreamConsumerBuilder<T> {
         self
     }
 
+    /// What happens when a shard fails (default
+    /// [`ShardFailurePolicy::Restart`]).
+    pub fn on_shard_failure(mut self, policy: ShardFailurePolicy) -> Self {
+        self.consumer.on_failure = policy;
+        self
+    }
+
+    /// The wait before a failed shard is restarted from its checkpoint; it
+    /// grows with each failure in a row up to the policy's `max_delay`
+    /// (default 1 s doubling to 60 s, with jitter). `max_attempts` is not
+    /// used: restarts go on for as long as the consumer runs.
+    pub fn restart_backoff(mut self, backoff: RetryPolicy) -> Self {
+        self.consumer.restart_backoff = backoff;
+        self
+    }
+
     /// Checks the configuration and builds the consumer.
     pub fn build(self) -> Result<StreamConsumer<T>> {
         let consumer = self.consumer;
         consumer.config.validate()?;
+        consumer.restart_backoff.validate()?;
         if consumer.discovery_interval < Duration::from_secs(1) {
             return Err(Error::Config(format!(
                 "discovery_interval must be at least 1 s (ListShards allows 100 calls/s per account), got {:?}",
@@ -207,6 +294,59 @@ impl<T: Transformer> StreamConsumerBuilder<T> {
 /// A shard task the consumer started and has not seen end yet.
 struct Running {
     lease: LeaseHandle,
+    /// The tokio task, to tell whose task panicked.
+    task: Id,
+}
+
+/// A failed shard waiting to be started again.
+struct Restart {
+    /// Failures in a row (reset when a task of the shard ends otherwise).
+    failures: u32,
+    /// When it may start again.
+    not_before: Instant,
+    delays: Backoff,
+}
+
+/// What the consumer does after a shard task ended.
+enum Ended {
+    /// It reached SHARD_END: look for its children now.
+    Finished,
+    /// It failed and may start again at this instant.
+    Restart(Instant),
+    /// It failed and the policy stops the consumer.
+    Stop(Error),
+    /// Nothing to do (shutdown, lease lost, unknown task).
+    Other,
+}
+
+/// The report of a shard whose task panicked (user code in its pipeline),
+/// found by the task's id; `None` for a task the consumer does not know.
+fn panicked(state: &mut State, join_error: JoinError) -> Option<ShardReport> {
+    let task = join_error.id();
+    let shard_id = state
+        .running
+        .iter()
+        .find(|(_, running)| running.task == task)
+        .map(|(shard_id, _)| shard_id.clone())?;
+    let message = if join_error.is_panic() {
+        let payload = join_error.into_panic();
+        payload
+            .downcast_ref::<&str>()
+            .map(|m| (*m).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned())
+    } else {
+        "the task was cancelled".to_owned()
+    };
+    Some(ShardReport {
+        outcome: ShardOutcome::Failed(Error::Panicked {
+            shard_id: shard_id.clone(),
+            message,
+        }),
+        shard_id,
+        stats: ShardStats::default(),
+        checkpoint: None,
+    })
 }
 
 /// Bookkeeping across discovery rounds.
@@ -217,8 +357,8 @@ struct State {
     waiting: HashMap<String, LeaseHandle>,
     /// Shards that reached SHARD_END, or that this run will not read.
     finished: HashSet<String>,
-    /// Shards that stopped on an error; not restarted by this run.
-    failed: HashSet<String>,
+    /// Failed shards and when each may start again.
+    restarting: HashMap<String, Restart>,
     /// Shards listed by the first discovery; only they start at the
     /// configured initial position.
     initial: Option<HashSet<String>>,
@@ -228,7 +368,10 @@ impl<T: Transformer> StreamConsumer<T> {
     /// Runs until `cancel` fires, then stops every shard gracefully (flush,
     /// emit, checkpoint), releases the leases and returns what each shard did.
     ///
-    /// Individual shards that fail stop alone; their reports carry the error.
+    /// A shard that fails (or whose user code panics) is restarted from its
+    /// checkpoint after a backoff, or stops the whole consumer with
+    /// [`Error::ShardFailed`], as the [`ShardFailurePolicy`] says; every
+    /// failed task has a report carrying its error.
     pub async fn run(self, cancel: CancellationToken) -> Result<StreamReport> {
         let span = tracing::info_span!("stream_consumer", stream = %self.stream, application = %self.application);
         self.run_inner(cancel).instrument(span).await
@@ -274,19 +417,29 @@ impl<T: Transformer> StreamConsumer<T> {
                     self.renew(&mut state).await;
                     next_renewal = renew_interval.map(|every| Instant::now() + every);
                 }
-                Some(joined) = tasks.join_next() => {
+                Some(joined) = tasks.join_next_with_id() => {
                     let shard_report = match joined {
-                        Ok(shard_report) => shard_report,
-                        Err(join_error) => {
-                            warn!(error = %join_error, "a shard task panicked or was aborted");
-                            continue;
-                        }
+                        Ok((_, shard_report)) => shard_report,
+                        Err(join_error) => match panicked(&mut state, join_error) {
+                            Some(shard_report) => shard_report,
+                            None => continue,
+                        },
                     };
-                    if self.task_ended(&mut state, &shard_report).await {
-                        // A shard ended: its children may be ready now.
-                        next_discovery = Instant::now();
-                    }
+                    let ended = self.task_ended(&mut state, &shard_report).await;
                     report.shards.push(shard_report);
+                    match ended {
+                        Ended::Finished => {
+                            // A shard ended: its children may be ready now.
+                            next_discovery = Instant::now();
+                        }
+                        Ended::Restart(at) => next_discovery = next_discovery.min(at),
+                        Ended::Stop(error) => {
+                            cancel.cancel();
+                            self.drain(&mut state, &mut tasks, &mut report).await;
+                            return Err(error);
+                        }
+                        Ended::Other => {}
+                    }
                 }
             }
         }
@@ -316,10 +469,15 @@ impl<T: Transformer> StreamConsumer<T> {
         {
             held.push(handle.lock().await.clone());
         }
+        let now = Instant::now();
         let open: Vec<ShardInfo> = shards
             .iter()
             .filter(|s| {
-                !state.finished.contains(&s.shard_id) && !state.failed.contains(&s.shard_id)
+                !state.finished.contains(&s.shard_id)
+                    && state
+                        .restarting
+                        .get(&s.shard_id)
+                        .is_none_or(|restart| restart.not_before <= now)
             })
             .cloned()
             .collect();
@@ -368,10 +526,11 @@ impl<T: Transformer> StreamConsumer<T> {
             let pipeline = match self.factory.pipeline(&context) {
                 Ok(pipeline) => pipeline,
                 Err(error) => {
-                    warn!(shard = %id, %error, "building the shard's pipeline failed");
-                    state.failed.insert(id.clone());
                     self.release(&handle).await;
-                    continue;
+                    return match self.failed(state, id, &error, false) {
+                        Ended::Stop(stop) => Err(stop),
+                        _ => Ok(()),
+                    };
                 }
             };
             let shard_env = ShardEnv {
@@ -380,36 +539,90 @@ impl<T: Transformer> StreamConsumer<T> {
             };
             let consumer = ShardConsumer::new(shard_env, context, handle.clone(), pipeline);
             info!(shard = %id, "starting shard");
-            tasks.spawn(consumer.run(cancel.child_token()).in_current_span());
-            state.running.insert(id.clone(), Running { lease: handle });
+            let task = tasks
+                .spawn(consumer.run(cancel.child_token()).in_current_span())
+                .id();
+            state.running.insert(
+                id.clone(),
+                Running {
+                    lease: handle,
+                    task,
+                },
+            );
         }
         Ok(())
     }
 
-    /// Books a finished shard task; true if it reached SHARD_END.
-    async fn task_ended(&self, state: &mut State, report: &ShardReport) -> bool {
+    /// Books a finished shard task: releases its lease and says what next.
+    async fn task_ended(&self, state: &mut State, report: &ShardReport) -> Ended {
         let Some(running) = state.running.remove(&report.shard_id) else {
-            return false;
+            return Ended::Other;
         };
         match &report.outcome {
             ShardOutcome::ShardEnd { .. } => {
+                state.restarting.remove(&report.shard_id);
                 state.finished.insert(report.shard_id.clone());
                 self.release(&running.lease).await;
-                true
+                Ended::Finished
             }
             ShardOutcome::Failed(error) => {
-                warn!(shard = %report.shard_id, %error, "shard stopped on error; other shards go on");
-                state.failed.insert(report.shard_id.clone());
+                // Released while it waits, so another worker may take it.
                 self.release(&running.lease).await;
-                false
+                let progressed = report.stats.checkpoints_written > 0;
+                self.failed(state, &report.shard_id, error, progressed)
             }
             ShardOutcome::Shutdown => {
+                state.restarting.remove(&report.shard_id);
                 // Graceful handoff: free the lease now rather than at expiry.
                 self.release(&running.lease).await;
-                false
+                Ended::Other
             }
-            ShardOutcome::LeaseLost => false,
+            ShardOutcome::LeaseLost => {
+                state.restarting.remove(&report.shard_id);
+                Ended::Other
+            }
         }
+    }
+
+    /// A shard failed: schedules its restart, or stops the consumer when the
+    /// policy says so. `progressed`: the failed task wrote a checkpoint, so
+    /// the backoff starts over.
+    fn failed(&self, state: &mut State, shard_id: &str, error: &Error, progressed: bool) -> Ended {
+        let stop = match self.on_failure {
+            ShardFailurePolicy::Restart => false,
+            ShardFailurePolicy::StopOnPermanent => !is_transient(error),
+            ShardFailurePolicy::StopOnAny => true,
+        };
+        if stop {
+            warn!(shard = %shard_id, %error, policy = ?self.on_failure, "shard failed; stopping the consumer");
+            return Ended::Stop(Error::ShardFailed {
+                shard_id: shard_id.to_owned(),
+                source: BoxError::from(error.to_string()),
+            });
+        }
+        let restart = state
+            .restarting
+            .entry(shard_id.to_owned())
+            .or_insert_with(|| Restart {
+                failures: 0,
+                not_before: Instant::now(),
+                delays: self.restart_backoff.delays(),
+            });
+        if progressed {
+            restart.failures = 0;
+            restart.delays = self.restart_backoff.delays();
+        }
+        restart.failures += 1;
+        let delay = restart.delays.next_delay();
+        restart.not_before = Instant::now() + delay;
+        warn!(
+            shard = %shard_id,
+            %error,
+            failures = restart.failures,
+            ?delay,
+            "shard failed; restarting it from its checkpoint"
+        );
+        Ended::Restart(restart.not_before)
     }
 
     /// Renews every held lease; a lost one stops its shard at once.
@@ -452,16 +665,21 @@ impl<T: Transformer> StreamConsumer<T> {
         tasks: &mut JoinSet<ShardReport>,
         report: &mut StreamReport,
     ) {
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(shard_report) => {
-                    self.task_ended(state, &shard_report).await;
-                    report.shards.push(shard_report);
-                }
-                Err(join_error) => {
-                    warn!(error = %join_error, "a shard task panicked or was aborted")
-                }
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let shard_report = match joined {
+                Ok((_, shard_report)) => shard_report,
+                Err(join_error) => match panicked(state, join_error) {
+                    Some(shard_report) => shard_report,
+                    None => continue,
+                },
+            };
+            // Draining: a failure is reported, never restarted.
+            if let Some(running) = state.running.remove(&shard_report.shard_id)
+                && !matches!(shard_report.outcome, ShardOutcome::LeaseLost)
+            {
+                self.release(&running.lease).await;
             }
+            report.shards.push(shard_report);
         }
         for (_, running) in state.running.drain() {
             self.release(&running.lease).await;

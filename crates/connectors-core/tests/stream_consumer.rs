@@ -370,3 +370,168 @@ async fn a_child_without_checkpoint_starts_at_trim_horizon_even_at_latest_after_
     let expected: Vec<String> = (0..5).map(|i| format!("child-{i}")).collect();
     assert_eq!(emitter.items(), expected);
 }
+
+/// Builds a consumer over one shard `s0` with 20 records whose pipeline
+/// emits through `emitter`.
+fn supervised(
+    source: &ScriptedSource,
+    store: &MemoryCheckpointStore,
+    emitter: Arc<dyn kinesis_connectors_core::Emitter<String>>,
+) -> kinesis_connectors_core::StreamConsumerBuilder<Utf8Transformer> {
+    source.add_shard(ShardInfo::open("s0"));
+    put(source, "s0", "s0", 20);
+    StreamConsumer::builder(
+        "test-app",
+        STREAM,
+        Arc::new(source.clone()),
+        Arc::new(store.clone()),
+        move |_: &ShardContext| {
+            Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
+                .buffer_limits(
+                    kinesis_connectors_core::BufferLimits::default().with_max_records(10),
+                )
+                .build()
+        },
+    )
+    .shard_config(
+        ShardConfig::default().with_retry(
+            kinesis_connectors_core::RetryPolicy::new()
+                .with_initial_delay(Duration::from_millis(10))
+                .with_max_delay(Duration::from_millis(100))
+                .with_max_attempts(2),
+        ),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_whose_emits_ran_out_of_retries_is_restarted_from_its_checkpoint() {
+    // Six failed calls: the first batch fails twice (2 attempts) three times
+    // in a row, longer than the emit retry budget; then the sink is back.
+    let source = ScriptedSource::new();
+    let store = MemoryCheckpointStore::new();
+    let delivered = RecordingEmitter::<String>::new();
+    let flaky = Arc::new(kinesis_connectors_testkit::FailingEmitter::fail_times(
+        delivered.clone(),
+        6,
+        true,
+    ));
+    let started = tokio::time::Instant::now();
+    let consumer = supervised(&source, &store, flaky.clone())
+        .restart_backoff(
+            kinesis_connectors_core::RetryPolicy::new()
+                .with_initial_delay(Duration::from_secs(5))
+                .with_max_delay(Duration::from_secs(20)),
+        )
+        .build()
+        .unwrap();
+    let report = run_until_items(consumer, &delivered, 20).await;
+    let expected: Vec<String> = (0..20).map(|i| format!("s0-{i}")).collect();
+    assert_eq!(delivered.items(), expected, "every record exactly once");
+    let failures: Vec<String> = report.failures().map(|(_, e)| e.to_string()).collect();
+    assert_eq!(failures.len(), 3, "{failures:?}");
+    assert!(failures[0].contains("after 2 attempt(s)"), "{failures:?}");
+    // Two restarts waited at least 5 s and 10 s (jitter only adds).
+    assert!(
+        started.elapsed() >= Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        store.get(&key("s0")).await.unwrap(),
+        Some(Checkpoint::At(_))
+    ));
+}
+
+/// Panics on its first call, then delivers.
+struct PanicsOnce {
+    inner: RecordingEmitter<String>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl kinesis_connectors_core::Emitter<String> for PanicsOnce {
+    async fn emit(
+        &self,
+        batch: &kinesis_connectors_core::Batch<String>,
+    ) -> Result<kinesis_connectors_core::EmitOutcome> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            panic!("emitter bug");
+        }
+        self.inner.emit(batch).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_whose_emitter_panics_is_restarted_and_the_panic_reported() {
+    let source = ScriptedSource::new();
+    let store = MemoryCheckpointStore::new();
+    let delivered = RecordingEmitter::<String>::new();
+    let emitter = Arc::new(PanicsOnce {
+        inner: delivered.clone(),
+        calls: Default::default(),
+    });
+    let consumer = supervised(&source, &store, emitter).build().unwrap();
+    let report = run_until_items(consumer, &delivered, 20).await;
+    let expected: Vec<String> = (0..20).map(|i| format!("s0-{i}")).collect();
+    assert_eq!(delivered.items(), expected);
+    let failures: Vec<(String, String)> = report
+        .failures()
+        .map(|(shard, e)| (shard.to_owned(), e.to_string()))
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, "s0");
+    assert!(
+        failures[0].1.contains("panicked: emitter bug"),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_failure_policy_can_stop_the_consumer_on_permanent_or_any_failure() {
+    use kinesis_connectors_core::ShardFailurePolicy;
+    let run = |policy: ShardFailurePolicy, retryable: bool| async move {
+        let source = ScriptedSource::new();
+        let store = MemoryCheckpointStore::new();
+        let emitter = Arc::new(kinesis_connectors_testkit::FailingEmitter::fail_forever(
+            RecordingEmitter::<String>::new(),
+            retryable,
+        ));
+        let consumer = supervised(&source, &store, emitter)
+            .on_shard_failure(policy)
+            .build()
+            .unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(consumer.run(cancel.clone()));
+        // Long enough for several restarts at the default backoff.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let finished = task.is_finished();
+        cancel.cancel();
+        (finished, task.await.unwrap())
+    };
+
+    let (stopped, result) = run(ShardFailurePolicy::StopOnPermanent, false).await;
+    assert!(stopped, "a permanent failure must stop the consumer");
+    match result {
+        Err(Error::ShardFailed { shard_id, source }) => {
+            assert_eq!(shard_id, "s0");
+            assert!(source.to_string().contains("attempt"), "{source}");
+        }
+        other => panic!("expected ShardFailed, got {other:?}"),
+    }
+
+    // A transient failure under StopOnPermanent keeps restarting.
+    let (stopped, result) = run(ShardFailurePolicy::StopOnPermanent, true).await;
+    assert!(!stopped, "a transient failure must not stop the consumer");
+    let report = result.unwrap();
+    assert!(report.failures().count() >= 3, "restarted several times");
+    assert_eq!(report.unrecovered().len(), 1, "still failing at shutdown");
+
+    let (stopped, result) = run(ShardFailurePolicy::StopOnAny, true).await;
+    assert!(stopped);
+    assert!(matches!(result, Err(Error::ShardFailed { .. })));
+
+    // The default keeps restarting even a permanent failure.
+    let (stopped, result) = run(ShardFailurePolicy::default(), false).await;
+    assert!(!stopped);
+    assert!(result.unwrap().failures().count() >= 3);
+}
