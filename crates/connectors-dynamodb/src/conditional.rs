@@ -1,11 +1,18 @@
-//! Conditional puts: `PutItem` with a condition expression, one item at a time.
+//! Conditional puts: `PutItem` with a condition expression, one item at a
+//! time: the condition ([`ConditionalPut`]) and the write path that uses it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use kinesis_connectors_core::RejectedItem;
+use tracing::debug;
 
-use crate::error::{DynamoDbError, Result};
-use crate::item::Item;
+use crate::emitter::{DynamoDbEmitter, Prepared, add, log_retry};
+use crate::error::{DynamoDbError, Result, classify};
+use crate::executor::{first_to_report, run_bounded};
+use crate::isolate::refused_item;
+use crate::item::{Item, KeyValue};
 
 /// Writes each item with `PutItem` and a condition expression instead of
 /// `BatchWriteItem`, so that an item only replaces the stored one when the
@@ -178,6 +185,121 @@ fn check_placeholder(expression: &str, placeholder: &str, prefix: char) -> Resul
         )));
     }
     Ok(())
+}
+
+impl<T> DynamoDbEmitter<T> {
+    /// Conditional mode: one `PutItem` per item; items sharing a key go one
+    /// after the other in batch order, different keys concurrently. After a
+    /// failure no put starts; the ones in flight finish. An item refused as
+    /// invalid (`ValidationException`) is returned as rejected, unless every
+    /// item of the batch was: then the table or the request is at fault, and
+    /// the batch fails with one of those refusals.
+    pub(crate) async fn write_conditional(
+        &self,
+        condition: &ConditionalPut,
+        prepared: Vec<Prepared>,
+    ) -> Result<Vec<RejectedItem>> {
+        let items = prepared.len();
+        let mut groups: Vec<Vec<(usize, Item)>> = Vec::new();
+        let mut group_of: HashMap<KeyValue, usize> = HashMap::new();
+        for Prepared { index, item, key } in prepared {
+            match group_of.get(&key) {
+                Some(&group) => groups[group].push((index, item)),
+                None => {
+                    group_of.insert(key, groups.len());
+                    groups.push(vec![(index, item)]);
+                }
+            }
+        }
+        debug!(table = %self.table, keys = groups.len(), "writing with conditional PutItem");
+        let failed = AtomicBool::new(false);
+        let failed = &failed;
+        let (refused, failures, _unsent) =
+            run_bounded(self.max_in_flight, groups, |group| async move {
+                let mut refused = Vec::new();
+                for (index, item) in group {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match self.put_conditional(condition, item).await {
+                        Ok(()) => {}
+                        Err(error) if error.is_validation() => {
+                            debug!(table = %self.table, index, %error, "item refused by DynamoDB");
+                            refused.push((index, error));
+                        }
+                        Err(error) => {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(error);
+                        }
+                    }
+                }
+                Ok(refused)
+            })
+            .await;
+        if let Some(error) = first_to_report(failures, DynamoDbError::is_retryable) {
+            return Err(error);
+        }
+        let mut refused: Vec<(usize, DynamoDbError)> = refused.into_iter().flatten().collect();
+        if refused.len() == items
+            && let Some((_, error)) = refused.pop()
+        {
+            return Err(error);
+        }
+        Ok(refused
+            .iter()
+            .map(|(index, error)| refused_item(&self.table, *index, error))
+            .collect())
+    }
+
+    async fn put_conditional(&self, condition: &ConditionalPut, item: Item) -> Result<()> {
+        let values = condition.values_for(&item)?;
+        let values = (!values.is_empty()).then_some(values);
+        let mut delays = self.retry.delays();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .put_item()
+                .table_name(self.table.clone())
+                .set_item(Some(item.clone()))
+                .condition_expression(condition.expression())
+                .set_expression_attribute_names(condition.names())
+                .set_expression_attribute_values(values.clone())
+                .send()
+                .await;
+            match result {
+                Ok(_) => {
+                    add(&self.counters.items_written, 1);
+                    return Ok(());
+                }
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    // The stored item wins (e.g. it has a newer version).
+                    add(&self.counters.stale_skipped, 1);
+                    return Ok(());
+                }
+                Err(error) => {
+                    let kind = classify(&error);
+                    if !kind.is_retryable() || attempt >= self.retry.max_attempts {
+                        return Err(DynamoDbError::request(
+                            "PutItem",
+                            &self.table,
+                            attempt,
+                            kind,
+                            error,
+                        ));
+                    }
+                    log_retry("PutItem", &self.table, attempt, kind, &error);
+                }
+            }
+            add(&self.counters.requests_retried, 1);
+            tokio::time::sleep(delays.next_delay()).await;
+        }
+    }
 }
 
 #[cfg(test)]
