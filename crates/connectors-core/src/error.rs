@@ -1,6 +1,7 @@
 //! The core crate's one error type.
 
 use std::fmt;
+use std::time::Duration;
 
 /// A boxed error from a backend (SDK, database, user code).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -120,6 +121,16 @@ pub enum Error {
         message: String,
     },
 
+    /// Shutdown's grace period ended before the shard had flushed, emitted
+    /// and checkpointed; it was stopped without its last checkpoint.
+    #[error("shard {shard_id}: still busy after the shutdown grace period of {grace:?}; stopped without its last checkpoint")]
+    ShutdownTimedOut {
+        /// The shard that was stopped.
+        shard_id: String,
+        /// The grace period it had.
+        grace: Duration,
+    },
+
     /// A shard failed and the consumer's
     /// [`ShardFailurePolicy`](crate::ShardFailurePolicy) says to stop the
     /// whole consumer rather than restart the shard.
@@ -156,6 +167,7 @@ impl Error {
             | Self::BatchFailed { .. }
             | Self::LeaseLost { .. }
             | Self::Panicked { .. }
+            | Self::ShutdownTimedOut { .. }
             | Self::ShardFailed { .. }
             | Self::InvalidSequenceNumber(_)
             | Self::Config(_) => false,

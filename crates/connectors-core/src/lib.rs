@@ -11,6 +11,7 @@ mod retry;
 mod shard;
 mod source;
 mod stream;
+mod timeout;
 mod transform;
 
 pub use async_trait::async_trait;

@@ -16,6 +16,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::timeout::within;
 use crate::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
 use crate::error::{Error, Result, SourceErrorKind};
 use crate::lease::Lease;
@@ -47,6 +48,15 @@ pub struct ShardConfig {
     pub initial_position: InitialPosition,
     /// Backoff for throttling, transient errors and failed emits.
     pub retry: RetryPolicy,
+    /// Limit on one `emit` call, and on the emitter's `shutdown` (default
+    /// 5 min: a Redshift COPY or a large multipart upload may take minutes).
+    /// A timed-out emit is a retryable failure.
+    pub emit_timeout: Duration,
+    /// Limit on one checkpoint read or write and one lease call (default 30 s).
+    pub checkpoint_timeout: Duration,
+    /// Limit on one `ListShards`, `GetShardIterator` or `GetRecords` call
+    /// (default 30 s); a timed-out read is retried like a network error.
+    pub read_timeout: Duration,
 }
 
 impl Default for ShardConfig {
@@ -56,6 +66,9 @@ impl Default for ShardConfig {
             idle_delay: Duration::from_secs(1),
             initial_position: InitialPosition::TrimHorizon,
             retry: RetryPolicy::default(),
+            emit_timeout: Duration::from_secs(300),
+            checkpoint_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -87,8 +100,36 @@ impl ShardConfig {
         self
     }
 
+    /// This configuration giving one emit (and the emitter's shutdown) at
+    /// most `limit`.
+    pub const fn with_emit_timeout(mut self, limit: Duration) -> Self {
+        self.emit_timeout = limit;
+        self
+    }
+
+    /// This configuration giving one checkpoint or lease call at most `limit`.
+    pub const fn with_checkpoint_timeout(mut self, limit: Duration) -> Self {
+        self.checkpoint_timeout = limit;
+        self
+    }
+
+    /// This configuration giving one read from the source at most `limit`.
+    pub const fn with_read_timeout(mut self, limit: Duration) -> Self {
+        self.read_timeout = limit;
+        self
+    }
+
     /// Checks the configuration against the service limits.
     pub fn validate(&self) -> Result<()> {
+        for (name, limit) in [
+            ("emit_timeout", self.emit_timeout),
+            ("checkpoint_timeout", self.checkpoint_timeout),
+            ("read_timeout", self.read_timeout),
+        ] {
+            if limit.is_zero() {
+                return Err(Error::Config(format!("{name} must be positive")));
+            }
+        }
         if !(1..=10_000).contains(&self.max_records_per_call) {
             return Err(Error::Config(format!(
                 "max_records_per_call must be within 1..=10000, got {}",
@@ -372,7 +413,12 @@ impl<T: Transformer> Processor<T> {
         if matches!(
             outcome,
             ShardOutcome::Shutdown | ShardOutcome::ShardEnd { .. }
-        ) && let Err(error) = self.pipeline.emitter.shutdown().await
+        ) && let Err(error) = within(
+            self.env.config.emit_timeout,
+            self.pipeline.emitter.shutdown(),
+            |after| Error::emit_retryable(format!("emitter shutdown did not finish within {after:?}")),
+        )
+        .await
         {
             warn!(%error, "emitter shutdown failed");
         }
@@ -514,7 +560,7 @@ impl<T: Transformer> Processor<T> {
                     position,
                 );
                 let outcome =
-                    emit_with_retry(&*dead_letter, &batch, &self.env.config.retry, &self.lease)
+                    emit_with_retry(&*dead_letter, &batch, &self.env.config, &self.lease)
                         .await?;
                 // A dead letter the dead-letter emitter refuses has nowhere
                 // left to go: stop the shard rather than lose it silently.
@@ -542,7 +588,7 @@ impl<T: Transformer> Processor<T> {
             let outcome = emit_with_retry(
                 &*self.pipeline.emitter,
                 &batch,
-                &self.env.config.retry,
+                &self.env.config,
                 &self.lease,
             )
             .await
@@ -605,7 +651,16 @@ impl<T: Transformer> Processor<T> {
     ) -> Result<Option<Checkpoint>, Stop> {
         let mut delays = self.env.config.retry.delays();
         loop {
-            match self.env.store.get(&self.key).await {
+            let read = within(
+                self.env.config.checkpoint_timeout,
+                self.env.store.get(&self.key),
+                |after| {
+                    Error::checkpoint_retryable(format!(
+                        "reading the checkpoint did not finish within {after:?}"
+                    ))
+                },
+            );
+            match read.await {
                 Ok(checkpoint) => return Ok(checkpoint),
                 Err(error) if error.is_retryable() && !cancel.is_cancelled() => {
                     warn!(%error, "reading the checkpoint failed; retrying");
@@ -635,11 +690,16 @@ impl<T: Transformer> Processor<T> {
             }
             attempts += 1;
             let lease = self.lease.lock().await;
-            let written = self
-                .env
-                .store
-                .set_fenced(&self.key, &checkpoint, &lease)
-                .await;
+            let written = within(
+                self.env.config.checkpoint_timeout,
+                self.env.store.set_fenced(&self.key, &checkpoint, &lease),
+                |after| {
+                    Error::checkpoint_retryable(format!(
+                        "writing the checkpoint did not finish within {after:?}"
+                    ))
+                },
+            )
+            .await;
             drop(lease);
             match written {
                 Ok(()) => {
@@ -668,28 +728,41 @@ impl<T: Transformer> Processor<T> {
 async fn emit_with_retry<U: Send + Sync>(
     emitter: &dyn Emitter<U>,
     batch: &Batch<U>,
-    retry: &RetryPolicy,
+    config: &ShardConfig,
     lease: &LeaseHandle,
 ) -> Result<EmitOutcome> {
+    let retry = &config.retry;
     let mut delays = retry.delays();
     let mut attempts = 0;
+    let lease_lost = || Error::LeaseLost {
+        shard_id: batch.context.shard_id.to_string(),
+        owner: None,
+    };
     loop {
         attempts += 1;
-        let error = match emitter.emit(batch).await {
-            Ok(outcome) => return Ok(outcome),
-            Err(error) => error,
+        let emitted = within(config.emit_timeout, emitter.emit(batch), |after| {
+            Error::emit_retryable(format!("emit did not finish within {after:?}"))
+        });
+        // A lost lease interrupts the emit: another worker owns the shard.
+        let error = tokio::select! {
+            biased;
+            () = lease.lost.cancelled() => return Err(lease_lost()),
+            emitted = emitted => match emitted {
+                Ok(outcome) => return Ok(outcome),
+                Err(error) => error,
+            },
         };
         if error.is_retryable() && attempts < retry.max_attempts && !lease.is_lost() {
             let delay = delays.next_delay();
             warn!(%error, attempts, ?delay, first = %batch.first, last = %batch.last, "emit failed; retrying");
-            sleep(delay).await;
+            tokio::select! {
+                () = lease.lost.cancelled() => return Err(lease_lost()),
+                () = sleep(delay) => {}
+            }
             continue;
         }
         if lease.is_lost() {
-            return Err(Error::LeaseLost {
-                shard_id: batch.context.shard_id.to_string(),
-                owner: None,
-            });
+            return Err(lease_lost());
         }
         return Err(Error::BatchFailed {
             shard_id: batch.context.shard_id.to_string(),
@@ -737,11 +810,12 @@ impl Reader {
                             Some(sequence) => StartPosition::AfterSequence(sequence.clone()),
                             None => self.start.clone(),
                         };
-                        match self
-                            .source
-                            .shard_iterator(&self.stream, &self.shard_id, &position)
-                            .await
-                        {
+                        let fresh = within(
+                            self.config.read_timeout,
+                            self.source.shard_iterator(&self.stream, &self.shard_id, &position),
+                            |after| self.timed_out("GetShardIterator", after),
+                        );
+                        match fresh.await {
                             Ok(fresh) => fresh,
                             Err(error) if error.is_retryable() => {
                                 let delay = delays.next_delay();
@@ -758,10 +832,13 @@ impl Reader {
                 if self.pause_until(next_call).await {
                     return;
                 }
-                let result = self
-                    .source
-                    .get_records(&current, self.config.max_records_per_call)
-                    .await;
+                let result = within(
+                    self.config.read_timeout,
+                    self.source
+                        .get_records(&current, self.config.max_records_per_call),
+                    |after| self.timed_out("GetRecords", after),
+                )
+                .await;
                 next_call = Instant::now() + MIN_CALL_INTERVAL;
                 match result {
                     Ok(page) => {
@@ -798,6 +875,17 @@ impl Reader {
                 return;
             }
         }
+    }
+
+    /// A read that did not answer in time: transient, retried with backoff.
+    fn timed_out(&self, call: &str, after: Duration) -> Error {
+        Error::source(
+            SourceErrorKind::Transient,
+            format!(
+                "{call} on shard {} did not answer within {after:?}",
+                self.shard_id
+            ),
+        )
     }
 
     /// Sleeps for `delay`; true if the reader was stopped meanwhile.

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::checkpoint::{CheckpointStore, ShardKey, parents_finished};
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Error, Result, SourceErrorKind};
 use crate::lease::{ShardAssigner, SingleWorker};
 use crate::pipeline::{Pipeline, Transformer};
 use crate::record::ShardContext;
@@ -19,6 +19,7 @@ use crate::shard::{
     LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
 };
 use crate::source::{InitialPosition, RecordSource, ShardInfo};
+use crate::timeout::within;
 
 /// Builds the pipeline for one shard; called each time a shard task starts.
 pub trait PipelineFactory<T: Transformer>: Send + Sync + 'static {
@@ -178,6 +179,7 @@ pub struct StreamConsumer<T: Transformer> {
     discovery_interval: Duration,
     on_failure: ShardFailurePolicy,
     restart_backoff: RetryPolicy,
+    shutdown_timeout: Duration,
 }
 
 /// The default backoff between restarts of a failed shard: 1 s doubling to
@@ -195,6 +197,7 @@ impl<T: Transformer> std::fmt::Debug for StreamConsumer<T> {
             .field("discovery_interval", &self.discovery_interval)
             .field("on_failure", &self.on_failure)
             .field("restart_backoff", &self.restart_backoff)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -225,6 +228,7 @@ impl<T: Transformer> StreamConsumer<T> {
                 discovery_interval: Duration::from_secs(60),
                 on_failure: ShardFailurePolicy::default(),
                 restart_backoff: DEFAULT_RESTART_BACKOFF,
+                shutdown_timeout: Duration::from_secs(120),
             },
         }
     }
@@ -271,11 +275,23 @@ impl<T: Transformer> StreamConsumerBuilder<T> {
         self
     }
 
+    /// How long shutdown waits for the shards to flush, emit and checkpoint
+    /// (default 2 min). Shards still busy then are stopped without their last
+    /// checkpoint (their reports carry [`Error::ShutdownTimedOut`]); what
+    /// they had not acknowledged is read again on the next start.
+    pub fn shutdown_timeout(mut self, grace: Duration) -> Self {
+        self.consumer.shutdown_timeout = grace;
+        self
+    }
+
     /// Checks the configuration and builds the consumer.
     pub fn build(self) -> Result<StreamConsumer<T>> {
         let consumer = self.consumer;
         consumer.config.validate()?;
         consumer.restart_backoff.validate()?;
+        if consumer.shutdown_timeout.is_zero() {
+            return Err(Error::Config("shutdown_timeout must be positive".into()));
+        }
         if consumer.discovery_interval < Duration::from_secs(1) {
             return Err(Error::Config(format!(
                 "discovery_interval must be at least 1 s (ListShards allows 100 calls/s per account), got {:?}",
@@ -307,6 +323,12 @@ struct Restart {
     delays: Backoff,
 }
 
+/// A lease call that did not answer in time: retryable, like a lost
+/// connection to the store.
+fn lease_call_timed_out(what: &str, after: Duration) -> Error {
+    Error::checkpoint_retryable(format!("{what} did not finish within {after:?}"))
+}
+
 /// What the consumer does after a shard task ended.
 enum Ended {
     /// It reached SHARD_END: look for its children now.
@@ -319,30 +341,35 @@ enum Ended {
     Other,
 }
 
-/// The report of a shard whose task panicked (user code in its pipeline),
-/// found by the task's id; `None` for a task the consumer does not know.
-fn panicked(state: &mut State, join_error: JoinError) -> Option<ShardReport> {
+/// The report of a shard task that ended without a report of its own: it
+/// panicked (user code in its pipeline), or shutdown aborted it after the
+/// grace period. Found by the task's id; `None` for an unknown task.
+fn unreported(state: &State, join_error: JoinError, grace: Duration) -> Option<ShardReport> {
     let task = join_error.id();
     let shard_id = state
         .running
         .iter()
         .find(|(_, running)| running.task == task)
         .map(|(shard_id, _)| shard_id.clone())?;
-    let message = if join_error.is_panic() {
+    let error = if join_error.is_panic() {
         let payload = join_error.into_panic();
-        payload
+        let message = payload
             .downcast_ref::<&str>()
             .map(|m| (*m).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(no message)".to_owned())
-    } else {
-        "the task was cancelled".to_owned()
-    };
-    Some(ShardReport {
-        outcome: ShardOutcome::Failed(Error::Panicked {
+            .unwrap_or_else(|| "(no message)".to_owned());
+        Error::Panicked {
             shard_id: shard_id.clone(),
             message,
-        }),
+        }
+    } else {
+        Error::ShutdownTimedOut {
+            shard_id: shard_id.clone(),
+            grace,
+        }
+    };
+    Some(ShardReport {
+        outcome: ShardOutcome::Failed(error),
         shard_id,
         stats: ShardStats::default(),
         checkpoint: None,
@@ -420,7 +447,7 @@ impl<T: Transformer> StreamConsumer<T> {
                 Some(joined) = tasks.join_next_with_id() => {
                     let shard_report = match joined {
                         Ok((_, shard_report)) => shard_report,
-                        Err(join_error) => match panicked(&mut state, join_error) {
+                        Err(join_error) => match unreported(&state, join_error, self.shutdown_timeout) {
                             Some(shard_report) => shard_report,
                             None => continue,
                         },
@@ -455,7 +482,17 @@ impl<T: Transformer> StreamConsumer<T> {
         tasks: &mut JoinSet<ShardReport>,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let shards = self.source.list_shards(&self.stream).await?;
+        let shards = within(
+            self.config.read_timeout,
+            self.source.list_shards(&self.stream),
+            |after| {
+                Error::source(
+                    SourceErrorKind::Transient,
+                    format!("ListShards did not answer within {after:?}"),
+                )
+            },
+        )
+        .await?;
         if state.initial.is_none() {
             state.initial = Some(shards.iter().map(|s| s.shard_id.clone()).collect());
         }
@@ -481,7 +518,13 @@ impl<T: Transformer> StreamConsumer<T> {
             })
             .cloned()
             .collect();
-        for lease in self.assigner.acquire(&self.stream, &open, &held).await? {
+        let acquired = within(
+            self.config.checkpoint_timeout,
+            self.assigner.acquire(&self.stream, &open, &held),
+            |after| lease_call_timed_out("taking leases", after),
+        )
+        .await?;
+        for lease in acquired {
             state
                 .waiting
                 .insert(lease.shard_id.clone(), LeaseHandle::new(lease));
@@ -634,7 +677,12 @@ impl<T: Transformer> StreamConsumer<T> {
             .chain(state.waiting.values());
         for handle in handles {
             let mut lease = handle.lock().await;
-            match self.assigner.renew(&lease).await {
+            let renewed = within(
+                self.config.checkpoint_timeout,
+                self.assigner.renew(&lease),
+                |after| lease_call_timed_out("renewing a lease", after),
+            );
+            match renewed.await {
                 Ok(renewed) => *lease = renewed,
                 Err(Error::LeaseLost { .. }) => {
                     info!(shard = %lease.shard_id, "lease taken by another worker");
@@ -653,7 +701,12 @@ impl<T: Transformer> StreamConsumer<T> {
             return;
         }
         let lease = handle.lock().await;
-        if let Err(error) = self.assigner.release(&lease).await {
+        let released = within(
+            self.config.checkpoint_timeout,
+            self.assigner.release(&lease),
+            |after| lease_call_timed_out("releasing a lease", after),
+        );
+        if let Err(error) = released.await {
             warn!(shard = %lease.shard_id, %error, "releasing the lease failed");
         }
     }
@@ -665,10 +718,29 @@ impl<T: Transformer> StreamConsumer<T> {
         tasks: &mut JoinSet<ShardReport>,
         report: &mut StreamReport,
     ) {
-        while let Some(joined) = tasks.join_next_with_id().await {
+        // Shards get the grace period to flush, emit and checkpoint; then
+        // they are aborted (their unacknowledged records are read again on
+        // the next start: at-least-once still holds).
+        let deadline = Instant::now() + self.shutdown_timeout;
+        loop {
+            let joined = match tokio::time::timeout_at(deadline, tasks.join_next_with_id()).await
+            {
+                Ok(Some(joined)) => joined,
+                Ok(None) => break,
+                Err(_) => {
+                    let pending: Vec<&String> = state.running.keys().collect();
+                    warn!(
+                        grace = ?self.shutdown_timeout,
+                        shards = ?pending,
+                        "shutdown grace period over; stopping these shards without their last checkpoint"
+                    );
+                    tasks.abort_all();
+                    continue;
+                }
+            };
             let shard_report = match joined {
                 Ok((_, shard_report)) => shard_report,
-                Err(join_error) => match panicked(state, join_error) {
+                Err(join_error) => match unreported(state, join_error, self.shutdown_timeout) {
                     Some(shard_report) => shard_report,
                     None => continue,
                 },
