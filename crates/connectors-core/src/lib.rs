@@ -10,6 +10,7 @@ mod record;
 mod retry;
 mod shard;
 mod source;
+mod status;
 mod stream;
 mod timeout;
 mod transform;
@@ -30,6 +31,7 @@ pub use retry::{Backoff, RetryPolicy};
 pub use shard::{
     LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
 };
+pub use status::{ConsumerStatus, ShardState, ShardStatus};
 pub use source::{InitialPosition, RecordSource, RecordsPage, ShardInfo, StartPosition};
 pub use stream::{
     PipelineFactory, ShardFailurePolicy, StreamConsumer, StreamConsumerBuilder, StreamReport,

@@ -2,7 +2,7 @@
 //!
 //! Install any `metrics` recorder (Prometheus, StatsD…) to collect them;
 //! without one they cost next to nothing. Every metric carries the labels
-//! `stream` and `shard_id`.
+//! `stream` and `shard_id`, except the stream-wide maximum lag.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
@@ -26,6 +26,22 @@ pub const EMIT_FAILURES: &str = "kinesis_connectors_emit_failures_total";
 pub const CHECKPOINT_WRITES: &str = "kinesis_connectors_checkpoint_writes_total";
 /// Gauge: milliseconds the last `GetRecords` response was behind the tip of the shard.
 pub const MILLIS_BEHIND_LATEST: &str = "kinesis_connectors_millis_behind_latest";
+/// Gauge: the shard's [`ShardState`](crate::ShardState) as its
+/// [`code`](crate::ShardState::code): 0 waiting on parents, 1 reading,
+/// 2 backing off, 3 restarting, 4 finished.
+pub const SHARD_STATE: &str = "kinesis_connectors_shard_state";
+/// Counter: times a failed shard task was scheduled to start again.
+pub const SHARD_RESTARTS: &str = "kinesis_connectors_shard_restarts_total";
+/// Gauge: emit attempts that failed in a row (0 after a success).
+pub const CONSECUTIVE_EMIT_FAILURES: &str = "kinesis_connectors_consecutive_emit_failures";
+/// Gauge: Unix time in seconds of the shard's last checkpoint write; alert on
+/// `time() - kinesis_connectors_last_checkpoint_timestamp_seconds` growing
+/// past a few batch ages while records arrive.
+pub const LAST_CHECKPOINT_TIMESTAMP: &str = "kinesis_connectors_last_checkpoint_timestamp_seconds";
+/// Gauge (label `stream` only): the largest `millis_behind_latest` across
+/// this worker's shards.
+pub const STREAM_MAX_MILLIS_BEHIND_LATEST: &str =
+    "kinesis_connectors_stream_max_millis_behind_latest";
 /// Histogram: seconds one successful `emit` call took.
 pub const EMIT_LATENCY: &str = "kinesis_connectors_emit_latency_seconds";
 

@@ -16,7 +16,6 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::timeout::within;
 use crate::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
 use crate::error::{Error, Result, SourceErrorKind};
 use crate::lease::Lease;
@@ -27,6 +26,8 @@ use crate::pipeline::{
 use crate::record::{Position, Record, SequenceNumber, ShardContext};
 use crate::retry::RetryPolicy;
 use crate::source::{InitialPosition, RecordSource, RecordsPage, StartPosition};
+use crate::status::{ConsumerStatus, ShardState};
+use crate::timeout::within;
 
 /// Kinesis allows five `GetRecords` calls per second per shard.
 const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
@@ -262,6 +263,7 @@ pub struct ShardConsumer<T: Transformer> {
     context: ShardContext,
     lease: LeaseHandle,
     pipeline: Pipeline<T>,
+    status: ConsumerStatus,
 }
 
 impl<T: Transformer> ShardConsumer<T> {
@@ -272,12 +274,25 @@ impl<T: Transformer> ShardConsumer<T> {
         lease: LeaseHandle,
         pipeline: Pipeline<T>,
     ) -> Self {
+        let status = ConsumerStatus::new(&context.stream);
         Self {
             env,
             context,
             lease,
             pipeline,
+            status,
         }
+    }
+
+    /// Reports this shard's state into `status` (the stream consumer's board).
+    pub(crate) fn with_status(mut self, status: ConsumerStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The live state of this shard while it runs.
+    pub fn status(&self) -> ConsumerStatus {
+        self.status.clone()
     }
 
     /// Runs until the shard ends, `cancel` fires, the lease is lost or an error stops it.
@@ -288,8 +303,14 @@ impl<T: Transformer> ShardConsumer<T> {
             shard_id = %self.context.shard_id
         );
         let shard_id = self.context.shard_id.to_string();
-        let mut processor =
-            Processor::new(self.env, self.context, self.lease, self.pipeline, cancel);
+        let mut processor = Processor::new(
+            self.env,
+            self.context,
+            self.lease,
+            self.pipeline,
+            self.status,
+            cancel,
+        );
         let outcome = processor.run().instrument(span).await;
         ShardReport {
             shard_id,
@@ -316,6 +337,7 @@ struct Processor<T: Transformer> {
     checkpointed: Option<Checkpoint>,
     /// Shutdown: once it fires, store retries are bounded so `run` returns.
     cancel: CancellationToken,
+    status: ConsumerStatus,
 }
 
 /// Stops the processing loop early.
@@ -348,6 +370,7 @@ impl<T: Transformer> Processor<T> {
         context: ShardContext,
         lease: LeaseHandle,
         pipeline: Pipeline<T>,
+        status: ConsumerStatus,
         cancel: CancellationToken,
     ) -> Self {
         let key = ShardKey::new(&*context.application, &*context.stream, &*context.shard_id);
@@ -362,6 +385,7 @@ impl<T: Transformer> Processor<T> {
             stats: ShardStats::default(),
             checkpointed: None,
             cancel,
+            status,
         }
     }
 
@@ -370,6 +394,8 @@ impl<T: Transformer> Processor<T> {
         if let Err(error) = self.env.config.validate() {
             return ShardOutcome::Failed(error);
         }
+        self.status
+            .set_state(&self.context.shard_id, ShardState::Reading);
         self.checkpointed = match self.read_checkpoint(&cancel).await {
             Ok(checkpoint) => checkpoint,
             Err(Stop::LeaseLost) => return ShardOutcome::LeaseLost,
@@ -404,6 +430,7 @@ impl<T: Transformer> Processor<T> {
             start,
             config: self.env.config,
             stop: reader_stop.clone(),
+            status: self.status.clone(),
         };
         let reader_task = tokio::spawn(reader.run(pages_tx).in_current_span());
         let _stop_reader = reader_stop.drop_guard();
@@ -416,7 +443,9 @@ impl<T: Transformer> Processor<T> {
         ) && let Err(error) = within(
             self.env.config.emit_timeout,
             self.pipeline.emitter.shutdown(),
-            |after| Error::emit_retryable(format!("emitter shutdown did not finish within {after:?}")),
+            |after| {
+                Error::emit_retryable(format!("emitter shutdown did not finish within {after:?}"))
+            },
         )
         .await
         {
@@ -481,6 +510,9 @@ impl<T: Transformer> Processor<T> {
     async fn handle_page(&mut self, page: RecordsPage) -> Result<Option<Vec<String>>, Stop> {
         if let Some(behind) = page.millis_behind_latest {
             self.metrics.millis_behind_latest.set(behind as f64);
+            self.status.update(&self.context.shard_id, |shard| {
+                shard.millis_behind_latest = Some(behind);
+            });
         }
         for record in &page.records {
             self.handle_record(record).await?;
@@ -559,9 +591,14 @@ impl<T: Transformer> Processor<T> {
                     position.clone(),
                     position,
                 );
-                let outcome =
-                    emit_with_retry(&*dead_letter, &batch, &self.env.config, &self.lease)
-                        .await?;
+                let outcome = emit_with_retry(
+                    &*dead_letter,
+                    &batch,
+                    &self.env.config,
+                    &self.lease,
+                    &self.status,
+                )
+                .await?;
                 // A dead letter the dead-letter emitter refuses has nowhere
                 // left to go: stop the shard rather than lose it silently.
                 match outcome.rejected.into_iter().next() {
@@ -590,6 +627,7 @@ impl<T: Transformer> Processor<T> {
                 &batch,
                 &self.env.config,
                 &self.lease,
+                &self.status,
             )
             .await
             .inspect_err(|_| self.metrics.emit_failures.increment(1))?;
@@ -704,6 +742,11 @@ impl<T: Transformer> Processor<T> {
             match written {
                 Ok(()) => {
                     debug!(%checkpoint, "checkpoint written");
+                    self.status.checkpointed(&self.context.shard_id);
+                    if attempts > 1 {
+                        self.status
+                            .set_state(&self.context.shard_id, ShardState::Reading);
+                    }
                     self.stats.checkpoints_written += 1;
                     self.metrics.checkpoint_writes.increment(1);
                     self.checkpointed = Some(checkpoint);
@@ -715,6 +758,10 @@ impl<T: Transformer> Processor<T> {
                             || attempts < self.env.config.retry.max_attempts) =>
                 {
                     warn!(%error, attempts, "checkpoint write failed; retrying");
+                    self.status.update(&self.context.shard_id, |shard| {
+                        shard.state = ShardState::BackingOff;
+                        shard.last_error = Some(error.to_string());
+                    });
                     sleep(delays.next_delay()).await;
                 }
                 Err(error) => return Err(error.into()),
@@ -730,7 +777,9 @@ async fn emit_with_retry<U: Send + Sync>(
     batch: &Batch<U>,
     config: &ShardConfig,
     lease: &LeaseHandle,
+    status: &ConsumerStatus,
 ) -> Result<EmitOutcome> {
+    let shard_id = &*batch.context.shard_id;
     let retry = &config.retry;
     let mut delays = retry.delays();
     let mut attempts = 0;
@@ -748,10 +797,24 @@ async fn emit_with_retry<U: Send + Sync>(
             biased;
             () = lease.lost.cancelled() => return Err(lease_lost()),
             emitted = emitted => match emitted {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => {
+                    if attempts > 1 {
+                        status.update(shard_id, |shard| {
+                            shard.state = ShardState::Reading;
+                            shard.consecutive_emit_failures = 0;
+                            shard.last_error = None;
+                        });
+                    }
+                    return Ok(outcome);
+                }
                 Err(error) => error,
             },
         };
+        status.update(shard_id, |shard| {
+            shard.state = ShardState::BackingOff;
+            shard.consecutive_emit_failures += 1;
+            shard.last_error = Some(error.to_string());
+        });
         if error.is_retryable() && attempts < retry.max_attempts && !lease.is_lost() {
             let delay = delays.next_delay();
             warn!(%error, attempts, ?delay, first = %batch.first, last = %batch.last, "emit failed; retrying");
@@ -782,6 +845,7 @@ struct Reader {
     start: StartPosition,
     config: ShardConfig,
     stop: CancellationToken,
+    status: ConsumerStatus,
 }
 
 impl Reader {
@@ -790,6 +854,8 @@ impl Reader {
         let mut iterator: Option<String> = None;
         let mut next_call = Instant::now();
         let mut delays = self.config.retry.delays();
+        // Whether the board shows this shard backing off a failed read.
+        let mut backing_off = false;
         loop {
             // Wait for the processor to take the previous page before
             // reading the next one: one read ahead, no more.
@@ -812,7 +878,8 @@ impl Reader {
                         };
                         let fresh = within(
                             self.config.read_timeout,
-                            self.source.shard_iterator(&self.stream, &self.shard_id, &position),
+                            self.source
+                                .shard_iterator(&self.stream, &self.shard_id, &position),
                             |after| self.timed_out("GetShardIterator", after),
                         );
                         match fresh.await {
@@ -820,6 +887,7 @@ impl Reader {
                             Err(error) if error.is_retryable() => {
                                 let delay = delays.next_delay();
                                 warn!(%error, ?delay, "getting a shard iterator failed; retrying");
+                                backing_off = self.backing_off(&error);
                                 if self.pause(delay).await {
                                     return;
                                 }
@@ -843,6 +911,13 @@ impl Reader {
                 match result {
                     Ok(page) => {
                         delays = self.config.retry.delays();
+                        if backing_off {
+                            backing_off = false;
+                            self.status.update(&self.shard_id, |shard| {
+                                shard.state = ShardState::Reading;
+                                shard.last_error = None;
+                            });
+                        }
                         let caught_up = page.millis_behind_latest.is_none_or(|behind| behind <= 0);
                         if page.records.is_empty() && caught_up {
                             next_call = Instant::now() + self.config.idle_delay;
@@ -859,6 +934,7 @@ impl Reader {
                     Err(error) if error.is_retryable() => {
                         let delay = delays.next_delay();
                         warn!(%error, ?delay, "GetRecords failed; backing off");
+                        backing_off = self.backing_off(&error);
                         iterator = Some(current);
                         if self.pause(delay).await {
                             return;
@@ -875,6 +951,15 @@ impl Reader {
                 return;
             }
         }
+    }
+
+    /// Shows the shard backing off after `error`; returns true.
+    fn backing_off(&self, error: &Error) -> bool {
+        self.status.update(&self.shard_id, |shard| {
+            shard.state = ShardState::BackingOff;
+            shard.last_error = Some(error.to_string());
+        });
+        true
     }
 
     /// A read that did not answer in time: transient, retried with backoff.

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::{Instant, sleep_until};
@@ -19,6 +19,7 @@ use crate::shard::{
     LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
 };
 use crate::source::{InitialPosition, RecordSource, ShardInfo};
+use crate::status::{ConsumerStatus, ShardState};
 use crate::timeout::within;
 
 /// Builds the pipeline for one shard; called each time a shard task starts.
@@ -180,6 +181,7 @@ pub struct StreamConsumer<T: Transformer> {
     on_failure: ShardFailurePolicy,
     restart_backoff: RetryPolicy,
     shutdown_timeout: Duration,
+    status: ConsumerStatus,
 }
 
 /// The default backoff between restarts of a failed shard: 1 s doubling to
@@ -216,10 +218,12 @@ impl<T: Transformer> StreamConsumer<T> {
         store: Arc<dyn CheckpointStore>,
         factory: impl PipelineFactory<T>,
     ) -> StreamConsumerBuilder<T> {
+        let stream = stream.into();
         StreamConsumerBuilder {
             consumer: StreamConsumer {
                 application: application.into(),
-                stream: stream.into(),
+                status: ConsumerStatus::new(&stream),
+                stream,
                 source,
                 store,
                 assigner: Arc::new(SingleWorker::default()),
@@ -392,6 +396,13 @@ struct State {
 }
 
 impl<T: Transformer> StreamConsumer<T> {
+    /// A live view of this consumer's shards (state, last error, restarts,
+    /// lease, last checkpoint, lag), readable from another task while
+    /// [`run`](Self::run) goes on: take it before calling `run`.
+    pub fn status(&self) -> ConsumerStatus {
+        self.status.clone()
+    }
+
     /// Runs until `cancel` fires, then stops every shard gracefully (flush,
     /// emit, checkpoint), releases the leases and returns what each shard did.
     ///
@@ -543,6 +554,7 @@ impl<T: Transformer> StreamConsumer<T> {
                 .collect();
             if !parents_finished(&*self.store, &key, &parents).await? {
                 debug!(shard = %id, ?parents, "waiting for parent shards to finish");
+                self.status.set_state(id, ShardState::WaitingOnParents);
                 continue;
             }
             let Some(handle) = state.waiting.remove(id) else {
@@ -580,7 +592,9 @@ impl<T: Transformer> StreamConsumer<T> {
                 config,
                 ..env.clone()
             };
-            let consumer = ShardConsumer::new(shard_env, context, handle.clone(), pipeline);
+            let consumer = ShardConsumer::new(shard_env, context, handle.clone(), pipeline)
+                .with_status(self.status.clone());
+            self.status.set_state(id, ShardState::Reading);
             info!(shard = %id, "starting shard");
             let task = tasks
                 .spawn(consumer.run(cancel.child_token()).in_current_span())
@@ -604,6 +618,8 @@ impl<T: Transformer> StreamConsumer<T> {
         match &report.outcome {
             ShardOutcome::ShardEnd { .. } => {
                 state.restarting.remove(&report.shard_id);
+                self.status
+                    .set_state(&report.shard_id, ShardState::Finished);
                 state.finished.insert(report.shard_id.clone());
                 self.release(&running.lease).await;
                 Ended::Finished
@@ -616,12 +632,14 @@ impl<T: Transformer> StreamConsumer<T> {
             }
             ShardOutcome::Shutdown => {
                 state.restarting.remove(&report.shard_id);
+                self.status.remove(&report.shard_id);
                 // Graceful handoff: free the lease now rather than at expiry.
                 self.release(&running.lease).await;
                 Ended::Other
             }
             ShardOutcome::LeaseLost => {
                 state.restarting.remove(&report.shard_id);
+                self.status.remove(&report.shard_id);
                 Ended::Other
             }
         }
@@ -658,6 +676,8 @@ impl<T: Transformer> StreamConsumer<T> {
         restart.failures += 1;
         let delay = restart.delays.next_delay();
         restart.not_before = Instant::now() + delay;
+        self.status
+            .restarting(shard_id, &error.to_string(), SystemTime::now() + delay);
         warn!(
             shard = %shard_id,
             %error,
@@ -692,7 +712,13 @@ impl<T: Transformer> StreamConsumer<T> {
             }
         }
         // Shards waiting on their parents simply drop a lost lease.
-        state.waiting.retain(|_, handle| !handle.is_lost());
+        state.waiting.retain(|shard_id, handle| {
+            let held = !handle.is_lost();
+            if !held {
+                self.status.remove(shard_id);
+            }
+            held
+        });
     }
 
     /// Gives a lease back unless it was lost (then it is not ours to give).
@@ -723,8 +749,7 @@ impl<T: Transformer> StreamConsumer<T> {
         // the next start: at-least-once still holds).
         let deadline = Instant::now() + self.shutdown_timeout;
         loop {
-            let joined = match tokio::time::timeout_at(deadline, tasks.join_next_with_id()).await
-            {
+            let joined = match tokio::time::timeout_at(deadline, tasks.join_next_with_id()).await {
                 Ok(Some(joined)) => joined,
                 Ok(None) => break,
                 Err(_) => {
@@ -746,6 +771,7 @@ impl<T: Transformer> StreamConsumer<T> {
                 },
             };
             // Draining: a failure is reported, never restarted.
+            self.status.remove(&shard_report.shard_id);
             if let Some(running) = state.running.remove(&shard_report.shard_id)
                 && !matches!(shard_report.outcome, ShardOutcome::LeaseLost)
             {
@@ -756,8 +782,13 @@ impl<T: Transformer> StreamConsumer<T> {
         for (_, running) in state.running.drain() {
             self.release(&running.lease).await;
         }
-        for (_, handle) in state.waiting.drain() {
+        for (shard_id, handle) in state.waiting.drain() {
+            self.status.remove(&shard_id);
             self.release(&handle).await;
+        }
+        // Shards waiting to restart hold no lease; they are no longer ours.
+        for shard_id in state.restarting.keys() {
+            self.status.remove(shard_id);
         }
         info!("stream consumer stopped");
     }

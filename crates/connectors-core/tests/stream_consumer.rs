@@ -535,3 +535,95 @@ async fn the_failure_policy_can_stop_the_consumer_on_permanent_or_any_failure() 
     assert!(!stopped);
     assert!(result.unwrap().failures().count() >= 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_status_shows_each_shard_while_the_consumer_runs() {
+    use kinesis_connectors_core::ShardState;
+    // "parent" cannot be emitted (the sink is down), so "child" waits on it;
+    // "other" reads and checkpoints normally.
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open("parent"));
+    source.add_shard(ShardInfo::open("other"));
+    put(&source, "parent", "parent", 3);
+    put(&source, "other", "other", 3);
+    let mut child = ShardInfo::open("child");
+    child.parent_shard_id = Some("parent".into());
+    source.close_shard("parent", vec![child]);
+    let store = MemoryCheckpointStore::new();
+    let delivered = RecordingEmitter::<String>::new();
+    let sink = Arc::new(kinesis_connectors_testkit::RejectingEmitter::new(
+        delivered.clone(),
+        |_: &String| None,
+    ));
+    let down = Arc::new(kinesis_connectors_testkit::FailingEmitter::fail_forever(
+        RecordingEmitter::<String>::new(),
+        true,
+    ));
+    let consumer = StreamConsumer::builder(
+        "test-app",
+        STREAM,
+        Arc::new(source.clone()),
+        Arc::new(store.clone()),
+        move |context: &ShardContext| {
+            let emitter: Arc<dyn kinesis_connectors_core::Emitter<String>> =
+                if &*context.shard_id == "parent" {
+                    down.clone()
+                } else {
+                    sink.clone()
+                };
+            Pipeline::builder(Utf8Transformer, emitter)
+                .buffer_limits(
+                    kinesis_connectors_core::BufferLimits::default()
+                        .with_max_records(3)
+                        .with_max_age(Duration::from_secs(1)),
+                )
+                .build()
+        },
+    )
+    .shard_config(
+        ShardConfig::default().with_retry(
+            kinesis_connectors_core::RetryPolicy::new()
+                .with_initial_delay(Duration::from_millis(10))
+                .with_max_delay(Duration::from_millis(100))
+                .with_max_attempts(3),
+        ),
+    )
+    .restart_backoff(
+        kinesis_connectors_core::RetryPolicy::new()
+            .with_initial_delay(Duration::from_secs(600))
+            .with_max_delay(Duration::from_secs(600)),
+    )
+    .build()
+    .unwrap();
+    let status = consumer.status();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    let parent = status.shard("parent").expect("parent listed");
+    assert_eq!(parent.state, ShardState::Restarting, "{parent:?}");
+    assert!(!parent.lease_held);
+    assert_eq!(parent.restarts, 1);
+    assert_eq!(parent.consecutive_emit_failures, 3, "{parent:?}");
+    assert!(
+        parent
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("attempt")
+    );
+    assert!(parent.restart_at.is_some());
+
+    let child = status.shard("child").expect("child listed");
+    assert_eq!(child.state, ShardState::WaitingOnParents, "{child:?}");
+    assert!(child.lease_held);
+
+    let other = status.shard("other").expect("other listed");
+    assert_eq!(other.state, ShardState::Reading, "{other:?}");
+    assert!(other.last_checkpoint.is_some());
+    assert_eq!(other.consecutive_emit_failures, 0);
+
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert!(status.shards().is_empty(), "{:?}", status.shards());
+}
