@@ -50,14 +50,27 @@ impl<T> DynamoDbEmitter<T> {
                 .collect::<Result<Vec<_>>>()?;
             chunks.push(chunk);
         }
-        let (refused, failures, unsent) = run_bounded(self.max_in_flight, chunks, |chunk| {
+        let (written, mut failures, unsent) = run_bounded(self.max_in_flight, chunks, |chunk| {
             self.write_chunk_isolating(chunk)
         })
         .await;
+        // Decided only now, when every chunk has answered: a lone item the
+        // table refuses is the item's fault once the table took a write
+        // (from this batch or an earlier one); else the refusal stands.
+        let accepts = self.table_accepts_writes();
+        let mut refused = Vec::new();
+        for chunk in written {
+            refused.extend(chunk.rejected);
+            match chunk.lone_refusal {
+                Some((item, _)) if accepts => refused.push(item),
+                Some((_, failure)) => failures.push(failure),
+                None => {}
+            }
+        }
         let not_written = failures.iter().map(|f| f.unconfirmed).sum::<usize>()
             + unsent.map(|chunk| chunk.len()).sum::<usize>();
         let Some(failure) = first_to_report(failures, ChunkFailure::is_retryable) else {
-            return Ok(refused.into_iter().flatten().collect());
+            return Ok(refused);
         };
         debug!(
             table = %self.table,
@@ -100,10 +113,11 @@ impl<T> DynamoDbEmitter<T> {
                         .unprocessed_items
                         .and_then(|mut tables| tables.remove(&self.table))
                         .unwrap_or_default();
-                    add(
-                        &self.counters.items_written,
-                        pending.len().saturating_sub(left.len()),
-                    );
+                    let written = pending.len().saturating_sub(left.len());
+                    if written > 0 {
+                        self.note_accepted_write();
+                    }
+                    add(&self.counters.items_written, written);
                     if left.is_empty() {
                         return Ok(());
                     }
@@ -146,6 +160,15 @@ impl<T> DynamoDbEmitter<T> {
             tokio::time::sleep(delays.next_delay()).await;
         }
     }
+}
+
+/// A chunk whose every item was written or refused.
+pub(crate) struct WrittenChunk {
+    /// Items refused as invalid when sent alone.
+    pub(crate) rejected: Vec<RejectedItem>,
+    /// A chunk of one item refused as invalid: rejected if the table is known
+    /// to accept writes once the whole batch has answered, else the failure.
+    pub(crate) lone_refusal: Option<(RejectedItem, ChunkFailure)>,
 }
 
 /// A chunk of a batch that was not completely written.

@@ -1,6 +1,7 @@
 //! `DynamoDbEmitterBuilder`: the emitter's configuration, checked once.
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 
 use aws_sdk_dynamodb::Client;
 use kinesis_connectors_core::{BoxError, RetryPolicy};
@@ -129,6 +130,7 @@ impl<T> DynamoDbEmitterBuilder<T> {
             mapper: self.mapper,
             conditional: self.conditional,
             counters: Counters::default(),
+            table_accepted_writes: AtomicBool::new(false),
         })
     }
 }

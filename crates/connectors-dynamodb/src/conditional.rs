@@ -192,8 +192,9 @@ impl<T> DynamoDbEmitter<T> {
     /// after the other in batch order, different keys concurrently. After a
     /// failure no put starts; the ones in flight finish. An item refused as
     /// invalid (`ValidationException`) is returned as rejected, unless every
-    /// item of the batch was: then the table or the request is at fault, and
-    /// the batch fails with one of those refusals.
+    /// item of the batch was and the table never accepted a write from this
+    /// emitter: then the table or the request is at fault, and the batch
+    /// fails with one of those refusals.
     pub(crate) async fn write_conditional(
         &self,
         condition: &ConditionalPut,
@@ -241,6 +242,7 @@ impl<T> DynamoDbEmitter<T> {
         }
         let mut refused: Vec<(usize, DynamoDbError)> = refused.into_iter().flatten().collect();
         if refused.len() == items
+            && !self.table_accepts_writes()
             && let Some((_, error)) = refused.pop()
         {
             return Err(error);
@@ -270,6 +272,7 @@ impl<T> DynamoDbEmitter<T> {
                 .await;
             match result {
                 Ok(_) => {
+                    self.note_accepted_write();
                     add(&self.counters.items_written, 1);
                     return Ok(());
                 }
@@ -278,7 +281,9 @@ impl<T> DynamoDbEmitter<T> {
                         .as_service_error()
                         .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
                 {
-                    // The stored item wins (e.g. it has a newer version).
+                    // The stored item wins (e.g. it has a newer version);
+                    // the table took the request, so it accepts writes.
+                    self.note_accepted_write();
                     add(&self.counters.stale_skipped, 1);
                     return Ok(());
                 }

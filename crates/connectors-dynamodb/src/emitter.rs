@@ -4,7 +4,7 @@
 //! condition), `executor` (bounded concurrency); the builder in `builder`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -139,6 +139,23 @@ pub struct DynamoDbEmitter<T> {
     pub(crate) mapper: Box<ItemMapper<T>>,
     pub(crate) conditional: Option<ConditionalPut>,
     pub(crate) counters: Counters,
+    /// Whether DynamoDB has accepted a write to the table from this emitter:
+    /// then an item it refuses as invalid is the item's fault, even alone,
+    /// not the table's or the request's.
+    pub(crate) table_accepted_writes: AtomicBool,
+}
+
+impl<T> DynamoDbEmitter<T> {
+    /// Records that DynamoDB accepted a write to the table.
+    pub(crate) fn note_accepted_write(&self) {
+        self.table_accepted_writes.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether DynamoDB has accepted a write to the table (see
+    /// `table_accepted_writes`).
+    pub(crate) fn table_accepts_writes(&self) -> bool {
+        self.table_accepted_writes.load(Ordering::Relaxed)
+    }
 }
 
 impl<T> fmt::Debug for DynamoDbEmitter<T> {

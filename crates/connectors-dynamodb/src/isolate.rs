@@ -5,24 +5,42 @@ use aws_sdk_dynamodb::types::WriteRequest;
 use kinesis_connectors_core::RejectedItem;
 use tracing::{debug, warn};
 
-use crate::batch::{ChunkError, ChunkFailure};
+use crate::batch::{ChunkError, ChunkFailure, WrittenChunk};
 use crate::emitter::DynamoDbEmitter;
 use crate::error::DynamoDbError;
 
 impl<T> DynamoDbEmitter<T> {
     /// Writes one chunk of `(batch index, request)`; when DynamoDB refuses
     /// a chunk of several items as invalid, finds the items at fault (see
-    /// [`isolate`](Self::isolate)) and returns them.
+    /// [`isolate`](Self::isolate)) and returns them. A refused chunk of one
+    /// item comes back as a `lone_refusal`, for the batch to decide once all
+    /// its chunks answered.
     pub(crate) async fn write_chunk_isolating(
         &self,
         chunk: Vec<(usize, WriteRequest)>,
-    ) -> std::result::Result<Vec<RejectedItem>, ChunkFailure> {
+    ) -> std::result::Result<WrittenChunk, ChunkFailure> {
         let requests = chunk.iter().map(|(_, request)| request.clone()).collect();
         match self.write_chunk(requests).await {
-            Ok(()) => Ok(Vec::new()),
-            Err(failure) if chunk.len() > 1 && failure.is_validation() => {
-                self.isolate(chunk, failure).await
-            }
+            Ok(()) => Ok(WrittenChunk {
+                rejected: Vec::new(),
+                lone_refusal: None,
+            }),
+            Err(failure) if failure.is_validation() => match chunk.as_slice() {
+                [(index, _)] => {
+                    let item = match &failure.cause {
+                        ChunkError::Request(error) => refused_item(&self.table, *index, error),
+                        ChunkError::Unprocessed { .. } => return Err(failure),
+                    };
+                    Ok(WrittenChunk {
+                        rejected: Vec::new(),
+                        lone_refusal: Some((item, failure)),
+                    })
+                }
+                _ => Ok(WrittenChunk {
+                    rejected: self.isolate(chunk, failure).await?,
+                    lone_refusal: None,
+                }),
+            },
             Err(failure) => Err(failure),
         }
     }
@@ -30,8 +48,9 @@ impl<T> DynamoDbEmitter<T> {
     /// Sends each item of a chunk DynamoDB refused as invalid on its own, one
     /// after the other in the chunk's slot (each send retried like a chunk):
     /// the items it refuses alone become rejected items, the others are
-    /// written. If it refuses every item, the table or the request is at
-    /// fault, not the items, and the chunk's `failure` stands.
+    /// written. If it refuses every item and has never accepted a write to
+    /// the table, the table or the request is at fault, not the items, and
+    /// the chunk's `failure` stands.
     ///
     /// DynamoDB validates a request before writing any of it, so the chunk
     /// was normally refused at its first send; if it was refused only when
@@ -64,7 +83,7 @@ impl<T> DynamoDbEmitter<T> {
                 }
             }
         }
-        if rejected.len() == items {
+        if rejected.len() == items && !self.table_accepts_writes() {
             warn!(
                 table = %self.table,
                 items,

@@ -524,8 +524,8 @@ async fn throttling_past_the_limit_is_a_retryable_error() {
 
 #[tokio::test(start_paused = true)]
 async fn a_one_item_chunk_refused_as_invalid_fails_for_good() {
-    // Alone in its chunk, the item cannot be told from a table-level
-    // problem: no isolation, no rejection, the batch fails for good.
+    // Alone in its chunk, before the table ever accepted a write, the item
+    // cannot be told from a table-level problem: the batch fails for good.
     let rule = mock!(Client::batch_write_item).then_error(validation_error);
     let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
     let error = emitter
@@ -1080,6 +1080,34 @@ async fn an_item_dynamodb_refuses_is_isolated_and_rejected() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lone_refused_item_in_the_last_chunk_is_rejected_like_in_a_big_chunk() {
+    // 26 items: a chunk of 25 that is written, then item 25 alone, refused.
+    let (rule, calls) = refusing(|item| id_of(item) == "e25");
+    let emitter = emitter(client(RuleMode::MatchAny, &[&rule]));
+    let events: Vec<Event> = (0..26).map(|i| event(&format!("e{i}"), i)).collect();
+    let outcome = emitter.emit(&events_batch(events)).await.unwrap();
+    assert_eq!(outcome.rejected.len(), 1, "{:?}", outcome.rejected);
+    assert_eq!(outcome.rejected[0].index, 25);
+    assert!(
+        outcome.rejected[0].reason.contains("ValidationException"),
+        "{:?}",
+        outcome.rejected
+    );
+    assert_eq!(calls.lock().unwrap().len(), 2, "no isolation round needed");
+    let stats = emitter.stats();
+    assert_eq!((stats.items_written, stats.items_rejected), (25, 1));
+
+    // Once the table took writes, a batch of one refused item is rejected
+    // too, instead of failing the shard on every restart.
+    let outcome = emitter
+        .emit(&events_batch(vec![event("e25", 25)]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.rejected.len(), 1);
+    assert_eq!(emitter.stats().items_rejected, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn every_item_refused_alone_fails_the_batch_for_good() {
     // E.g. the table's key schema does not match `key_attributes`: rejecting
     // every item would silently drop the batch.
@@ -1319,7 +1347,7 @@ async fn conditional_puts_retry_throttling_and_reject_items_without_the_version(
 }
 
 #[tokio::test(start_paused = true)]
-async fn conditional_puts_reject_an_item_dynamodb_refuses_unless_it_refuses_all() {
+async fn conditional_puts_reject_an_item_dynamodb_refuses_unless_the_table_never_took_a_write() {
     // DynamoDB refuses every put of an item with value 99.
     let rule = mock!(Client::put_item).then_compute_response(|input| {
         if value_of(input.item().unwrap()) == 99 {
@@ -1351,8 +1379,23 @@ async fn conditional_puts_reject_an_item_dynamodb_refuses_unless_it_refuses_all(
     let stats = emitter.stats();
     assert_eq!((stats.items_written, stats.items_rejected), (3, 1));
 
-    // Every item refused: a table-level problem, the batch fails for good.
-    let error = emitter
+    // The table took writes: a batch whose items are all refused, even a
+    // single item, is the items' fault and they are rejected.
+    let outcome = emitter
+        .emit(&events_batch(vec![event("z", 99)]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.rejected.len(), 1, "{:?}", outcome.rejected);
+    assert_eq!(emitter.stats().items_rejected, 2);
+
+    // Every item refused by a table that never took a write: a table-level
+    // problem, the batch fails for good.
+    let fresh = DynamoDbEmitter::<Event>::builder(client(RuleMode::MatchAny, &[&rule]), TABLE)
+        .key_attributes(["id"])
+        .conditional_put(ConditionalPut::newer_version("value"))
+        .build()
+        .unwrap();
+    let error = fresh
         .emit(&events_batch(vec![event("x", 99), event("y", 99)]))
         .await
         .unwrap_err();
@@ -1362,7 +1405,7 @@ async fn conditional_puts_reject_an_item_dynamodb_refuses_unless_it_refuses_all(
         Some(RequestErrorKind::Permanent)
     );
     assert!(error.to_string().contains("ValidationException"), "{error}");
-    assert_eq!(emitter.stats().items_rejected, 1, "nothing more rejected");
+    assert_eq!(fresh.stats().items_rejected, 0, "nothing rejected");
 }
 
 // ---------------------------------------------------------------------------
