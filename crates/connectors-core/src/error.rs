@@ -123,7 +123,9 @@ pub enum Error {
 
     /// Shutdown's grace period ended before the shard had flushed, emitted
     /// and checkpointed; it was stopped without its last checkpoint.
-    #[error("shard {shard_id}: still busy after the shutdown grace period of {grace:?}; stopped without its last checkpoint")]
+    #[error(
+        "shard {shard_id}: still busy after the shutdown grace period of {grace:?}; stopped without its last checkpoint"
+    )]
     ShutdownTimedOut {
         /// The shard that was stopped.
         shard_id: String,

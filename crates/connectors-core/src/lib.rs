@@ -31,8 +31,8 @@ pub use retry::{Backoff, RetryPolicy};
 pub use shard::{
     LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
 };
-pub use status::{ConsumerStatus, ShardState, ShardStatus};
 pub use source::{InitialPosition, RecordSource, RecordsPage, ShardInfo, StartPosition};
+pub use status::{ConsumerStatus, ShardState, ShardStatus};
 pub use stream::{
     PipelineFactory, ShardFailurePolicy, StreamConsumer, StreamConsumerBuilder, StreamReport,
 };

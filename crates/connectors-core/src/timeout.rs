@@ -38,7 +38,10 @@ mod tests {
         let error = slow.err().map(|e| (e.is_retryable(), e.to_string()));
         assert_eq!(
             error,
-            Some((true, "emit failed (retryable): timed out after 1s".to_owned()))
+            Some((
+                true,
+                "emit failed (retryable): timed out after 1s".to_owned()
+            ))
         );
         let fast = within(Duration::from_secs(1), async { Ok(2) }, |_| {
             Error::Config("unused".into())
