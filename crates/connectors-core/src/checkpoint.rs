@@ -128,6 +128,36 @@ pub trait CheckpointStore: Send + Sync {
         let _ = lease;
         self.set(key, checkpoint).await
     }
+
+    /// Whether this store keeps pending batches
+    /// ([`set_pending_batch`](Self::set_pending_batch)); without them a batch
+    /// cut by time (age, shutdown) may be cut elsewhere when replayed after
+    /// a crash, so sinks that name outputs by batch range can load records
+    /// twice. Stores that keep them override this and the two methods below.
+    fn keeps_pending_batches(&self) -> bool {
+        false
+    }
+
+    /// The last position of a batch that was about to be emitted when it
+    /// was recorded, if one was recorded after the stored checkpoint's
+    /// position; the consumer cuts its first batch exactly there on start.
+    /// A pending position at or before the checkpoint is stale and may be
+    /// returned or not.
+    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Records `end` as the last position of the batch about to be emitted,
+    /// only while `lease` is still held with the same counter (as
+    /// [`set_fenced`](Self::set_fenced)); replaces any earlier pending batch.
+    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
+        let _ = (end, lease);
+        Err(Error::Config(format!(
+            "this checkpoint store keeps no pending batches (shard {})",
+            key.shard_id
+        )))
+    }
 }
 
 #[async_trait]
@@ -145,6 +175,15 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
         lease: &Lease,
     ) -> Result<()> {
         (**self).set_fenced(key, checkpoint, lease).await
+    }
+    fn keeps_pending_batches(&self) -> bool {
+        (**self).keeps_pending_batches()
+    }
+    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
+        (**self).pending_batch(key).await
+    }
+    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
+        (**self).set_pending_batch(key, end, lease).await
     }
 }
 
@@ -171,6 +210,7 @@ pub struct MemoryCheckpointStore {
 #[derive(Debug, Default)]
 struct MemoryState {
     checkpoints: HashMap<ShardKey, Checkpoint>,
+    pending: HashMap<ShardKey, Position>,
     leases: HashMap<ShardKey, MemoryLease>,
 }
 
@@ -251,6 +291,23 @@ impl CheckpointStore for MemoryCheckpointStore {
             state.held(key, lease)?;
         }
         state.set(key, checkpoint);
+        Ok(())
+    }
+
+    fn keeps_pending_batches(&self) -> bool {
+        true
+    }
+
+    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
+        Ok(self.lock().pending.get(key).cloned())
+    }
+
+    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
+        let mut state = self.lock();
+        if state.leases.contains_key(key) {
+            state.held(key, lease)?;
+        }
+        state.pending.insert(key.clone(), end.clone());
         Ok(())
     }
 }

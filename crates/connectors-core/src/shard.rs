@@ -58,6 +58,14 @@ pub struct ShardConfig {
     /// Limit on one `ListShards`, `GetShardIterator` or `GetRecords` call
     /// (default 30 s); a timed-out read is retried like a network error.
     pub read_timeout: Duration,
+    /// Replay-stable batches (default on): before emitting a batch cut by
+    /// time (its age, a shutdown, a read error) the shard records the
+    /// batch's end in the checkpoint store, and after a crash, a takeover or
+    /// a restart its first batch is cut exactly there, whatever the limits
+    /// say. Batches cut by count, bytes or shard end are cut the same way
+    /// on replay by themselves and cost nothing extra. Needs a store that
+    /// keeps pending batches ([`CheckpointStore::keeps_pending_batches`]).
+    pub replay_stable_batches: bool,
 }
 
 impl Default for ShardConfig {
@@ -70,6 +78,7 @@ impl Default for ShardConfig {
             emit_timeout: Duration::from_secs(300),
             checkpoint_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(30),
+            replay_stable_batches: true,
         }
     }
 }
@@ -111,6 +120,13 @@ impl ShardConfig {
     /// This configuration giving one checkpoint or lease call at most `limit`.
     pub const fn with_checkpoint_timeout(mut self, limit: Duration) -> Self {
         self.checkpoint_timeout = limit;
+        self
+    }
+
+    /// This configuration with replay-stable batches on or off (see
+    /// [`replay_stable_batches`](Self::replay_stable_batches)).
+    pub const fn with_replay_stable_batches(mut self, on: bool) -> Self {
+        self.replay_stable_batches = on;
         self
     }
 
@@ -338,6 +354,27 @@ struct Processor<T: Transformer> {
     /// Shutdown: once it fires, store retries are bounded so `run` returns.
     cancel: CancellationToken,
     status: ConsumerStatus,
+    /// Replaying: the end of a time-cut batch that may have been emitted
+    /// before the last stop; the first batch is cut exactly there.
+    replay_until: Option<Position>,
+    /// Whether time-cut batches record their end first.
+    record_pending: bool,
+}
+
+/// Why a batch is cut.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// By the records alone (count, bytes, shard end, a replayed batch's
+    /// recorded end): the same records make the same batch again.
+    ByRecords,
+    /// By time (age, shutdown, a read error): its end is recorded first.
+    ByTime,
+}
+
+/// A write to the checkpoint store, fenced by the lease.
+enum StoreWrite<'a> {
+    Checkpoint(&'a Checkpoint),
+    PendingBatch(&'a Position),
 }
 
 /// Stops the processing loop early.
@@ -386,6 +423,8 @@ impl<T: Transformer> Processor<T> {
             checkpointed: None,
             cancel,
             status,
+            replay_until: None,
+            record_pending: false,
         }
     }
 
@@ -401,6 +440,9 @@ impl<T: Transformer> Processor<T> {
             Err(Stop::LeaseLost) => return ShardOutcome::LeaseLost,
             Err(Stop::Failed(error)) => return ShardOutcome::Failed(error),
         };
+        if let Err(stop) = self.prepare_replay(&cancel).await {
+            return stop.into();
+        }
         let start = match &self.checkpointed {
             Some(Checkpoint::ShardEnd) => {
                 debug!("shard already finished");
@@ -472,8 +514,10 @@ impl<T: Transformer> Processor<T> {
                 biased;
                 () = lost.cancelled() => return ShardOutcome::LeaseLost,
                 () = cancel.cancelled() => break,
-                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.flush().await
+                // A replayed batch ignores its age: it ends where it ended before.
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() && self.replay_until.is_none() => {
+                    self.flush(Cut::ByTime).await
                 }
                 page = pages.recv() => match page {
                     Some(Ok(page)) => match self.handle_page(page).await {
@@ -486,7 +530,7 @@ impl<T: Transformer> Processor<T> {
                     },
                     Some(Err(error)) => {
                         // Deliver what was read before giving up on the shard.
-                        return match self.flush().await {
+                        return match self.flush_unless_replaying().await {
                             Ok(()) => ShardOutcome::Failed(error),
                             Err(stop) => stop.into(),
                         };
@@ -500,10 +544,51 @@ impl<T: Transformer> Processor<T> {
                 return stop.into();
             }
         }
-        match self.flush().await {
+        match self.flush_unless_replaying().await {
             Ok(()) => ShardOutcome::Shutdown,
             Err(stop) => stop.into(),
         }
+    }
+
+    /// Flushes a batch cut by time, unless it is a replayed batch not yet at
+    /// its recorded end: that one is left unemitted (and unacknowledged), so
+    /// the next start cuts it where it was cut before.
+    async fn flush_unless_replaying(&mut self) -> Result<(), Stop> {
+        if self.replay_until.is_some() {
+            debug!("stopping inside a replayed batch; it is read again on the next start");
+            return Ok(());
+        }
+        self.flush(Cut::ByTime).await
+    }
+
+    /// Reads the pending batch recorded before the last stop, if replay-stable
+    /// batches are on and the store keeps them.
+    async fn prepare_replay(&mut self, cancel: &CancellationToken) -> Result<(), Stop> {
+        if !self.env.config.replay_stable_batches {
+            return Ok(());
+        }
+        if !self.env.store.keeps_pending_batches() {
+            warn!(
+                "replay-stable batches are on but the checkpoint store keeps no pending batches: \
+                 a batch cut by time may be cut elsewhere when replayed"
+            );
+            return Ok(());
+        }
+        self.record_pending = true;
+        let pending = self
+            .read_with_retry("the pending batch", cancel, || {
+                self.env.store.pending_batch(&self.key)
+            })
+            .await?;
+        self.replay_until = match (pending, &self.checkpointed) {
+            (Some(end), Some(Checkpoint::At(done))) if end > *done => Some(end),
+            (Some(end), None) => Some(end),
+            _ => None,
+        };
+        if let Some(end) = &self.replay_until {
+            info!(end = %end, "replaying: the first batch ends where the unacknowledged one did");
+        }
+        Ok(())
     }
 
     /// Runs a page through the pipeline; `Some(children)` at shard end.
@@ -553,8 +638,15 @@ impl<T: Transformer> Processor<T> {
         // Failed and filtered records are pushed as `None`: the batch still
         // covers them, so the checkpoint moves past them.
         self.pipeline.buffer.push(record, item);
-        if self.pipeline.buffer.is_full() {
-            self.flush().await?;
+        match &self.replay_until {
+            // A replayed batch ends at its recorded end, whatever the limits.
+            Some(end) if record.position() >= *end => {
+                self.replay_until = None;
+                self.flush(Cut::ByRecords).await?;
+            }
+            Some(_) => {}
+            None if self.pipeline.buffer.is_full() => self.flush(Cut::ByRecords).await?,
+            None => {}
         }
         Ok(())
     }
@@ -616,11 +708,17 @@ impl<T: Transformer> Processor<T> {
     }
 
     /// Emits whatever is buffered, then checkpoints past it.
-    async fn flush(&mut self) -> Result<(), Stop> {
+    async fn flush(&mut self, cut: Cut) -> Result<(), Stop> {
         let Some(batch) = self.pipeline.buffer.take(&self.context) else {
             return Ok(());
         };
         if !batch.is_empty() {
+            if cut == Cut::ByTime && self.record_pending {
+                // Recorded before the emit: a crash after it replays the
+                // same batch, which a sink naming outputs by range overwrites.
+                self.store_write(StoreWrite::PendingBatch(&batch.last))
+                    .await?;
+            }
             let started = Instant::now();
             let outcome = emit_with_retry(
                 &*self.pipeline.emitter,
@@ -679,7 +777,8 @@ impl<T: Transformer> Processor<T> {
 
     /// Reaching SHARD_END: everything is emitted, then the marker is written.
     async fn finish_shard(&mut self) -> Result<(), Stop> {
-        self.flush().await?;
+        self.replay_until = None;
+        self.flush(Cut::ByRecords).await?;
         self.checkpoint(Checkpoint::ShardEnd).await
     }
 
@@ -687,21 +786,33 @@ impl<T: Transformer> Processor<T> {
         &self,
         cancel: &CancellationToken,
     ) -> Result<Option<Checkpoint>, Stop> {
+        self.read_with_retry("the checkpoint", cancel, || self.env.store.get(&self.key))
+            .await
+    }
+
+    /// Runs a store read with its time limit, retrying retryable failures
+    /// until shutdown.
+    async fn read_with_retry<R, F, Fut>(
+        &self,
+        what: &str,
+        cancel: &CancellationToken,
+        mut read: F,
+    ) -> Result<R, Stop>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<R>>,
+    {
         let mut delays = self.env.config.retry.delays();
         loop {
-            let read = within(
-                self.env.config.checkpoint_timeout,
-                self.env.store.get(&self.key),
-                |after| {
-                    Error::checkpoint_retryable(format!(
-                        "reading the checkpoint did not finish within {after:?}"
-                    ))
-                },
-            );
-            match read.await {
-                Ok(checkpoint) => return Ok(checkpoint),
+            let attempt = within(self.env.config.checkpoint_timeout, read(), |after| {
+                Error::checkpoint_retryable(format!(
+                    "reading {what} did not finish within {after:?}"
+                ))
+            });
+            match attempt.await {
+                Ok(value) => return Ok(value),
                 Err(error) if error.is_retryable() && !cancel.is_cancelled() => {
-                    warn!(%error, "reading the checkpoint failed; retrying");
+                    warn!(%error, "reading {what} failed; retrying");
                     sleep(delays.next_delay()).await;
                 }
                 Err(error) => return Err(error.into()),
@@ -710,8 +821,7 @@ impl<T: Transformer> Processor<T> {
     }
 
     /// Writes `checkpoint` (fenced by the lease) unless it is not newer than
-    /// the stored one. Retryable store errors are retried until shutdown,
-    /// then a bounded number of times.
+    /// the stored one.
     async fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), Stop> {
         if self
             .checkpointed
@@ -720,6 +830,23 @@ impl<T: Transformer> Processor<T> {
         {
             return Ok(());
         }
+        self.store_write(StoreWrite::Checkpoint(&checkpoint))
+            .await?;
+        debug!(%checkpoint, "checkpoint written");
+        self.status.checkpointed(&self.context.shard_id);
+        self.stats.checkpoints_written += 1;
+        self.metrics.checkpoint_writes.increment(1);
+        self.checkpointed = Some(checkpoint);
+        Ok(())
+    }
+
+    /// Runs a fenced store write with its time limit. Retryable store errors
+    /// are retried until shutdown, then a bounded number of times.
+    async fn store_write(&mut self, write: StoreWrite<'_>) -> Result<(), Stop> {
+        let what = match write {
+            StoreWrite::Checkpoint(_) => "the checkpoint",
+            StoreWrite::PendingBatch(_) => "the pending batch",
+        };
         let mut delays = self.env.config.retry.delays();
         let mut attempts = 0;
         loop {
@@ -728,28 +855,27 @@ impl<T: Transformer> Processor<T> {
             }
             attempts += 1;
             let lease = self.lease.lock().await;
-            let written = within(
-                self.env.config.checkpoint_timeout,
-                self.env.store.set_fenced(&self.key, &checkpoint, &lease),
-                |after| {
-                    Error::checkpoint_retryable(format!(
-                        "writing the checkpoint did not finish within {after:?}"
-                    ))
-                },
-            )
+            let call = match write {
+                StoreWrite::Checkpoint(checkpoint) => {
+                    self.env.store.set_fenced(&self.key, checkpoint, &lease)
+                }
+                StoreWrite::PendingBatch(end) => {
+                    self.env.store.set_pending_batch(&self.key, end, &lease)
+                }
+            };
+            let written = within(self.env.config.checkpoint_timeout, call, |after| {
+                Error::checkpoint_retryable(format!(
+                    "writing {what} did not finish within {after:?}"
+                ))
+            })
             .await;
             drop(lease);
             match written {
                 Ok(()) => {
-                    debug!(%checkpoint, "checkpoint written");
-                    self.status.checkpointed(&self.context.shard_id);
                     if attempts > 1 {
                         self.status
                             .set_state(&self.context.shard_id, ShardState::Reading);
                     }
-                    self.stats.checkpoints_written += 1;
-                    self.metrics.checkpoint_writes.increment(1);
-                    self.checkpointed = Some(checkpoint);
                     return Ok(());
                 }
                 Err(error)
@@ -757,7 +883,7 @@ impl<T: Transformer> Processor<T> {
                         && (!self.cancel.is_cancelled()
                             || attempts < self.env.config.retry.max_attempts) =>
                 {
-                    warn!(%error, attempts, "checkpoint write failed; retrying");
+                    warn!(%error, attempts, "writing {what} failed; retrying");
                     self.status.update(&self.context.shard_id, |shard| {
                         shard.state = ShardState::BackingOff;
                         shard.last_error = Some(error.to_string());
