@@ -3,6 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::kpl::AggregateFault;
+use crate::record::SequenceNumber;
+
 /// A boxed error from a backend (SDK, database, user code).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -152,6 +155,17 @@ pub enum Error {
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// A record starts with the KPL magic but is not a valid aggregate
+    /// ([`kpl::deaggregate`](crate::kpl::deaggregate)); readers hand it on
+    /// whole, as the KCL does.
+    #[error("record {sequence} is not a valid KPL aggregate: {fault}")]
+    InvalidAggregate {
+        /// The record's sequence number.
+        sequence: SequenceNumber,
+        /// What is wrong with it.
+        fault: AggregateFault,
+    },
 }
 
 impl Error {
@@ -172,7 +186,8 @@ impl Error {
             | Self::ShutdownTimedOut { .. }
             | Self::ShardFailed { .. }
             | Self::InvalidSequenceNumber(_)
-            | Self::Config(_) => false,
+            | Self::Config(_)
+            | Self::InvalidAggregate { .. } => false,
         }
     }
 

@@ -3,6 +3,7 @@
 mod buffer;
 mod checkpoint;
 mod error;
+pub mod kpl;
 mod lease;
 pub mod metrics;
 mod pipeline;
