@@ -163,3 +163,98 @@ async fn example_redshift_manifest_binary_loads_every_event_once_and_stops_on_si
     );
     std::fs::remove_file(&config).ok();
 }
+
+/// Kills the binary with SIGKILL (no flush, no checkpoint) and reaps it.
+fn kill_hard(child: &mut Child) {
+    child.kill().expect("SIGKILL redshift-manifest");
+    child.wait().expect("reap redshift-manifest");
+}
+
+/// Events for the kill loop, and how many SIGKILLs it survives. Enough for
+/// several age-cut batches between kills at the shipped 1 s batch age.
+const LIVE_EVENTS: u64 = 1_500;
+const KILLS: u32 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_redshift_manifest_killed_in_a_loop_with_live_traffic_loads_every_event_once() {
+    let binary =
+        tokio::task::spawn_blocking(|| example_binary("redshift-manifest", "redshift-manifest"))
+            .await
+            .unwrap();
+    let run = unique_name("rsk");
+    let (config, input, _, table) = write_config(&run);
+    let kinesis = kinesis_client().await;
+    let mut events = ProducerConfig::new(input.clone(), LIVE_EVENTS);
+    events.create_shards = Some(2);
+    // Slow enough that events keep arriving through every kill.
+    events.rate = 60;
+    producer::ensure_stream(&kinesis, &input, 2).await.unwrap();
+    let cancel = kinesis_connectors_core::CancellationToken::new();
+    let producing = {
+        let kinesis = kinesis.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { producer::produce(&kinesis, &events, &cancel, |_| {}).await })
+    };
+
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database_url())
+        .await
+        .unwrap();
+    let count = |sql: String| {
+        let pool = pool.clone();
+        async move {
+            match sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+                .fetch_one(&pool)
+                .await
+            {
+                Ok(n) => n,
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => 0,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let rows = format!("SELECT count(*) FROM \"{table}\"");
+    let distinct = format!("SELECT count(DISTINCT id) FROM \"{table}\"");
+
+    // Kill at moments spread over a batch age and a checkpoint: a
+    // deterministic spread (the run id seeds it) rather than a fixed beat.
+    let seed = run
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    for kill in 0..KILLS {
+        let mut child = start(&binary, &config);
+        let alive_ms = 2_500 + (seed.rotate_left(kill * 7) % 3_000);
+        tokio::time::sleep(Duration::from_millis(alive_ms)).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("redshift-manifest exited by itself with {status} (run {kill})");
+        }
+        tokio::task::block_in_place(|| kill_hard(&mut child));
+    }
+    let produced = producing.await.unwrap().unwrap();
+    assert_eq!(produced.sent, LIVE_EVENTS);
+
+    // Then run to completion.
+    let mut child = start(&binary, &config);
+    let started = Instant::now();
+    while count(distinct.clone()).await < LIVE_EVENTS as i64 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("redshift-manifest exited early with {status}");
+        }
+        if started.elapsed() > WAIT {
+            child.kill().ok();
+            panic!("not every event was loaded within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A moment more, so that late duplicates would show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| terminate(&mut child));
+    let (rows, distinct) = (count(rows).await, count(distinct).await);
+    assert_eq!(
+        (rows, distinct),
+        (LIVE_EVENTS as i64, LIVE_EVENTS as i64),
+        "rows, distinct events after {KILLS} SIGKILLs with live traffic"
+    );
+    std::fs::remove_file(&config).ok();
+}

@@ -104,6 +104,11 @@ impl<T: Encoder> fmt::Debug for S3Emitter<T> {
 }
 
 impl<T: Encoder> S3Emitter<T> {
+    /// Whether its keys name each batch's whole range (see the key template).
+    pub(crate) fn names_the_range(&self) -> bool {
+        self.template.names_the_range()
+    }
+
     /// Starts an emitter writing to `bucket` through `client`, encoding
     /// items with `transformer` (one per line by default).
     ///
@@ -135,6 +140,11 @@ impl<T: Encoder> S3Emitter<T> {
     /// The bucket objects go to.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The key template, as given to the builder.
+    pub fn key_template(&self) -> &str {
+        self.template.source()
     }
 
     /// The key `batch` is written under (also for an empty batch, which is

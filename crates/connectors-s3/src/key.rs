@@ -197,6 +197,19 @@ impl KeyTemplate {
         Ok(parsed)
     }
 
+    /// Whether a key names the batch's whole range (`{first_seq}` and
+    /// `{last_seq}`): then two batches that differ in any record never share
+    /// a key, even if a replay were cut elsewhere, so a file table that
+    /// de-duplicates by key loads each record at most once.
+    pub(crate) fn names_the_range(&self) -> bool {
+        let has = |wanted: Field| {
+            self.parts
+                .iter()
+                .any(|part| matches!(part, Part::Field(field) if *field == wanted))
+        };
+        has(Field::FirstSeq) && has(Field::LastSeq)
+    }
+
     /// The template as written.
     pub(crate) fn source(&self) -> &str {
         &self.source
@@ -287,6 +300,14 @@ impl KeyTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_templates_with_both_ends_name_the_range() {
+        let named = |t: &str| KeyTemplate::parse(t).map(|t| t.names_the_range()).ok();
+        assert_eq!(named(DEFAULT_KEY_TEMPLATE), Some(true));
+        assert_eq!(named("{shard}/{first_seq}-{last_seq}"), Some(true));
+        assert_eq!(named("{shard}/{first_seq}"), Some(false));
+    }
     use kinesis_connectors_core::SequenceNumber;
 
     fn values<'a>(first: &'a Position, last: &'a Position, time: i64) -> KeyValues<'a> {

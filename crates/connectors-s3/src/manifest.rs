@@ -44,7 +44,9 @@ impl<T: Encoder> S3ManifestEmitter<T> {
     /// stream name, or a stream ARN starting with `arn:`) through `kinesis`.
     ///
     /// Fails with [`Error::Config`], naming the bucket, when `stream` is
-    /// empty.
+    /// empty or when the key template lacks `{first_seq}` or `{last_seq}`
+    /// (an object name must stand for exactly one batch, since the second
+    /// stage loads each object once).
     pub fn new(
         s3: S3Emitter<T>,
         kinesis: aws_sdk_kinesis::Client,
@@ -55,6 +57,17 @@ impl<T: Encoder> S3ManifestEmitter<T> {
             return Err(Error::Config(format!(
                 "manifest emitter for bucket {:?}: the manifest stream name is empty",
                 s3.bucket()
+            )));
+        }
+        // The second stage loads each object once, by its key: a key that
+        // leaves out either end of the batch could name two different sets
+        // of records, and the second would be skipped as already loaded.
+        if !s3.names_the_range() {
+            return Err(Error::Config(format!(
+                "manifest emitter for bucket {:?}: key template {:?} must contain both {{first_seq}} and {{last_seq}}, \
+                 so that each object name stands for exactly one batch (the manifest pipeline loads each object once)",
+                s3.bucket(),
+                s3.key_template()
             )));
         }
         Ok(Self {

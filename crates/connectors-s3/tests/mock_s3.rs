@@ -976,6 +976,24 @@ async fn manifest_failures_are_classified_and_name_the_object() {
     let text = err.to_string();
     assert!(text.contains("manifest stream name is empty"), "{text}");
     assert!(text.contains(&format!("bucket {BUCKET:?}")), "{text}");
+
+    // A key that leaves out an end of the batch could name two sets of
+    // records; the second stage would skip the second as already loaded.
+    let err = S3ManifestEmitter::new(
+        S3Emitter::builder(s3_client(&[]), BUCKET, Utf8Transformer)
+            .key_template("{prefix}/{shard}/{first_seq}")
+            .build()
+            .unwrap(),
+        kinesis_client(&Manifest::default(), Vec::new()),
+        "manifest",
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("{first_seq}") && text.contains("{last_seq}") && text.contains(BUCKET),
+        "{text}"
+    );
 }
 
 #[tokio::test]
