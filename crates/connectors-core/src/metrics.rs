@@ -42,6 +42,14 @@ pub const LAST_CHECKPOINT_TIMESTAMP: &str = "kinesis_connectors_last_checkpoint_
 /// this worker's shards.
 pub const STREAM_MAX_MILLIS_BEHIND_LATEST: &str =
     "kinesis_connectors_stream_max_millis_behind_latest";
+/// Counter: KPL sub-records a reader dropped because their hash key lies
+/// outside the shard's range (the KCL drops them too: after resharding they
+/// are read from the shard that owns them).
+pub const KPL_SUB_RECORDS_OUTSIDE_SHARD: &str =
+    "kinesis_connectors_kpl_sub_records_outside_shard_total";
+/// Counter: records that start with the KPL magic but are not valid
+/// aggregates; a reader hands them on whole, as the KCL does.
+pub const KPL_INVALID_AGGREGATES: &str = "kinesis_connectors_kpl_invalid_aggregates_total";
 /// Histogram: seconds one successful `emit` call took.
 pub const EMIT_LATENCY: &str = "kinesis_connectors_emit_latency_seconds";
 

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::kpl::HashKeyRange;
 use crate::record::{Record, SequenceNumber};
 
 /// Where to start reading a shard.
@@ -60,6 +61,10 @@ pub struct ShardInfo {
     pub adjacent_parent_shard_id: Option<String>,
     /// The last sequence number of a closed shard; `None` while the shard is open.
     pub ending_sequence_number: Option<SequenceNumber>,
+    /// The hash keys the shard owns; `None` when the source does not know
+    /// them. A reader that de-aggregates KPL records needs it to drop the
+    /// sub-records that belong to another shard after resharding.
+    pub hash_key_range: Option<HashKeyRange>,
 }
 
 impl ShardInfo {
@@ -70,6 +75,7 @@ impl ShardInfo {
             parent_shard_id: None,
             adjacent_parent_shard_id: None,
             ending_sequence_number: None,
+            hash_key_range: None,
         }
     }
 

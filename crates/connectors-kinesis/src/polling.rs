@@ -1,6 +1,8 @@
 //! The polling retrieval: a [`RecordSource`] over `ListShards`,
 //! `GetShardIterator` and `GetRecords`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -11,9 +13,10 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use kinesis_connectors_aws::{ErrorClass, Service};
 
+use kinesis_connectors_core::kpl::{self, HashKeyRange};
 use kinesis_connectors_core::{
     Error, Record, RecordSource, RecordsPage, Result, SequenceNumber, ShardInfo, SourceErrorKind,
-    StartPosition,
+    StartPosition, metrics,
 };
 
 /// Reads a stream with `ListShards`, `GetShardIterator` and `GetRecords`
@@ -25,6 +28,9 @@ use kinesis_connectors_core::{
 /// come from the caller's `SdkConfig` (and `AWS_ENDPOINT_URL_KINESIS` for
 /// emulators).
 ///
+/// KPL-aggregated records are de-aggregated by default (see
+/// [`deaggregate`](Self::deaggregate)).
+///
 /// ```no_run
 /// # async fn example() {
 /// use kinesis_connectors_kinesis::PollingSource;
@@ -35,12 +41,161 @@ use kinesis_connectors_core::{
 #[derive(Debug, Clone)]
 pub struct PollingSource {
     client: aws_sdk_kinesis::Client,
+    deaggregate: bool,
+    /// Hash-key ranges seen by `list_shards`, by (stream, shard id), so
+    /// `shard_iterator` can put the range into the iterator it returns.
+    ranges: Arc<Mutex<HashMap<(String, String), HashKeyRange>>>,
+}
+
+/// Starts an iterator this source tagged with its shard (see [`Tagged`]).
+/// `|` occurs neither in stream names, shard ids, nor Kinesis iterators
+/// (base64), so the tag is told apart from a raw iterator unambiguously.
+const TAG: &str = "kc1|";
+
+/// What `get_records` needs to know about the shard behind an iterator.
+///
+/// `GetRecords` takes only an iterator, and the `RecordSource` seam hands
+/// only the iterator to `get_records`, so the source carries the shard's
+/// stream, id and hash-key range inside the iterator strings it returns
+/// (from `shard_iterator`, and again in every `next_iterator`) and strips
+/// them before calling Kinesis. That keeps `get_records` free of shared
+/// state: no map from iterators to shards to grow with every page and leak
+/// iterators the loop abandons (expired, shard ended).
+struct Tagged<'a> {
+    stream: &'a str,
+    shard_id: &'a str,
+    range: Option<HashKeyRange>,
+    iterator: &'a str,
+}
+
+impl<'a> Tagged<'a> {
+    fn parse(text: &'a str) -> Option<Self> {
+        let mut parts = text.strip_prefix(TAG)?.splitn(4, '|');
+        let stream = parts.next()?;
+        let shard_id = parts.next()?;
+        let range = parts.next()?;
+        let iterator = parts.next()?;
+        let range = match range.split_once('-') {
+            Some((start, end)) => Some(HashKeyRange::parse(start, end)?),
+            None => None,
+        };
+        Some(Self {
+            stream,
+            shard_id,
+            range,
+            iterator,
+        })
+    }
+
+    fn tag(&self, iterator: &str) -> String {
+        let range = self
+            .range
+            .map(|range| format!("{}-{}", range.start, range.end))
+            .unwrap_or_default();
+        format!("{TAG}{}|{}|{range}|{iterator}", self.stream, self.shard_id)
+    }
 }
 
 impl PollingSource {
     /// A source reading through `client`.
     pub fn new(client: aws_sdk_kinesis::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            deaggregate: true,
+            ranges: Arc::default(),
+        }
+    }
+
+    /// Whether to de-aggregate KPL records (default: yes).
+    ///
+    /// On, each sub-record of a KPL aggregate becomes its own `Record`: the
+    /// parent's sequence number and arrival time, its index in the
+    /// aggregate as `sub_sequence_number` (the loop checkpoints inside an
+    /// aggregate and resumes at the next sub-record), its own partition key
+    /// and explicit hash key. As the KCL does:
+    ///
+    /// - sub-records whose hash key lies outside the shard's range (after
+    ///   resharding they are read from the shard that owns them) are
+    ///   dropped, counted in `kinesis_connectors_kpl_sub_records_outside_shard_total`
+    ///   and logged at debug level;
+    /// - a record that starts with the KPL magic but is not a valid
+    ///   aggregate (checksum mismatch, bad protobuf, key index outside its
+    ///   table) is handed on whole as an ordinary record, counted in
+    ///   `kinesis_connectors_kpl_invalid_aggregates_total` and logged as a
+    ///   warning; the pipeline's transformer and `BadRecordPolicy` decide
+    ///   what happens to it.
+    ///
+    /// Off, aggregates are handed on as they are, one opaque record each.
+    pub fn deaggregate(mut self, on: bool) -> Self {
+        self.deaggregate = on;
+        self
+    }
+
+    /// The shard's hash-key range, listing the stream once if the shard was
+    /// not seen yet (a `ShardConsumer` used without a `StreamConsumer`).
+    async fn range(&self, stream: &str, shard_id: &str) -> Result<Option<HashKeyRange>> {
+        let key = (stream.to_owned(), shard_id.to_owned());
+        if let Some(range) = self.cached_range(&key) {
+            return Ok(Some(range));
+        }
+        self.list_shards(stream).await?;
+        Ok(self.cached_range(&key))
+    }
+
+    fn cached_range(&self, key: &(String, String)) -> Option<HashKeyRange> {
+        self.ranges
+            .lock()
+            .ok()
+            .and_then(|ranges| ranges.get(key).copied())
+    }
+
+    /// Replaces each aggregate by its sub-records that belong to the shard.
+    fn deaggregate_page(&self, tagged: &Tagged<'_>, records: Vec<Record>) -> Vec<Record> {
+        let mut out = Vec::with_capacity(records.len());
+        let mut outside = 0u64;
+        for record in records {
+            match kpl::deaggregate(&record) {
+                Ok(subs) if kpl::is_aggregated(&record.data) => {
+                    let before = out.len() + subs.len();
+                    match &tagged.range {
+                        Some(range) => out.extend(subs.into_iter().filter(|sub| range.owns(sub))),
+                        None => out.extend(subs),
+                    }
+                    outside += (before - out.len()) as u64;
+                }
+                Ok(_) => out.push(record),
+                Err(err) => {
+                    tracing::warn!(
+                        stream = tagged.stream,
+                        shard_id = tagged.shard_id,
+                        error = %err,
+                        "handing on a record that is not a valid KPL aggregate as an ordinary record"
+                    );
+                    ::metrics::counter!(
+                        metrics::KPL_INVALID_AGGREGATES,
+                        "stream" => tagged.stream.to_owned(),
+                        "shard_id" => tagged.shard_id.to_owned()
+                    )
+                    .increment(1);
+                    out.push(record);
+                }
+            }
+        }
+        if outside > 0 {
+            tracing::debug!(
+                stream = tagged.stream,
+                shard_id = tagged.shard_id,
+                dropped = outside,
+                "dropped KPL sub-records whose hash key belongs to another shard"
+            );
+            ::metrics::counter!(
+                metrics::KPL_SUB_RECORDS_OUTSIDE_SHARD,
+                "stream" => tagged.stream.to_owned(),
+                "shard_id" => tagged.shard_id.to_owned()
+            )
+            .increment(outside);
+        }
+        out
     }
 }
 
@@ -69,6 +224,7 @@ fn parse_sequence(text: &str) -> Result<SequenceNumber> {
 impl RecordSource for PollingSource {
     async fn list_shards(&self, stream: &str) -> Result<Vec<ShardInfo>> {
         let mut shards = Vec::new();
+        let mut ranges = Vec::new();
         let mut next_token: Option<String> = None;
         loop {
             // The API refuses a stream name together with a next token.
@@ -83,18 +239,29 @@ impl RecordSource for PollingSource {
                     .and_then(|range| range.ending_sequence_number())
                     .map(parse_sequence)
                     .transpose()?;
+                let range = shard.hash_key_range().and_then(|range| {
+                    HashKeyRange::parse(range.starting_hash_key(), range.ending_hash_key())
+                });
+                if let Some(range) = range {
+                    ranges.push(((stream.to_owned(), shard.shard_id().to_owned()), range));
+                }
                 shards.push(ShardInfo {
                     shard_id: shard.shard_id().to_owned(),
                     parent_shard_id: shard.parent_shard_id().map(str::to_owned),
                     adjacent_parent_shard_id: shard.adjacent_parent_shard_id().map(str::to_owned),
                     ending_sequence_number: ending,
+                    hash_key_range: range,
                 });
             }
             match output.next_token() {
                 Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-                _ => return Ok(shards),
+                _ => break,
             }
         }
+        if let Ok(mut cache) = self.ranges.lock() {
+            cache.extend(ranges);
+        }
+        Ok(shards)
     }
 
     async fn shard_iterator(
@@ -124,15 +291,27 @@ impl RecordSource for PollingSource {
                 .starting_sequence_number(seq.as_str()),
         };
         let output = request.send().await.map_err(classify)?;
-        output.shard_iterator.ok_or_else(|| {
+        let iterator = output.shard_iterator.ok_or_else(|| {
             Error::source(
                 SourceErrorKind::Other,
                 format!("GetShardIterator returned no iterator for shard {shard_id}"),
             )
-        })
+        })?;
+        if !self.deaggregate {
+            return Ok(iterator);
+        }
+        let tagged = Tagged {
+            stream,
+            shard_id,
+            range: self.range(stream, shard_id).await?,
+            iterator: &iterator,
+        };
+        Ok(tagged.tag(&iterator))
     }
 
     async fn get_records(&self, iterator: &str, limit: u32) -> Result<RecordsPage> {
+        let tagged = Tagged::parse(iterator);
+        let iterator = tagged.as_ref().map_or(iterator, |tagged| tagged.iterator);
         let output = self
             .client
             .get_records()
@@ -154,9 +333,27 @@ impl RecordSource for PollingSource {
                 explicit_hash_key: None,
             });
         }
+        // An iterator this source did not tag (one a caller got from Kinesis
+        // directly) is still de-aggregated, only without the shard's range.
+        let untagged = Tagged {
+            stream: "",
+            shard_id: "",
+            range: None,
+            iterator,
+        };
+        let shard = tagged.as_ref().unwrap_or(&untagged);
+        let records = if self.deaggregate {
+            self.deaggregate_page(shard, records)
+        } else {
+            records
+        };
+        let next_iterator = match &tagged {
+            Some(tagged) => output.next_shard_iterator.map(|next| tagged.tag(&next)),
+            None => output.next_shard_iterator,
+        };
         Ok(RecordsPage {
             records,
-            next_iterator: output.next_shard_iterator,
+            next_iterator,
             millis_behind_latest: output.millis_behind_latest,
             child_shards: output
                 .child_shards
@@ -325,5 +522,172 @@ mod tests {
         assert_eq!(page.records[0].partition_key, "pk");
         assert!(page.next_iterator.is_none());
         assert_eq!(page.child_shards, vec!["shardId-2".to_owned()]);
+    }
+
+    /// One shard owning the lower half of the hash keys.
+    fn lower_half_shard() -> Shard {
+        Shard::builder()
+            .shard_id("shardId-0")
+            .hash_key_range(
+                aws_sdk_kinesis::types::HashKeyRange::builder()
+                    .starting_hash_key("0")
+                    .ending_hash_key((u128::MAX / 2).to_string())
+                    .build()
+                    .unwrap(),
+            )
+            .sequence_number_range(
+                SequenceNumberRange::builder()
+                    .starting_sequence_number("1")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    fn kinesis_record(sequence: &str, data: Bytes) -> aws_sdk_kinesis::types::Record {
+        aws_sdk_kinesis::types::Record::builder()
+            .sequence_number(sequence)
+            .data(aws_sdk_kinesis::primitives::Blob::new(data.to_vec()))
+            .partition_key("aggregate-key")
+            .approximate_arrival_timestamp(DateTime::from_secs(1_700_000_000))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn aggregated_records_are_split_and_filtered_by_the_shards_range() {
+        let mut aggregator = kpl::Aggregator::new();
+        aggregator.push(Bytes::from_static(b"{\"n\":0}"), "a", None);
+        // Explicit hash keys in the upper half belong to another shard.
+        aggregator.push(
+            Bytes::from_static(b"{\"n\":1}"),
+            "b",
+            Some(&u128::MAX.to_string()),
+        );
+        aggregator.push(Bytes::from_static(b"{\"n\":2}"), "c", Some("5"));
+        let aggregate = aggregator.finish();
+        let mut corrupt = aggregate.to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let corrupt = Bytes::from(corrupt);
+
+        let list = mock!(aws_sdk_kinesis::Client::list_shards).then_output(|| {
+            ListShardsOutput::builder()
+                .shards(lower_half_shard())
+                .build()
+        });
+        let iterator = mock!(aws_sdk_kinesis::Client::get_shard_iterator).then_output(|| {
+            aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorOutput::builder()
+                .shard_iterator("AAAA+/=")
+                .build()
+        });
+        let page = {
+            let (aggregate, corrupt) = (aggregate.clone(), corrupt.clone());
+            mock!(aws_sdk_kinesis::Client::get_records)
+                .match_requests(|r| r.shard_iterator() == Some("AAAA+/="))
+                .then_output(move || {
+                    GetRecordsOutput::builder()
+                        .records(kinesis_record("7", aggregate.clone()))
+                        .records(kinesis_record("8", Bytes::from_static(b"plain")))
+                        .records(kinesis_record("9", corrupt.clone()))
+                        .next_shard_iterator("BBBB")
+                        .build()
+                        .unwrap()
+                })
+        };
+        let client = mock_client!(
+            aws_sdk_kinesis,
+            RuleMode::MatchAny,
+            [&list, &iterator, &page]
+        );
+        let source = PollingSource::new(client);
+        let shards = source.list_shards("s").await.unwrap();
+        assert_eq!(
+            shards[0].hash_key_range,
+            Some(HashKeyRange {
+                start: 0,
+                end: u128::MAX / 2
+            })
+        );
+        let it = source
+            .shard_iterator("s", "shardId-0", &StartPosition::TrimHorizon)
+            .await
+            .unwrap();
+        let page = source.get_records(&it, 100).await.unwrap();
+        let got: Vec<_> = page
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    r.sequence_number.to_string(),
+                    r.sub_sequence_number,
+                    r.partition_key.as_str(),
+                    r.explicit_hash_key.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("7".to_owned(), Some(0), "a", None),
+                // Sub-record 1 lies outside the shard: dropped.
+                ("7".to_owned(), Some(2), "c", Some("5")),
+                ("8".to_owned(), None, "aggregate-key", None),
+                // A bad checksum: handed on whole, as the KCL does.
+                ("9".to_owned(), None, "aggregate-key", None),
+            ]
+        );
+        assert_eq!(&page.records[1].data[..], b"{\"n\":2}");
+        assert_eq!(page.records[3].data, corrupt);
+        assert_eq!(
+            page.records[0].approximate_arrival,
+            SystemTime::try_from(DateTime::from_secs(1_700_000_000)).ok()
+        );
+        // The next iterator carries the shard along; Kinesis sees it bare.
+        let next = page.next_iterator.unwrap();
+        let tagged = Tagged::parse(&next).unwrap();
+        assert_eq!(
+            (tagged.stream, tagged.shard_id, tagged.iterator),
+            ("s", "shardId-0", "BBBB")
+        );
+        assert_eq!(tagged.range, shards[0].hash_key_range);
+    }
+
+    #[tokio::test]
+    async fn deaggregation_can_be_switched_off() {
+        let aggregate = kpl::aggregate(&[Record::new("x", "k", 1u64), Record::new("y", "k", 1u64)]);
+        let page = {
+            let aggregate = aggregate.clone();
+            mock!(aws_sdk_kinesis::Client::get_records).then_output(move || {
+                GetRecordsOutput::builder()
+                    .records(kinesis_record("7", aggregate.clone()))
+                    .build()
+                    .unwrap()
+            })
+        };
+        let iterator = mock!(aws_sdk_kinesis::Client::get_shard_iterator).then_output(|| {
+            aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorOutput::builder()
+                .shard_iterator("raw")
+                .build()
+        });
+        let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&page, &iterator]);
+        let off = PollingSource::new(client.clone()).deaggregate(false);
+        let it = off
+            .shard_iterator("s", "shardId-0", &StartPosition::Latest)
+            .await
+            .unwrap();
+        assert_eq!(it, "raw");
+        let records = off.get_records(&it, 10).await.unwrap().records;
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].data, aggregate);
+        // On (the default), even an iterator from elsewhere is de-aggregated.
+        let records = PollingSource::new(client)
+            .get_records("raw", 10)
+            .await
+            .unwrap()
+            .records;
+        assert_eq!(records.len(), 2);
+        assert_eq!(&records[1].data[..], b"y");
     }
 }
