@@ -16,7 +16,8 @@ use crate::error::{DynamoDbCheckpointError, Result};
 
 /// Attribute names of the lease table.
 ///
-/// All but [`WHOLE_RECORD_CHECKPOINT`] are the Kinesis Client Library's
+/// All but [`WHOLE_RECORD_CHECKPOINT`], [`PENDING_BATCH_END`] and
+/// [`PENDING_BATCH_END_SUB_SEQUENCE_NUMBER`] are the Kinesis Client Library's
 /// (KCL 1.x and 2.x, single-stream mode), with the same types, so a KCL
 /// application and this store can hand a table back and forth.
 pub mod attributes {
@@ -44,6 +45,18 @@ pub mod attributes {
     /// the KCL's own `(sequence, 0)` checkpoints may mean; see the crate
     /// documentation.
     pub const WHOLE_RECORD_CHECKPOINT: &str = "wholeRecordCheckpoint";
+    /// `S`, this crate's own addition (the KCL ignores it): the sequence
+    /// number of the last record of a batch cut by time that was about to be
+    /// emitted (the core's pending batch, for replay-stable batches).
+    /// Deliberately not the KCL's `pendingCheckpoint`, which records a
+    /// checkpoint a KCL record processor was about to make.
+    pub const PENDING_BATCH_END: &str = "pendingBatchEnd";
+    /// `N`, this crate's own addition: the sub-sequence number of
+    /// [`PENDING_BATCH_END`] when the batch ends inside a KPL-aggregated
+    /// record; absent when it ends after the whole record (so a whole
+    /// record and its sub-record 0 stay apart, and a replay ends exactly
+    /// where the first attempt did).
+    pub const PENDING_BATCH_END_SUB_SEQUENCE_NUMBER: &str = "pendingBatchEndSubSequenceNumber";
 }
 
 /// The `checkpoint` sentinels the KCL writes.
@@ -408,6 +421,82 @@ pub(crate) fn checkpoint_write(checkpoint: &Checkpoint, expected: &Expected) -> 
         ));
     }
     e.condition = Some(conditions.join(" AND "));
+    e
+}
+
+/// The pending batch's end an item holds, if any.
+pub(crate) fn pending_batch_end(
+    table: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<Option<Position>> {
+    let lease_key = match item.get(LEASE_KEY) {
+        Some(AttributeValue::S(key)) => key.as_str(),
+        _ => "?",
+    };
+    let Some(sequence) = string_attribute(table, lease_key, item, PENDING_BATCH_END)? else {
+        return Ok(None);
+    };
+    let sequence = SequenceNumber::parse(&sequence).map_err(|_| {
+        malformed(
+            table,
+            lease_key,
+            PENDING_BATCH_END,
+            format!("must be a sequence number, got {sequence:?}"),
+        )
+    })?;
+    let sub_sequence = number_attribute(
+        table,
+        lease_key,
+        item,
+        PENDING_BATCH_END_SUB_SEQUENCE_NUMBER,
+    )?
+    .map(|(_, sub)| sub);
+    Ok(Some(Position {
+        sequence,
+        sub_sequence,
+    }))
+}
+
+/// Records `end` as the pending batch, only while `lease` holds the item or
+/// the item is no lease at all (no owner, counter absent or 0: a single
+/// worker), the same fence [`checkpoint_write`] puts on `set_fenced`, in one
+/// request: the pending batch is never compared with what was stored, so
+/// nothing needs to be read first.
+///
+/// An item created here gets what [`create_lease`] gives a new lease
+/// (`leaseCounter` 0, `checkpoint` the `initial` sentinel, sub-sequence and
+/// owner switches 0), so the KCL can read it. The checkpoint attributes of
+/// an existing item are untouched.
+pub(crate) fn pending_batch_write(end: &Position, lease: &Lease, initial: &str) -> Expression {
+    let mut e = Expression::default();
+    let end_name = e.name(PENDING_BATCH_END);
+    let end_value = e.value(
+        "pendingBatchEnd",
+        AttributeValue::S(end.sequence.as_str().to_owned()),
+    );
+    let end_sub = e.name(PENDING_BATCH_END_SUB_SEQUENCE_NUMBER);
+    let counter = e.name(LEASE_COUNTER);
+    let cp = e.name(CHECKPOINT);
+    let sub = e.name(CHECKPOINT_SUB_SEQUENCE_NUMBER);
+    let switches = e.name(OWNER_SWITCHES_SINCE_CHECKPOINT);
+    let zero = e.number("zero", 0);
+    let initial = e.value("initialCheckpoint", AttributeValue::S(initial.to_owned()));
+    let mut set = format!(
+        "SET {end_name} = {end_value}, {counter} = if_not_exists({counter}, {zero}), {cp} = if_not_exists({cp}, {initial}), {sub} = if_not_exists({sub}, {zero}), {switches} = if_not_exists({switches}, {zero})"
+    );
+    e.update = match end.sub_sequence {
+        Some(index) => {
+            let index = e.number("pendingBatchEndSubSequenceNumber", index);
+            set.push_str(&format!(", {end_sub} = {index}"));
+            set
+        }
+        None => format!("{set} REMOVE {end_sub}"),
+    };
+    let held = held(&mut e, lease);
+    let owner = e.name(LEASE_OWNER);
+    e.condition = Some(format!(
+        "({held}) OR (attribute_not_exists({owner}) AND (attribute_not_exists({counter}) OR {counter} = {zero}))"
+    ));
     e
 }
 
@@ -786,6 +875,80 @@ mod tests {
         let orphan = create_lease(&[], "LATEST");
         assert!(!orphan.update.contains("parentShardIds"));
         assert_placeholders_match(&orphan);
+    }
+
+    #[test]
+    fn pending_batches_are_fenced_like_checkpoints_and_keep_whole_records_apart() {
+        let lease = Lease {
+            shard_id: "shardId-000000000001".into(),
+            owner: "worker-1".into(),
+            counter: 9,
+            expires_at: None,
+        };
+        let whole = Position::new(SequenceNumber::parse(SEQ).unwrap_or_else(|e| panic!("{e}")));
+        let e = pending_batch_write(&whole, &lease, "TRIM_HORIZON");
+        assert_eq!(
+            e.update,
+            "SET #pendingBatchEnd = :pendingBatchEnd, #leaseCounter = if_not_exists(#leaseCounter, :zero), \
+             #checkpoint = if_not_exists(#checkpoint, :initialCheckpoint), \
+             #checkpointSubSequenceNumber = if_not_exists(#checkpointSubSequenceNumber, :zero), \
+             #ownerSwitchesSinceCheckpoint = if_not_exists(#ownerSwitchesSinceCheckpoint, :zero) \
+             REMOVE #pendingBatchEndSubSequenceNumber"
+        );
+        assert_eq!(
+            e.condition.as_deref(),
+            Some(
+                "(#leaseOwner = :expectedOwner AND #leaseCounter = :expectedCounter) OR \
+                 (attribute_not_exists(#leaseOwner) AND (attribute_not_exists(#leaseCounter) OR #leaseCounter = :zero))"
+            )
+        );
+        assert_eq!(e.values.get(":pendingBatchEnd"), Some(&s(SEQ)));
+        assert_eq!(e.values.get(":expectedOwner"), Some(&s("worker-1")));
+        assert_eq!(e.values.get(":expectedCounter"), Some(&n(9)));
+        assert!(!e.update.contains("pendingCheckpoint"), "{}", e.update);
+        assert_placeholders_match(&e);
+
+        let inside = Position {
+            sub_sequence: Some(0),
+            ..whole.clone()
+        };
+        let e = pending_batch_write(&inside, &lease, "LATEST");
+        assert!(
+            e.update.ends_with(
+                ", #pendingBatchEndSubSequenceNumber = :pendingBatchEndSubSequenceNumber"
+            ),
+            "{}",
+            e.update
+        );
+        assert_eq!(
+            e.values.get(":pendingBatchEndSubSequenceNumber"),
+            Some(&n(0))
+        );
+        assert_eq!(e.values.get(":initialCheckpoint"), Some(&s("LATEST")));
+        assert_placeholders_match(&e);
+
+        // Read back: the sub-sequence number's absence means the whole record.
+        let mut item = kcl_item(SEQ, 0);
+        assert_eq!(
+            pending_batch_end(TABLE, &item).unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+        item.insert(PENDING_BATCH_END.to_owned(), s(SEQ));
+        assert_eq!(
+            pending_batch_end(TABLE, &item).unwrap_or_else(|e| panic!("{e}")),
+            Some(whole)
+        );
+        item.insert(PENDING_BATCH_END_SUB_SEQUENCE_NUMBER.to_owned(), n(0));
+        assert_eq!(
+            pending_batch_end(TABLE, &item).unwrap_or_else(|e| panic!("{e}")),
+            Some(inside)
+        );
+        item.insert(PENDING_BATCH_END.to_owned(), s("SHARD_END"));
+        let error = pending_batch_end(TABLE, &item)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("`pendingBatchEnd`"), "{error}");
     }
 
     #[test]

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use kinesis_connectors_core::{
-    Checkpoint, CheckpointStore, Error, InitialPosition, Lease, LeaseStore, ShardKey, StoredLease,
+    Checkpoint, CheckpointStore, Error, InitialPosition, Lease, LeaseStore, Position, ShardKey,
+    StoredLease,
 };
 use tracing::debug;
 
@@ -25,7 +26,8 @@ const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// single-stream lease table.
 ///
 /// Implements [`CheckpointStore`] (with a fenced
-/// [`set_fenced`](CheckpointStore::set_fenced)) and [`LeaseStore`], so it
+/// [`set_fenced`](CheckpointStore::set_fenced), and pending batches for
+/// replay-stable batches, fenced the same way) and [`LeaseStore`], so it
 /// works both for a single worker and, with a
 /// [`LeaseCoordinator`](kinesis_connectors_core::LeaseCoordinator), for
 /// several workers sharing the stream. Cheap to clone (the SDK client is
@@ -227,8 +229,8 @@ impl DynamoDbCheckpointStore {
         )])
     }
 
-    /// The item of `shard_id` (strongly consistent read).
-    async fn read(&self, shard_id: &str) -> Result<Option<ItemState>> {
+    /// The raw item of `shard_id` (strongly consistent read).
+    async fn read_item(&self, shard_id: &str) -> Result<Option<HashMap<String, AttributeValue>>> {
         let output = self
             .client
             .get_item()
@@ -238,8 +240,13 @@ impl DynamoDbCheckpointStore {
             .send()
             .await
             .map_err(|e| DynamoDbCheckpointError::request("GetItem", &self.table, e))?;
-        output
-            .item
+        Ok(output.item)
+    }
+
+    /// The item of `shard_id` (strongly consistent read).
+    async fn read(&self, shard_id: &str) -> Result<Option<ItemState>> {
+        self.read_item(shard_id)
+            .await?
             .as_ref()
             .map(|item| ItemState::from_item(&self.table, item))
             .transpose()
@@ -399,6 +406,42 @@ impl CheckpointStore for DynamoDbCheckpointStore {
         lease: &Lease,
     ) -> kinesis_connectors_core::Result<()> {
         self.write_checkpoint(key, checkpoint, Some(lease)).await
+    }
+
+    fn keeps_pending_batches(&self) -> bool {
+        true
+    }
+
+    async fn pending_batch(
+        &self,
+        key: &ShardKey,
+    ) -> kinesis_connectors_core::Result<Option<Position>> {
+        self.check_key(key)?;
+        match self.read_item(&key.shard_id).await? {
+            Some(item) => Ok(layout::pending_batch_end(&self.table, &item)?),
+            None => Ok(None),
+        }
+    }
+
+    /// One conditional `UpdateItem` (no read first: a pending batch replaces
+    /// the earlier one whatever it was), fenced like
+    /// [`set_fenced`](CheckpointStore::set_fenced).
+    async fn set_pending_batch(
+        &self,
+        key: &ShardKey,
+        end: &Position,
+        lease: &Lease,
+    ) -> kinesis_connectors_core::Result<()> {
+        self.check_key(key)?;
+        let expression = layout::pending_batch_write(end, lease, self.initial_sentinel);
+        match self.update(&key.shard_id, expression).await {
+            Ok(_) => Ok(()),
+            Err(UpdateFailure::Condition(old)) => Err(Error::LeaseLost {
+                shard_id: key.shard_id.clone(),
+                owner: Self::owner_of(old.as_ref()),
+            }),
+            Err(UpdateFailure::Request(error)) => Err(error.into()),
+        }
     }
 }
 

@@ -872,6 +872,186 @@ async fn a_single_worker_writes_fenced_checkpoints_to_items_that_are_no_leases()
     );
 }
 
+// ---------------------------------------------------------------------------
+// Pending batches
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_pending_batch_is_one_update_fenced_by_owner_and_counter() {
+    let get = get_returns(None);
+    let (update, seen) =
+        update_rule(|_, _| MockResponse::Output(UpdateItemOutput::builder().build()));
+    let store = store(client(&[&get, &update])).await;
+    assert!(store.keeps_pending_batches());
+    let end = Position {
+        sequence: SequenceNumber::parse(SEQ).unwrap(),
+        sub_sequence: Some(3),
+    };
+    store
+        .set_pending_batch(&key(), &end, &lease("me", 8))
+        .await
+        .unwrap();
+    let whole = Position::new(SequenceNumber::parse(SEQ).unwrap());
+    store
+        .set_pending_batch(&key(), &whole, &lease("me", 8))
+        .await
+        .unwrap();
+    // No read first: the pending batch replaces the earlier one, whatever it was.
+    assert_eq!(get.num_calls(), 0);
+    let requests = seen.lock().unwrap();
+    assert_eq!(requests.len(), 2);
+    let request = &requests[0];
+    assert_eq!(
+        request.condition_expression(),
+        Some(
+            "(#leaseOwner = :expectedOwner AND #leaseCounter = :expectedCounter) OR \
+             (attribute_not_exists(#leaseOwner) AND (attribute_not_exists(#leaseCounter) OR #leaseCounter = :zero))"
+        )
+    );
+    let names = request.expression_attribute_names().unwrap();
+    assert_eq!(
+        names.get("#pendingBatchEnd").map(String::as_str),
+        Some("pendingBatchEnd")
+    );
+    assert_eq!(
+        names
+            .get("#pendingBatchEndSubSequenceNumber")
+            .map(String::as_str),
+        Some("pendingBatchEndSubSequenceNumber")
+    );
+    // Never the KCL's own pending checkpoint, nor the checkpoint itself.
+    assert!(
+        names
+            .values()
+            .all(|name| !name.starts_with("pendingCheckpoint")),
+        "{names:?}"
+    );
+    let update_expression = request.update_expression().unwrap();
+    assert!(
+        update_expression.starts_with("SET #pendingBatchEnd = :pendingBatchEnd, ")
+            && update_expression
+                .contains("#checkpoint = if_not_exists(#checkpoint, :initialCheckpoint)")
+            && update_expression.ends_with(
+                ", #pendingBatchEndSubSequenceNumber = :pendingBatchEndSubSequenceNumber"
+            ),
+        "{update_expression}"
+    );
+    let values = request.expression_attribute_values().unwrap();
+    assert_eq!(values.get(":pendingBatchEnd"), Some(&s(SEQ)));
+    assert_eq!(values.get(":pendingBatchEndSubSequenceNumber"), Some(&n(3)));
+    assert_eq!(values.get(":expectedOwner"), Some(&s("me")));
+    assert_eq!(values.get(":expectedCounter"), Some(&n(8)));
+    assert_eq!(values.get(":initialCheckpoint"), Some(&s("TRIM_HORIZON")));
+    assert_eq!(
+        request.return_values_on_condition_check_failure(),
+        Some(&ReturnValuesOnConditionCheckFailure::AllOld)
+    );
+    // A whole record: no sub-sequence number, so it never reads as sub-record 0.
+    let whole_update = requests[1].update_expression().unwrap();
+    assert!(
+        whole_update.ends_with(" REMOVE #pendingBatchEndSubSequenceNumber"),
+        "{whole_update}"
+    );
+    assert!(
+        !requests[1]
+            .expression_attribute_values()
+            .unwrap()
+            .contains_key(":pendingBatchEndSubSequenceNumber")
+    );
+}
+
+#[tokio::test]
+async fn a_pending_batch_with_a_lost_lease_is_lease_lost_naming_the_owner() {
+    let (update, _) = update_rule(|_, _| {
+        MockResponse::Error(condition_failed(Some(kcl_item("100", 0, Some("thief"), 9))))
+    });
+    let store = store(client(&[&update])).await;
+    let end = Position::new(SequenceNumber::parse(SEQ).unwrap());
+    let error = store
+        .set_pending_batch(&key(), &end, &lease("me", 8))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::LeaseLost { owner: Some(owner), shard_id } if owner == "thief" && shard_id == SHARD),
+        "{error:?}"
+    );
+    assert_eq!(update.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn pending_batches_are_read_from_their_own_attributes() {
+    let mut whole = kcl_item("100", 0, Some("me"), 8);
+    whole.insert("pendingBatchEnd".to_owned(), s(SEQ));
+    let mut inside = whole.clone();
+    inside.insert("pendingBatchEndSubSequenceNumber".to_owned(), n(0));
+    let mut malformed = whole.clone();
+    malformed.insert("pendingBatchEnd".to_owned(), n(5));
+    let get = mock!(Client::get_item)
+        .sequence()
+        .output(|| GetItemOutput::builder().build())
+        .output(|| {
+            GetItemOutput::builder()
+                .set_item(Some(kcl_item("100", 0, Some("me"), 8)))
+                .build()
+        })
+        .output(move || {
+            GetItemOutput::builder()
+                .set_item(Some(whole.clone()))
+                .build()
+        })
+        .output(move || {
+            GetItemOutput::builder()
+                .set_item(Some(inside.clone()))
+                .build()
+        })
+        .output(move || {
+            GetItemOutput::builder()
+                .set_item(Some(malformed.clone()))
+                .build()
+        })
+        .build();
+    let store = store(client(&[&get])).await;
+    // No item, and an item without a pending batch (a KCL lease).
+    assert_eq!(store.pending_batch(&key()).await.unwrap(), None);
+    assert_eq!(store.pending_batch(&key()).await.unwrap(), None);
+    let sequence = SequenceNumber::parse(SEQ).unwrap();
+    assert_eq!(
+        store.pending_batch(&key()).await.unwrap(),
+        Some(Position::new(sequence.clone()))
+    );
+    assert_eq!(
+        store.pending_batch(&key()).await.unwrap(),
+        Some(Position {
+            sequence,
+            sub_sequence: Some(0)
+        })
+    );
+    let error = store.pending_batch(&key()).await.unwrap_err();
+    let (retryable, source) = classify(&error);
+    assert!(!retryable);
+    assert!(
+        matches!(source, Some(DynamoDbCheckpointError::MalformedItem { attribute, .. }) if *attribute == "pendingBatchEnd"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn pending_batches_of_another_application_are_config_errors() {
+    let (update, _) = update_rule(|_, _| MockResponse::Output(UpdateItemOutput::builder().build()));
+    let store = store(client(&[&update])).await;
+    let other = ShardKey::new("other-app", STREAM, SHARD);
+    let end = Position::new(SequenceNumber::parse(SEQ).unwrap());
+    assert!(matches!(
+        store.set_pending_batch(&other, &end, &lease("me", 8)).await,
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        store.pending_batch(&other).await,
+        Err(Error::Config(_))
+    ));
+    assert_eq!(update.num_calls(), 0);
+}
+
 #[tokio::test]
 async fn take_lease_returns_the_new_counter_or_none() {
     let (update, seen) = update_rule(|call, _| match call {

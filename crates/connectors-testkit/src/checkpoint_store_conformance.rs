@@ -22,7 +22,9 @@
 //! ```
 
 use futures::future::join_all;
-use kinesis_connectors_core::{Checkpoint, CheckpointStore, Position, SequenceNumber, ShardKey};
+use kinesis_connectors_core::{
+    Checkpoint, CheckpointStore, Lease, Position, SequenceNumber, ShardKey,
+};
 
 use crate::conformance::{ConformanceReport, Rule, RuleFailure, RuleResult, unique_run_id};
 
@@ -37,6 +39,7 @@ const INDEPENDENT_KEYS: Rule = rule("independent-keys");
 const NUMERIC_ORDER: Rule = rule("numeric-order");
 const SUB_SEQUENCE_POSITIONS: Rule = rule("sub-sequence-positions");
 const CONCURRENT_WRITERS: Rule = rule("concurrent-writers");
+const PENDING_BATCHES: Rule = rule("pending-batches");
 
 const fn rule(name: &'static str) -> Rule {
     Rule { suite: SUITE, name }
@@ -44,7 +47,7 @@ const fn rule(name: &'static str) -> Rule {
 
 /// Every rule of the suite, in the order [`run_all`] runs them, so a test
 /// can check that each one was reported.
-pub const RULES: [&str; 9] = [
+pub const RULES: [&str; 10] = [
     MISSING_KEY.name,
     ROUND_TRIP.name,
     NEWER_OVERWRITES.name,
@@ -54,6 +57,7 @@ pub const RULES: [&str; 9] = [
     NUMERIC_ORDER.name,
     SUB_SEQUENCE_POSITIONS.name,
     CONCURRENT_WRITERS.name,
+    PENDING_BATCHES.name,
 ];
 
 /// A Kinesis-sized (56 digit) sequence number.
@@ -89,6 +93,11 @@ pub struct CheckpointStoreCapabilities {
     /// `sub-sequence-positions`). Without it, a consumer of aggregated
     /// records re-reads the rest of an aggregated record after a restart.
     pub sub_sequence_positions: bool,
+    /// The store keeps pending batches
+    /// ([`CheckpointStore::keeps_pending_batches`], rule `pending-batches`).
+    /// Without them a batch cut by time may be cut elsewhere when replayed,
+    /// so sinks naming outputs by batch range can load records twice.
+    pub pending_batches: bool,
 }
 
 impl CheckpointStoreCapabilities {
@@ -96,12 +105,19 @@ impl CheckpointStoreCapabilities {
     pub fn new() -> Self {
         Self {
             sub_sequence_positions: true,
+            pending_batches: true,
         }
     }
 
     /// Whether the store keeps KPL sub-sequence numbers.
     pub fn sub_sequence_positions(mut self, supported: bool) -> Self {
         self.sub_sequence_positions = supported;
+        self
+    }
+
+    /// Whether the store keeps pending batches (replay-stable batches).
+    pub fn pending_batches(mut self, supported: bool) -> Self {
+        self.pending_batches = supported;
         self
     }
 }
@@ -145,6 +161,15 @@ pub async fn run_all(
         .await;
     report
         .run(CONCURRENT_WRITERS.name, concurrent_writers(store))
+        .await;
+    report
+        .run_if(
+            capabilities.pending_batches,
+            PENDING_BATCHES.name,
+            "the store keeps no pending batches \
+             (CheckpointStoreCapabilities::pending_batches is false)",
+            pending_batches(store),
+        )
         .await;
     report
 }
@@ -321,6 +346,98 @@ pub async fn concurrent_writers(store: &dyn CheckpointStore) -> RuleResult {
     check.expect(contended, Some(at(largest))).await
 }
 
+/// Rule `pending-batches`: a store that keeps pending batches (says so in
+/// [`CheckpointStore::keeps_pending_batches`]) reads back exactly the last
+/// position recorded for a key: `None` before any, whole records apart from
+/// their sub-record 0, 56-digit sequence numbers intact, the last write
+/// winning even when it is lower; keys are independent (application,
+/// stream, shard); checkpoint writes leave the pending batch alone (one
+/// after the checkpoint is still returned, one at the checkpoint may read
+/// back or not) and pending writes leave the checkpoint alone.
+///
+/// The writes use a lease no lease record backs, which a store without one
+/// (a single worker) just writes; that a store with leases refuses a stale
+/// lease (`LeaseLost`, nothing written) needs its `LeaseStore` and is not
+/// checked here.
+///
+/// Skipped by [`run_all`] when [`CheckpointStoreCapabilities::pending_batches`]
+/// is off.
+pub async fn pending_batches(store: &dyn CheckpointStore) -> RuleResult {
+    let check = Check::new(store, PENDING_BATCHES);
+    if !store.keeps_pending_batches() {
+        return Err(PENDING_BATCHES.fail(
+            "keeps_pending_batches() is false: a store that keeps none declares \
+             CheckpointStoreCapabilities::pending_batches(false)",
+        ));
+    }
+    // Round trip and last write wins.
+    let key = check.key("pending");
+    check.expect_pending(&key, None).await?;
+    let seq_a = PENDING_BATCHES.sequence(KINESIS_SEQ_A)?;
+    let seq_b = PENDING_BATCHES.sequence(KINESIS_SEQ_B)?;
+    for end in [
+        position(10u64, None),
+        position(seq_a.clone(), Some(3)),
+        position(seq_a.clone(), Some(0)),
+        position(seq_a.clone(), None),
+        position(seq_b, None),
+        // Lower than the one before: still the last write, so it wins.
+        position(7u64, Some(1)),
+    ] {
+        check.set_pending(&key, &end).await?;
+        check.expect_pending(&key, Some(end)).await?;
+    }
+    // Independent keys.
+    let (app, stream) = (check.application.as_str(), STREAM);
+    let shard = "shardId-000000000007";
+    let base = ShardKey::new(app, stream, shard);
+    let others = [
+        ShardKey::new(app, format!("{stream}-other"), shard),
+        ShardKey::new(format!("{app}-other"), stream, shard),
+        ShardKey::new(app, stream, "shardId-000000000008"),
+    ];
+    check.set_pending(&base, &position(100u64, None)).await?;
+    for other in &others {
+        check.expect_pending(other, None).await?;
+    }
+    for (i, other) in (1u64..).zip(&others) {
+        check.set_pending(other, &position(100 + i, None)).await?;
+    }
+    check
+        .expect_pending(&base, Some(position(100u64, None)))
+        .await?;
+    for (i, other) in (1u64..).zip(&others) {
+        check
+            .expect_pending(other, Some(position(100 + i, None)))
+            .await?;
+    }
+    // Checkpoints and pending batches of one shard leave each other alone.
+    let shared = check.key("pending-and-checkpoint");
+    check.set(&shared, &at(10u64)).await?;
+    check.set_pending(&shared, &position(20u64, None)).await?;
+    check.expect(&shared, Some(at(10u64))).await?;
+    check.set(&shared, &at(15u64)).await?;
+    check
+        .expect_pending(&shared, Some(position(20u64, None)))
+        .await?;
+    check.set(&shared, &at(20u64)).await?;
+    // Stale now: the store may still return it, or nothing.
+    let stale = check.pending(&shared).await?;
+    if stale
+        .as_ref()
+        .is_some_and(|end| *end != position(20u64, None))
+    {
+        return Err(PENDING_BATCHES.fail(format!(
+            "pending batch of {shared}: expected 20 or none after a checkpoint at 20, got {stale:?}"
+        )));
+    }
+    check.set_pending(&shared, &position(30u64, None)).await?;
+    check
+        .expect_pending(&shared, Some(position(30u64, None)))
+        .await?;
+    check.expect(&shared, Some(at(20u64))).await
+}
+
 /// The stream of every key the suite writes (`independent-keys` adds
 /// `-other`).
 const STREAM: &str = "conformance-stream";
@@ -356,6 +473,25 @@ impl<'a> Check<'a> {
         self.rule.call(&format!("set({key}, {checkpoint})"), result)
     }
 
+    async fn pending(&self, key: &ShardKey) -> Result<Option<Position>, RuleFailure> {
+        let result = self.store.pending_batch(key).await;
+        self.rule.call(&format!("pending_batch({key})"), result)
+    }
+
+    /// Records `end` with a lease no lease record backs (a single worker's).
+    async fn set_pending(&self, key: &ShardKey, end: &Position) -> RuleResult {
+        let lease = Lease::unfenced(key.shard_id.as_str(), "conformance-worker");
+        let result = self.store.set_pending_batch(key, end, &lease).await;
+        self.rule
+            .call(&format!("set_pending_batch({key}, {end})"), result)
+    }
+
+    async fn expect_pending(&self, key: &ShardKey, expected: Option<Position>) -> RuleResult {
+        let actual = self.pending(key).await?;
+        self.rule
+            .ensure_eq(&format!("pending batch of {key}"), actual, expected)
+    }
+
     async fn expect(&self, key: &ShardKey, expected: Option<Checkpoint>) -> RuleResult {
         let actual = self.get(key).await?;
         self.rule
@@ -365,6 +501,13 @@ impl<'a> Check<'a> {
 
 fn at(sequence: impl Into<SequenceNumber>) -> Checkpoint {
     Checkpoint::At(Position::new(sequence.into()))
+}
+
+fn position(sequence: impl Into<SequenceNumber>, sub_sequence: Option<u64>) -> Position {
+    Position {
+        sequence: sequence.into(),
+        sub_sequence,
+    }
 }
 
 fn at_sub(sequence: impl Into<SequenceNumber>, sub: u64) -> Checkpoint {
@@ -416,5 +559,9 @@ mod tests {
                 .to_string()
                 .contains("sub_sequence_positions is false")
         );
+        let capabilities = CheckpointStoreCapabilities::default().pending_batches(false);
+        let report = run_all(&MemoryCheckpointStore::new(), capabilities).await;
+        assert_eq!(report.skipped_rules(), ["pending-batches"]);
+        assert!(report.to_string().contains("pending_batches is false"));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use kinesis_connectors_core::{
     Batch, Checkpoint, CheckpointStore, EmitOutcome, Emitter, Lease, LeaseStore,
-    MemoryCheckpointStore, Result, ShardKey, StoredLease, async_trait,
+    MemoryCheckpointStore, Position, Result, ShardKey, StoredLease, async_trait,
 };
 use kinesis_connectors_testkit::{
     BoxFuture, CheckpointStoreCapabilities, ConformanceReport, EmitterCapabilities,
@@ -115,6 +115,15 @@ struct BrokenStore {
     ignore_application: bool,
     /// Drops sub-sequence numbers, as a store in the Go format would.
     drop_sub_sequences: bool,
+    /// Pending batches, kept correctly unless a flag below says otherwise.
+    pending: Mutex<HashMap<ShardKey, Position>>,
+    /// Keeps no pending batches (the trait's defaults).
+    keeps_no_pending_batches: bool,
+    /// Keeps the first pending batch of a key, not the last.
+    pending_first_write_wins: bool,
+    /// A checkpoint write drops the shard's pending batch, as a store
+    /// rewriting a whole item without its pending attributes would.
+    checkpoint_clears_pending: bool,
 }
 
 impl BrokenStore {
@@ -143,6 +152,12 @@ impl CheckpointStore for BrokenStore {
         if let (true, Checkpoint::At(position)) = (self.drop_sub_sequences, &mut checkpoint) {
             position.sub_sequence = None;
         }
+        if self.checkpoint_clears_pending {
+            self.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(key);
+        }
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let key = self.key(key);
         let newer = match map.get(&key) {
@@ -162,6 +177,38 @@ impl CheckpointStore for BrokenStore {
         if newer {
             map.insert(key, checkpoint);
         }
+        Ok(())
+    }
+
+    fn keeps_pending_batches(&self) -> bool {
+        !self.keeps_no_pending_batches
+    }
+
+    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
+        if self.keeps_no_pending_batches {
+            return Ok(None);
+        }
+        Ok(self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned())
+    }
+
+    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
+        if self.keeps_no_pending_batches {
+            // What the trait's default does.
+            return Err(kinesis_connectors_core::Error::Config(format!(
+                "keeps no pending batches (shard {}, lease of {})",
+                key.shard_id, lease.owner
+            )));
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.pending_first_write_wins && pending.contains_key(key) {
+            return Ok(());
+        }
+        pending.insert(key.clone(), end.clone());
         Ok(())
     }
 }
@@ -184,7 +231,7 @@ async fn a_store_with_one_broken_rule_fails_that_rule_and_passes_the_others() {
         text.contains("checkpoint store conformance, rule `independent-keys`: checkpoint of"),
         "{text}"
     );
-    assert!(text.contains("8 passed, 0 skipped, 1 failed"), "{text}");
+    assert!(text.contains("9 passed, 0 skipped, 1 failed"), "{text}");
 }
 
 #[tokio::test]
@@ -258,6 +305,61 @@ async fn a_store_without_sub_sequences_passes_once_it_declares_so() {
             .to_string()
             .contains("skipped `sub-sequence-positions`"),
         "{report}"
+    );
+}
+
+#[tokio::test]
+async fn a_store_keeping_no_pending_batches_passes_once_it_declares_so() {
+    let store = BrokenStore {
+        keeps_no_pending_batches: true,
+        ..BrokenStore::default()
+    };
+    let report = check_store(&store).await;
+    assert_only_broken(
+        &report,
+        &checkpoint_store_conformance::RULES,
+        &["pending-batches"],
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("keeps_pending_batches() is false"),
+        "{report}"
+    );
+    let capabilities = CheckpointStoreCapabilities::new().pending_batches(false);
+    let report = checkpoint_store_conformance::run_all(&store, capabilities).await;
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.skipped_rules(), ["pending-batches"]);
+}
+
+#[tokio::test]
+async fn a_store_whose_first_pending_batch_wins_fails_the_pending_rule() {
+    let store = BrokenStore {
+        pending_first_write_wins: true,
+        ..BrokenStore::default()
+    };
+    let report = check_store(&store).await;
+    assert_only_broken(
+        &report,
+        &checkpoint_store_conformance::RULES,
+        &["pending-batches"],
+    );
+    assert!(report.to_string().contains("pending batch of"), "{report}");
+}
+
+#[tokio::test]
+async fn a_store_whose_checkpoints_clear_the_pending_batch_fails_the_pending_rule() {
+    let store = BrokenStore {
+        checkpoint_clears_pending: true,
+        ..BrokenStore::default()
+    };
+    let failure = checkpoint_store_conformance::pending_batches(&store)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.rule, "pending-batches");
+    assert!(
+        failure.details.contains("pending-and-checkpoint"),
+        "{failure}"
     );
 }
 
