@@ -45,6 +45,17 @@ impl Keys {
         )
     }
 
+    /// The string holding a shard's pending batch: the last position of a
+    /// batch cut by time that was about to be emitted. Named like the
+    /// checkpoint key, so a shard's keys sort together and the Go scheme's
+    /// `{app}:checkpoint:…` keys stay untouched.
+    pub(crate) fn pending_batch(&self, key: &ShardKey) -> String {
+        format!(
+            "{}{}:pending:{}:{}",
+            self.prefix, key.application, key.stream, key.shard_id
+        )
+    }
+
     /// The hash holding a shard's lease (owner, counter, parents).
     pub(crate) fn lease(&self, key: &ShardKey) -> String {
         format!(
@@ -109,6 +120,25 @@ pub(crate) fn decode_stored_checkpoint(key: &str, value: &[u8]) -> Result<Checkp
             key: key.to_owned(),
             value: String::from_utf8_lossy(value).into_owned(),
         })
+}
+
+/// The stored form of a pending batch's end: the same as a checkpoint at
+/// that position (`<sequence>` or `<sequence>/<sub-sequence>`), so a whole
+/// record and its sub-record 0 stay apart and a replay ends exactly there.
+pub(crate) fn encode_position(position: &Position) -> String {
+    encode_checkpoint(&Checkpoint::At(position.clone()))
+}
+
+/// The stored value of a pending-batch key, decoded; `SHARD_END` or
+/// anything else that is not a position is an error naming the key.
+pub(crate) fn decode_stored_position(key: &str, value: &[u8]) -> Result<Position, Error> {
+    match decode_stored_checkpoint(key, value)? {
+        Checkpoint::At(position) => Ok(position),
+        Checkpoint::ShardEnd => Err(Error::InvalidCheckpoint {
+            key: key.to_owned(),
+            value: String::from_utf8_lossy(value).into_owned(),
+        }),
+    }
 }
 
 /// The fields of a new lease hash after `counter` (set by the script):
@@ -193,6 +223,10 @@ mod tests {
         );
         assert_eq!(keys.lease(&key), "my-app:lease:orders:shardId-000000000001");
         assert_eq!(keys.lease_index("my-app", "orders"), "my-app:leases:orders");
+        assert_eq!(
+            keys.pending_batch(&key),
+            "my-app:pending:orders:shardId-000000000001"
+        );
     }
 
     #[test]
@@ -212,6 +246,39 @@ mod tests {
             keys.lease_index("my-app", "orders"),
             "prod:my-app:leases:orders"
         );
+        assert_eq!(
+            keys.pending_batch(&key),
+            "prod:my-app:pending:orders:shardId-000000000001"
+        );
+    }
+
+    #[test]
+    fn pending_positions_round_trip_and_keep_whole_records_apart() {
+        for (position, stored) in [
+            (
+                Position::new(SequenceNumber::parse(KINESIS_SEQ).unwrap()),
+                KINESIS_SEQ.to_owned(),
+            ),
+            (
+                Position {
+                    sequence: SequenceNumber::parse(KINESIS_SEQ).unwrap(),
+                    sub_sequence: Some(0),
+                },
+                format!("{KINESIS_SEQ}/0"),
+            ),
+        ] {
+            assert_eq!(encode_position(&position), stored);
+            assert_eq!(
+                decode_stored_position("k", stored.as_bytes()).unwrap(),
+                position
+            );
+        }
+        for bad in [&b"SHARD_END"[..], b"x", b"42/"] {
+            match decode_stored_position("pending-key", bad) {
+                Err(Error::InvalidCheckpoint { key, .. }) => assert_eq!(key, "pending-key"),
+                other => panic!("{bad:?}: expected InvalidCheckpoint, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -28,8 +28,11 @@ pub enum Error {
     ConnectPanicked(String),
 
     /// The value stored under a checkpoint key is in none of the formats
-    /// this crate reads (`SHARD_END`, `<sequence>`, `<sequence>/<sub-sequence>`).
-    /// It is left untouched: writes to that key fail until it is repaired.
+    /// this crate reads (`SHARD_END`, `<sequence>`, `<sequence>/<sub-sequence>`),
+    /// or the value under a pending-batch key is not a position (the same
+    /// formats but `SHARD_END`). A checkpoint is left untouched: writes to
+    /// that key fail until it is repaired; a pending batch is overwritten by
+    /// the next one.
     #[error("the value at {key:?} is not a checkpoint: {value:?}")]
     InvalidCheckpoint {
         /// The Redis key.

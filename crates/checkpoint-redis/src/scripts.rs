@@ -119,6 +119,25 @@ return advance(KEYS[2], ARGV[3])
     ))
 });
 
+/// KEYS: lease hash, pending batch. ARGV: owner, counter, encoded position.
+///
+/// Fenced exactly like [`SET_FENCED`] (no lease hash: a single worker,
+/// unfenced); the position replaces any earlier one, never compared: the
+/// shard records the batch it is about to emit, whatever was recorded before.
+pub(crate) static SET_PENDING_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local lease = redis.call('HMGET', KEYS[1], 'owner', 'counter')
+local owner, counter = lease[1], lease[2]
+if counter and (owner ~= ARGV[1] or counter ~= ARGV[2]) then
+  return {2, 0, owner}
+end
+redis.call('SET', KEYS[2], ARGV[3])
+return {1, 0, false}
+"#,
+    )
+});
+
 /// KEYS: lease hash, lease index. ARGV: shard id, then (field, value)
 /// pairs: the parent count and one field per parent (`codec::parent_fields`).
 /// Adds the shard to the index even when the lease exists (repairs an index

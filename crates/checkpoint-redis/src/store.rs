@@ -4,14 +4,15 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use kinesis_connectors_core::{
-    Checkpoint, CheckpointStore, Lease, LeaseStore, ShardKey, StoredLease,
+    Checkpoint, CheckpointStore, Lease, LeaseStore, Position, ShardKey, StoredLease,
 };
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use tracing::debug;
 
 use crate::codec::{
-    Keys, decode_lease, decode_stored_checkpoint, encode_checkpoint, parent_fields,
+    Keys, decode_lease, decode_stored_checkpoint, decode_stored_position, encode_checkpoint,
+    encode_position, parent_fields,
 };
 use crate::error::{Error, Result};
 use crate::scripts;
@@ -25,13 +26,16 @@ use crate::scripts;
 /// | `{app}:checkpoint:{stream}:{shard}` | string | the checkpoint: `<sequence>`, `<sequence>/<sub-sequence>` or `SHARD_END` |
 /// | `{app}:lease:{stream}:{shard}` | hash | `owner` (absent when free), `counter`, `parents`, `parent.0`, … |
 /// | `{app}:leases:{stream}` | set | the shard ids that have a lease |
+/// | `{app}:pending:{stream}:{shard}` | string | the pending batch's last position: `<sequence>` or `<sequence>/<sub-sequence>` |
 ///
 /// The checkpoint key and its plain sequence-number value are those of
 /// harlow/kinesis-connectors (Go), so a Go application's checkpoints are
 /// picked up as they are. Every conditional write is one Lua script, so a
 /// checkpoint never moves backwards even with concurrent writers, and
 /// [`set_fenced`](CheckpointStore::set_fenced) checks the lease and writes
-/// the checkpoint atomically.
+/// the checkpoint atomically; so does
+/// [`set_pending_batch`](CheckpointStore::set_pending_batch) with the pending
+/// batch, which makes the store keep replay-stable batches.
 ///
 /// Cloning is cheap: clones share the connection.
 #[derive(Debug, Clone)]
@@ -106,6 +110,11 @@ impl RedisCheckpointStore {
         self.keys.lease(key)
     }
 
+    /// The Redis key of a shard's pending batch (a string).
+    pub fn pending_batch_key(&self, key: &ShardKey) -> String {
+        self.keys.pending_batch(key)
+    }
+
     /// The Redis key of the set of shard ids with a lease in `stream`.
     pub fn lease_index_key(&self, application: &str, stream: &str) -> String {
         self.keys.lease_index(application, stream)
@@ -141,6 +150,51 @@ impl RedisCheckpointStore {
             Value::BulkString(bytes) => decode_stored_checkpoint(&redis_key, &bytes).map(Some),
             other => Err(Error::UnexpectedReply(format!(
                 "GET {redis_key} answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn read_pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
+        let redis_key = self.keys.pending_batch(key);
+        let mut connection = self.connection.clone();
+        let value: Value = redis::cmd("GET")
+            .arg(&redis_key)
+            .query_async(&mut connection)
+            .await?;
+        match value {
+            Value::Nil => Ok(None),
+            Value::BulkString(bytes) => decode_stored_position(&redis_key, &bytes).map(Some),
+            other => Err(Error::UnexpectedReply(format!(
+                "GET {redis_key} answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Records `end` while `lease` holds the shard (or no lease exists), in
+    /// one script so a worker that lost the lease cannot slip a write in.
+    async fn write_pending_batch(
+        &self,
+        key: &ShardKey,
+        end: &Position,
+        lease: &Lease,
+    ) -> Result<()> {
+        let value = encode_position(end);
+        let counter = lease.counter.to_string();
+        let reply = self
+            .invoke(
+                &scripts::SET_PENDING_BATCH,
+                &[&self.keys.lease(key), &self.keys.pending_batch(key)],
+                &[&lease.owner, &counter, &value],
+            )
+            .await?;
+        match reply.status {
+            scripts::WRITTEN => Ok(()),
+            scripts::LOST => Err(Error::LeaseLost {
+                shard_id: key.shard_id.clone(),
+                owner: reply.detail,
+            }),
+            status => Err(Error::UnexpectedReply(format!(
+                "pending-batch script status {status}"
             ))),
         }
     }
@@ -379,6 +433,26 @@ impl CheckpointStore for RedisCheckpointStore {
         lease: &Lease,
     ) -> kinesis_connectors_core::Result<()> {
         Ok(self.write_fenced(key, checkpoint, lease).await?)
+    }
+
+    fn keeps_pending_batches(&self) -> bool {
+        true
+    }
+
+    async fn pending_batch(
+        &self,
+        key: &ShardKey,
+    ) -> kinesis_connectors_core::Result<Option<Position>> {
+        Ok(self.read_pending_batch(key).await?)
+    }
+
+    async fn set_pending_batch(
+        &self,
+        key: &ShardKey,
+        end: &Position,
+        lease: &Lease,
+    ) -> kinesis_connectors_core::Result<()> {
+        Ok(self.write_pending_batch(key, end, lease).await?)
     }
 }
 
