@@ -105,6 +105,22 @@ impl CheckpointStore for TablePerStream {
             .set_fenced(key, checkpoint, lease)
             .await
     }
+    fn keeps_pending_batches(&self) -> bool {
+        // Every store it routes to is a `DynamoDbCheckpointStore`, which does.
+        true
+    }
+    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
+        self.store(&key.application, &key.stream)
+            .await
+            .pending_batch(key)
+            .await
+    }
+    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
+        self.store(&key.application, &key.stream)
+            .await
+            .set_pending_batch(key, end, lease)
+            .await
+    }
 }
 
 #[async_trait]
@@ -457,6 +473,79 @@ async fn checkpoint_dynamodb_kcl_items_are_read_fenced_and_never_overwritten_bac
     let item = raw_item(&client, &table, "shardId-000000000000").await;
     assert_eq!(item.get("leaseOwner"), Some(&s("rust-worker")));
     assert_eq!(item.get("checkpoint"), Some(&s(&"9".repeat(60))));
+    delete_tables(vec![table]).await;
+}
+
+/// A pending batch (replay-stable batches) is written as this crate's own
+/// attributes on the lease item, fenced like a checkpoint: after another
+/// worker took the lease, the old owner's write is refused with `LeaseLost`
+/// and leaves the item as it was.
+#[tokio::test]
+async fn checkpoint_dynamodb_a_pending_batch_with_a_stale_lease_is_refused_and_not_stored() {
+    let (store, client) = fresh_store("pending").await;
+    let table = store.table().to_owned();
+    let key = ShardKey::new("kcl-app", "kcl-stream", "shardId-000000000000");
+    store.create_lease(&key, &[]).await.unwrap();
+    let mine = store
+        .take_lease(&key, 0, "worker-a")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .set_fenced(&key, &at(SEQ_A, None), &mine)
+        .await
+        .unwrap();
+    let inside = Position {
+        sequence: SequenceNumber::parse(SEQ_B).unwrap(),
+        sub_sequence: Some(3),
+    };
+    store.set_pending_batch(&key, &inside, &mine).await.unwrap();
+    assert_eq!(
+        store.pending_batch(&key).await.unwrap(),
+        Some(inside.clone())
+    );
+    let item = raw_item(&client, &table, "shardId-000000000000").await;
+    assert_eq!(item.get("pendingBatchEnd"), Some(&s(SEQ_B)));
+    assert_eq!(item.get("pendingBatchEndSubSequenceNumber"), Some(&n(3)));
+    assert!(!item.contains_key("pendingCheckpoint"), "{item:?}");
+    // The KCL's attributes are untouched: the checkpoint and the counter.
+    assert_eq!(item.get("checkpoint"), Some(&s(SEQ_A)));
+    assert_eq!(item.get("wholeRecordCheckpoint"), Some(&s(SEQ_A)));
+    assert_eq!(item.get("leaseCounter"), Some(&n(mine.counter)));
+    assert_eq!(item.get("leaseOwner"), Some(&s("worker-a")));
+
+    // Another worker takes the lease; the old owner's pending batch is refused.
+    let theirs = store
+        .take_lease(&key, mine.counter, "worker-b")
+        .await
+        .unwrap()
+        .unwrap();
+    let whole = Position::new(SequenceNumber::parse(SEQ_B).unwrap());
+    let error = store
+        .set_pending_batch(&key, &whole, &mine)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::LeaseLost { owner: Some(owner), .. } if owner == "worker-b"),
+        "{error:?}"
+    );
+    assert_eq!(store.pending_batch(&key).await.unwrap(), Some(inside));
+    let after = raw_item(&client, &table, "shardId-000000000000").await;
+    assert_eq!(after.get("pendingBatchEnd"), Some(&s(SEQ_B)));
+    assert_eq!(after.get("pendingBatchEndSubSequenceNumber"), Some(&n(3)));
+
+    // The new owner's write goes through; a whole record has no sub-sequence.
+    store
+        .set_pending_batch(&key, &whole, &theirs)
+        .await
+        .unwrap();
+    assert_eq!(store.pending_batch(&key).await.unwrap(), Some(whole));
+    let item = raw_item(&client, &table, "shardId-000000000000").await;
+    assert!(
+        !item.contains_key("pendingBatchEndSubSequenceNumber"),
+        "{item:?}"
+    );
+    assert_eq!(store.get(&key).await.unwrap(), Some(at(SEQ_A, None)));
     delete_tables(vec![table]).await;
 }
 

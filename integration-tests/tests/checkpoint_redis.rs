@@ -395,6 +395,76 @@ impl Rng {
     }
 }
 
+/// A pending batch (replay-stable batches) is fenced like a checkpoint:
+/// after another worker took the lease, the old owner's write is refused
+/// with `LeaseLost` and the stored pending batch stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_redis_a_pending_batch_with_a_stale_lease_is_refused_and_not_stored() {
+    let store = stack_store().await;
+    let mut raw = store.connection().clone();
+    let app = unique_name("pending-app");
+    let key = ShardKey::new(&*app, "orders", "shardId-000000000000");
+    let pending_key = format!("{app}:pending:orders:shardId-000000000000");
+    assert_eq!(store.pending_batch_key(&key), pending_key);
+    assert!(store.keeps_pending_batches());
+    assert_eq!(store.pending_batch(&key).await.unwrap(), None);
+
+    store.create_lease(&key, &[]).await.unwrap();
+    let mine = store
+        .take_lease(&key, 0, "worker-a")
+        .await
+        .unwrap()
+        .unwrap();
+    let go_value = "49590338271490256608559692538361571095921575989136588898";
+    let inside = Position {
+        sequence: seq(go_value),
+        sub_sequence: Some(3),
+    };
+    store.set_pending_batch(&key, &inside, &mine).await.unwrap();
+    assert_eq!(
+        raw_get(&mut raw, &pending_key).await,
+        Some(format!("{go_value}/3"))
+    );
+    assert_eq!(
+        store.pending_batch(&key).await.unwrap(),
+        Some(inside.clone())
+    );
+
+    // Another worker takes the lease; the old owner's pending batch is refused.
+    let theirs = store
+        .take_lease(&key, mine.counter, "worker-b")
+        .await
+        .unwrap()
+        .unwrap();
+    let whole = Position::new(seq(go_value));
+    let error = store
+        .set_pending_batch(&key, &whole, &mine)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, kinesis_connectors_core::Error::LeaseLost { owner: Some(owner), .. } if owner == "worker-b"),
+        "{error:?}"
+    );
+    assert_eq!(
+        raw_get(&mut raw, &pending_key).await,
+        Some(format!("{go_value}/3")),
+        "the refused write stored nothing"
+    );
+
+    // The new owner's write goes through, whole records in the checkpoint format.
+    store
+        .set_pending_batch(&key, &whole, &theirs)
+        .await
+        .unwrap();
+    assert_eq!(
+        raw_get(&mut raw, &pending_key).await.as_deref(),
+        Some(go_value)
+    );
+    assert_eq!(store.pending_batch(&key).await.unwrap(), Some(whole));
+    // The checkpoint key is untouched by pending batches.
+    assert_eq!(store.get(&key).await.unwrap(), None);
+}
+
 /// The Lua comparison in the scripts orders checkpoints exactly as the core
 /// does (`Ord for Checkpoint`): lengths and digits of 56-digit sequence
 /// numbers, sub-sequences up to `u64::MAX`, SHARD_END last.
