@@ -1,11 +1,14 @@
 //! `KinesisEmitter`: forwards items to another stream with `PutRecords`.
 
 use std::fmt;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use bytes::Bytes;
+use kinesis_connectors_core::kpl::{self, Aggregator, HashKeyRange};
 use kinesis_connectors_core::{
     Batch, EmitOutcome, Emitter, Encoder, ItemSource, RejectedItem, RetryPolicy,
 };
@@ -36,6 +39,44 @@ pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy::new()
     .with_max_delay(Duration::from_secs(5))
     .with_max_attempts(8);
 
+/// How a [`KinesisEmitter`] packs items into KPL aggregates
+/// ([`KinesisEmitterBuilder::aggregate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Aggregation {
+    /// Most bytes of one aggregate, its partition key included (default and
+    /// largest: 1 MiB, Kinesis' record limit).
+    pub max_bytes: usize,
+    /// Most items in one aggregate (default 1,000).
+    pub max_records: usize,
+}
+
+impl Default for Aggregation {
+    fn default() -> Self {
+        Self {
+            max_bytes: MAX_RECORD_BYTES,
+            max_records: 1_000,
+        }
+    }
+}
+
+impl Aggregation {
+    /// Sets [`max_bytes`](Self::max_bytes).
+    pub const fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets [`max_records`](Self::max_records).
+    pub const fn with_max_records(mut self, max_records: usize) -> Self {
+        self.max_records = max_records;
+        self
+    }
+}
+
+/// The open shards of the target stream and the hash keys each owns.
+type ShardMap = Vec<(String, HashKeyRange)>;
+
 /// Forwards each item, encoded by the transformer, as one record of another
 /// stream, with `PutRecords`.
 ///
@@ -48,6 +89,10 @@ pub struct KinesisEmitter<T: Encoder> {
     partition_key: Option<Box<PartitionKeyFn<T::Item>>>,
     explicit_hash_key: Option<Box<HashKeyFn<T::Item>>>,
     retry: RetryPolicy,
+    aggregation: Option<Aggregation>,
+    /// The target's shards, listed when first needed and dropped when an
+    /// aggregate landed on a shard other than predicted (resharding).
+    shard_map: Mutex<Option<ShardMap>>,
 }
 
 impl<T: Encoder> fmt::Debug for KinesisEmitter<T> {
@@ -60,6 +105,7 @@ impl<T: Encoder> fmt::Debug for KinesisEmitter<T> {
                 &self.explicit_hash_key.is_some(),
             )
             .field("retry", &self.retry)
+            .field("aggregation", &self.aggregation)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +120,26 @@ struct Entry {
     explicit_hash_key: Option<String>,
     /// What the record counts against the request limit.
     size: usize,
+    /// For a KPL aggregate: the items it packs (sent again one by one,
+    /// re-packed, if it must be retried) and the shard it was packed for.
+    aggregate: Option<Packed>,
+}
+
+/// The contents of an aggregated [`Entry`].
+#[derive(Debug, Clone)]
+struct Packed {
+    parts: Vec<Entry>,
+    shard_id: String,
+}
+
+impl Entry {
+    /// The entries to send again if this one failed: its parts, for an aggregate.
+    fn unpack(self) -> Vec<Entry> {
+        match self.aggregate {
+            Some(packed) => packed.parts,
+            None => vec![self],
+        }
+    }
 }
 
 impl Entry {
@@ -89,6 +155,75 @@ impl Entry {
                 retryable: false,
                 message: format!("record {} cannot be sent: {e}", self.index),
             })
+    }
+}
+
+/// An aggregate being filled for one shard.
+struct OpenAggregate {
+    shard_id: String,
+    aggregator: Aggregator,
+    parts: Vec<Entry>,
+}
+
+impl OpenAggregate {
+    fn new(shard_id: String) -> Self {
+        Self {
+            shard_id,
+            aggregator: Aggregator::new(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// Whether `entry` fits, counting the aggregate's own partition key (its
+    /// first item's) against the record limit as Kinesis does.
+    fn fits(&self, entry: &Entry, limits: Aggregation) -> bool {
+        let key_len = self
+            .parts
+            .first()
+            .map_or(entry.partition_key.len(), |first| first.partition_key.len());
+        self.aggregator.len() < limits.max_records
+            && self.aggregator.encoded_len_with(
+                entry.data.len(),
+                &entry.partition_key,
+                entry.explicit_hash_key.as_deref(),
+            ) + key_len
+                <= limits.max_bytes.min(MAX_RECORD_BYTES)
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.aggregator.push(
+            Bytes::from(entry.data.clone()),
+            &entry.partition_key,
+            entry.explicit_hash_key.as_deref(),
+        );
+        self.parts.push(entry);
+    }
+
+    /// The record to send: the aggregate, or its only item as it is.
+    fn seal(self) -> Option<Entry> {
+        let Self {
+            shard_id,
+            aggregator,
+            mut parts,
+        } = self;
+        if parts.len() < 2 {
+            return parts.pop();
+        }
+        let first = &parts[0];
+        // The first item's hash key routes the aggregate to the shard all
+        // its items belong to.
+        let explicit_hash_key =
+            kpl::effective_hash_key(&first.partition_key, first.explicit_hash_key.as_deref())
+                .map(|key| key.to_string());
+        let data = aggregator.finish().to_vec();
+        Some(Entry {
+            index: first.index,
+            size: data.len() + first.partition_key.len(),
+            partition_key: first.partition_key.clone(),
+            explicit_hash_key,
+            data,
+            aggregate: Some(Packed { parts, shard_id }),
+        })
     }
 }
 
@@ -115,6 +250,7 @@ impl<T: Encoder> KinesisEmitter<T> {
             partition_key: None,
             explicit_hash_key: None,
             retry: DEFAULT_RETRY,
+            aggregation: None,
         }
     }
 
@@ -180,7 +316,97 @@ impl<T: Encoder> KinesisEmitter<T> {
             partition_key,
             explicit_hash_key,
             size,
+            aggregate: None,
         })
+    }
+
+    /// The target's open shards, listing them if no map is cached.
+    async fn shard_map(&self) -> Result<ShardMap, Error> {
+        if let Some(map) = self.shard_map.lock().ok().and_then(|map| map.clone()) {
+            return Ok(map);
+        }
+        let mut map = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let request = match &next_token {
+                Some(token) => self.client.list_shards().next_token(token),
+                None if self.stream.starts_with("arn:") => {
+                    self.client.list_shards().stream_arn(&self.stream)
+                }
+                None => self.client.list_shards().stream_name(&self.stream),
+            };
+            let output = request
+                .send()
+                .await
+                .map_err(|e| classify(&self.stream, e))?;
+            for shard in output.shards() {
+                let open = shard
+                    .sequence_number_range()
+                    .is_none_or(|range| range.ending_sequence_number().is_none());
+                let range = shard.hash_key_range().and_then(|range| {
+                    HashKeyRange::parse(range.starting_hash_key(), range.ending_hash_key())
+                });
+                if let (true, Some(range)) = (open, range) {
+                    map.push((shard.shard_id().to_owned(), range));
+                }
+            }
+            match output.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+                _ => break,
+            }
+        }
+        if let Ok(mut cached) = self.shard_map.lock() {
+            *cached = Some(map.clone());
+        }
+        Ok(map)
+    }
+
+    /// Packs entries into aggregates, one group per target shard, in batch
+    /// order within each shard (Kinesis orders records per shard, not
+    /// across shards). An aggregate is sent with the first item's partition
+    /// key and, as explicit hash key, that item's hash key, so it lands on
+    /// the shard every item in it belongs to and a de-aggregating reader
+    /// keeps them all. A group of one, and an item too big to be packed,
+    /// go out as plain records.
+    async fn pack(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, Error> {
+        let Some(limits) = self.aggregation else {
+            return Ok(entries);
+        };
+        if entries.len() < 2 {
+            return Ok(entries);
+        }
+        let map = self.shard_map().await?;
+        let mut out = Vec::new();
+        // Aggregates being filled, one per shard, in order of their first item.
+        let mut open: Vec<OpenAggregate> = Vec::new();
+        for entry in entries {
+            let hash_key =
+                kpl::effective_hash_key(&entry.partition_key, entry.explicit_hash_key.as_deref());
+            let shard = hash_key.and_then(|key| map.iter().find(|(_, range)| range.contains(key)));
+            let Some((shard_id, _)) = shard else {
+                // No open shard listed for it (the map is behind): Kinesis routes it alone.
+                out.push(entry);
+                continue;
+            };
+            let slot = match open.iter().position(|o| o.shard_id == *shard_id) {
+                Some(slot) => slot,
+                None => {
+                    open.push(OpenAggregate::new(shard_id.clone()));
+                    open.len() - 1
+                }
+            };
+            if !open[slot].fits(&entry, limits) {
+                let fresh = OpenAggregate::new(open[slot].shard_id.clone());
+                out.extend(std::mem::replace(&mut open[slot], fresh).seal());
+                if !open[slot].fits(&entry, limits) {
+                    out.push(entry);
+                    continue;
+                }
+            }
+            open[slot].push(entry);
+        }
+        out.extend(open.into_iter().flat_map(OpenAggregate::seal));
+        Ok(out)
     }
 
     /// Sends `entries` in requests of at most 500 records and 5 MiB, in
@@ -206,6 +432,26 @@ impl<T: Encoder> KinesisEmitter<T> {
                     let results = output.records();
                     for (i, entry) in chunk.into_iter().enumerate() {
                         match results.get(i) {
+                            Some(result)
+                                if result.error_code().is_none()
+                                    && entry.aggregate.as_ref().is_some_and(|packed| {
+                                        result.shard_id().is_some_and(|id| id != packed.shard_id)
+                                    }) =>
+                            {
+                                // Resharded since the listing: readers of that
+                                // shard may drop some of its items. Send them
+                                // again, grouped on a fresh listing.
+                                last.code = "AggregateMisrouted".to_owned();
+                                last.message = format!(
+                                    "an aggregate packed for shard {} landed on {}",
+                                    entry.aggregate.as_ref().map_or("", |p| p.shard_id.as_str()),
+                                    result.shard_id().unwrap_or_default()
+                                );
+                                if let Ok(mut map) = self.shard_map.lock() {
+                                    *map = None;
+                                }
+                                failed.push(entry);
+                            }
                             Some(result) if result.error_code().is_none() => {}
                             Some(result) => {
                                 last.code = result.error_code().unwrap_or_default().to_owned();
@@ -289,8 +535,9 @@ fn check_hash_key(key: &str) -> Result<(), String> {
 #[async_trait]
 impl<T: Encoder> Emitter<T::Item> for KinesisEmitter<T> {
     async fn emit(&self, batch: &Batch<T::Item>) -> kinesis_connectors_core::Result<EmitOutcome> {
-        let (mut pending, rejected) = self.prepare(batch);
-        let total = pending.len();
+        let (entries, rejected) = self.prepare(batch);
+        let total = entries.len();
+        let mut pending = self.pack(entries).await?;
         let mut delays = self.retry.delays();
         let mut attempt = 0;
         while !pending.is_empty() {
@@ -299,6 +546,8 @@ impl<T: Encoder> Emitter<T::Item> for KinesisEmitter<T> {
             if failed.is_empty() {
                 break;
             }
+            // Items, not aggregates, are what the batch sent and what is retried.
+            let failed: Vec<Entry> = failed.into_iter().flat_map(Entry::unpack).collect();
             if attempt >= self.retry.max_attempts {
                 return Err(Error::PartialFailure {
                     stream: self.stream.clone(),
@@ -322,7 +571,7 @@ impl<T: Encoder> Emitter<T::Item> for KinesisEmitter<T> {
                 "records refused; retrying only those"
             );
             tokio::time::sleep(delay).await;
-            pending = failed;
+            pending = self.pack(failed).await?;
         }
         Ok(EmitOutcome::with_rejected(rejected))
     }
@@ -336,6 +585,7 @@ pub struct KinesisEmitterBuilder<T: Encoder> {
     partition_key: Option<Box<PartitionKeyFn<T::Item>>>,
     explicit_hash_key: Option<Box<HashKeyFn<T::Item>>>,
     retry: RetryPolicy,
+    aggregation: Option<Aggregation>,
 }
 
 impl<T: Encoder> fmt::Debug for KinesisEmitterBuilder<T> {
@@ -378,6 +628,24 @@ impl<T: Encoder> KinesisEmitterBuilder<T> {
         self
     }
 
+    /// Packs items into KPL aggregates instead of one record per item, as the
+    /// Kinesis Producer Library does: fewer, larger records (Kinesis bills
+    /// and throttles per record and per 25 KiB), read back item by item by
+    /// any KPL-aware consumer (`PollingSource`, the KCL, `aws-kinesis-agg`).
+    ///
+    /// Items are grouped by the target shard their hash key falls into
+    /// (`ListShards` of the target, listed once and again after
+    /// resharding), and each aggregate carries its first item's hash key as
+    /// its explicit hash key, so every item lands on the shard it would have
+    /// landed on alone: a de-aggregating reader drops items outside its
+    /// shard. An aggregate that lands elsewhere anyway (the target was
+    /// resharded since it was listed) is sent again, re-grouped on a fresh
+    /// listing. A group of one item goes out as a plain record.
+    pub fn aggregate(mut self, limits: Aggregation) -> Self {
+        self.aggregation = Some(limits);
+        self
+    }
+
     /// Checks the configuration and builds the emitter.
     ///
     /// Fails with [`Error::Config`] for an empty stream name or a retry
@@ -389,6 +657,13 @@ impl<T: Encoder> KinesisEmitterBuilder<T> {
         self.retry
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
+        if let Some(limits) = self.aggregation
+            && (limits.max_records < 1 || limits.max_bytes <= kpl::FRAMING_LEN)
+        {
+            return Err(Error::Config(format!(
+                "aggregation limits {limits:?} leave no room for an item"
+            )));
+        }
         Ok(KinesisEmitter {
             client: self.client,
             stream: self.stream,
@@ -396,6 +671,8 @@ impl<T: Encoder> KinesisEmitterBuilder<T> {
             partition_key: self.partition_key,
             explicit_hash_key: self.explicit_hash_key,
             retry: self.retry,
+            aggregation: self.aggregation,
+            shard_map: Mutex::new(None),
         })
     }
 }
@@ -411,6 +688,7 @@ mod tests {
             partition_key: String::new(),
             explicit_hash_key: None,
             size,
+            aggregate: None,
         }
     }
 

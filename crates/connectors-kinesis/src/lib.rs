@@ -5,7 +5,7 @@ mod error;
 mod polling;
 
 pub use emitter::{
-    DEFAULT_RETRY, KinesisEmitter, KinesisEmitterBuilder, MAX_BYTES_PER_REQUEST,
+    Aggregation, DEFAULT_RETRY, KinesisEmitter, KinesisEmitterBuilder, MAX_BYTES_PER_REQUEST,
     MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST,
 };
 pub use error::Error;
