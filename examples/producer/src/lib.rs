@@ -5,7 +5,13 @@
 //! time of sending. Records go out with `PutRecords` in requests of at most
 //! 500 records and 5 MiB; entries the service rejects (throttling) are sent
 //! again with backoff, so every event arrives.
+//!
+//! With `aggregate = true` (`--aggregate`) events are packed into KPL
+//! aggregates as the Kinesis Producer Library writes them, one per user in
+//! each request: the aggregate's partition key is its events' own, so each
+//! event lands on the shard it would have landed on alone.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -13,6 +19,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use kinesis_connectors_core::CancellationToken;
+use kinesis_connectors_core::kpl::Aggregator;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -24,6 +31,14 @@ const MAX_RECORDS_PER_REQUEST: usize = 500;
 const MAX_BYTES_PER_REQUEST: usize = 5 * 1024 * 1024;
 /// Largest payload accepted, well under the 1 MiB record limit.
 const MAX_PAYLOAD_BYTES: usize = 900 * 1024;
+/// Most bytes of one record (data plus partition key).
+const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Events gathered for one request when aggregating: at most 100 users'
+/// aggregates of a few dozen events each, well under 500 records.
+const MAX_AGGREGATED_EVENTS_PER_REQUEST: usize = 5_000;
+/// Event bytes gathered for one request when aggregating, leaving room under
+/// 5 MiB for the aggregates' framing and tables.
+const MAX_AGGREGATED_BYTES_PER_REQUEST: usize = 4 * 1024 * 1024;
 /// Attempts per request before the producer gives up on rejected entries.
 const MAX_ATTEMPTS: u32 = 10;
 
@@ -37,6 +52,7 @@ const MAX_ATTEMPTS: u32 = 10;
 /// partition_keys = 100   # distinct users (the partition key)
 /// first_id = 0           # id of the first event
 /// create_shards = 2      # create the stream with this many shards when missing
+/// aggregate = false      # pack events into KPL aggregates (one per user per request)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +76,9 @@ pub struct ProducerConfig {
     pub first_id: u64,
     /// Creates the stream with this many shards when it does not exist.
     pub create_shards: Option<i32>,
+    /// Packs events into KPL aggregates instead of one record per event.
+    #[serde(default)]
+    pub aggregate: bool,
 }
 
 fn default_count() -> u64 {
@@ -85,6 +104,7 @@ impl ProducerConfig {
             partition_keys: default_partition_keys(),
             first_id: 0,
             create_shards: None,
+            aggregate: false,
         }
     }
 
@@ -253,26 +273,43 @@ pub async fn produce(
     };
     let mut next = 0;
     while next < config.count && !cancel.is_cancelled() {
-        let mut entries = Vec::new();
+        let (max_events, max_bytes) = if config.aggregate {
+            (
+                MAX_AGGREGATED_EVENTS_PER_REQUEST,
+                MAX_AGGREGATED_BYTES_PER_REQUEST,
+            )
+        } else {
+            (MAX_RECORDS_PER_REQUEST, MAX_BYTES_PER_REQUEST)
+        };
+        let mut events = Vec::new();
         let mut bytes = 0;
-        while next < config.count && entries.len() < MAX_RECORDS_PER_REQUEST {
+        while next < config.count && events.len() < max_events {
             let event = config.event(next);
             let data = serde_json::to_vec(&event).context("encoding an event")?;
             let size = data.len() + event.user_id.len();
-            if !entries.is_empty() && bytes + size > MAX_BYTES_PER_REQUEST {
+            if !events.is_empty() && bytes + size > max_bytes {
                 break;
             }
             bytes += size;
-            entries.push(
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(data))
-                    .partition_key(event.user_id)
-                    .build()
-                    .context("building a PutRecords entry")?,
-            );
+            events.push((event.user_id, data));
             next += 1;
         }
-        let count = entries.len() as u64;
+        let count = events.len() as u64;
+        let records = if config.aggregate {
+            aggregate_by_key(events)
+        } else {
+            events
+        };
+        let entries = records
+            .into_iter()
+            .map(|(partition_key, data)| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(data))
+                    .partition_key(partition_key)
+                    .build()
+                    .context("building a PutRecords entry")
+            })
+            .collect::<Result<Vec<_>>>()?;
         report.resent += put_all(client, &config.stream, entries).await?;
         report.sent += count;
         progress(count);
@@ -288,6 +325,34 @@ pub async fn produce(
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Packs `(partition key, data)` events into KPL aggregates, one per key
+/// (more when one would pass 1 MiB), in event order within each key.
+/// Each aggregate is sent with its events' partition key, so Kinesis routes
+/// it exactly as it would route each of them.
+fn aggregate_by_key(events: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    let mut by_key: BTreeMap<String, Vec<Aggregator>> = BTreeMap::new();
+    for (key, data) in events {
+        let aggregators = by_key.entry(key.clone()).or_default();
+        let full = aggregators.last().is_none_or(|last| {
+            last.encoded_len_with(data.len(), &key, None) + key.len() > MAX_RECORD_BYTES
+        });
+        if full {
+            aggregators.push(Aggregator::new());
+        }
+        if let Some(last) = aggregators.last_mut() {
+            last.push(data.into(), &key, None);
+        }
+    }
+    by_key
+        .into_iter()
+        .flat_map(|(key, aggregators)| {
+            aggregators
+                .into_iter()
+                .map(move |aggregator| (key.clone(), aggregator.finish().to_vec()))
+        })
+        .collect()
 }
 
 /// Sends `entries`, then again those the service rejected, with backoff.
@@ -403,5 +468,25 @@ mod tests {
                 .to_string()
                 .contains("create_shards")
         );
+    }
+
+    #[test]
+    fn aggregates_hold_each_users_events_in_order() {
+        use kinesis_connectors_core::{Record, kpl};
+        let events: Vec<(String, Vec<u8>)> = (0..50)
+            .map(|i| (format!("user-{}", i % 3), format!("e{i}").into_bytes()))
+            .collect();
+        let records = aggregate_by_key(events.clone());
+        assert_eq!(records.len(), 3);
+        let mut read = Vec::new();
+        for (key, data) in records {
+            for sub in kpl::deaggregate(&Record::new(data, key.clone(), 1u64)).unwrap() {
+                assert_eq!(sub.partition_key, key);
+                read.push((key.clone(), sub.data.to_vec()));
+            }
+        }
+        let mut expected = events;
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(read, expected);
     }
 }

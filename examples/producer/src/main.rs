@@ -1,4 +1,4 @@
-//! `producer --config producer.toml [--count N] [--rate R]`: fills a stream
+//! `producer --config producer.toml [--count N] [--rate R] [--aggregate]`: fills a stream
 //! with synthetic JSON events, showing progress. Ctrl-C stops it after the
 //! request in flight.
 
@@ -22,6 +22,10 @@ struct Args {
     /// Events per second, 0 for unlimited (overrides `rate`).
     #[arg(long)]
     rate: Option<u64>,
+    /// Packs events into KPL aggregates, as the Kinesis Producer Library
+    /// does (sets `aggregate = true`).
+    #[arg(long)]
+    aggregate: bool,
 }
 
 #[tokio::main]
@@ -31,6 +35,7 @@ async fn main() -> Result<()> {
     let mut config: ProducerConfig = load_config(&args.config.config)?;
     config.count = args.count.unwrap_or(config.count);
     config.rate = args.rate.unwrap_or(config.rate);
+    config.aggregate |= args.aggregate;
     config.validate()?;
     let client = aws_sdk_kinesis::Client::new(&sdk_config().await);
     let cancel = shutdown_signal();
