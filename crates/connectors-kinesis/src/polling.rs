@@ -154,8 +154,13 @@ impl PollingSource {
         let mut out = Vec::with_capacity(records.len());
         let mut outside = 0u64;
         for record in records {
+            // Plain records skip `deaggregate` (which would clone them).
+            if !kpl::is_aggregated(&record.data) {
+                out.push(record);
+                continue;
+            }
             match kpl::deaggregate(&record) {
-                Ok(subs) if kpl::is_aggregated(&record.data) => {
+                Ok(subs) => {
                     let before = out.len() + subs.len();
                     match &tagged.range {
                         Some(range) => out.extend(subs.into_iter().filter(|sub| range.owns(sub))),
@@ -163,7 +168,6 @@ impl PollingSource {
                     }
                     outside += (before - out.len()) as u64;
                 }
-                Ok(_) => out.push(record),
                 Err(err) => {
                     tracing::warn!(
                         stream = tagged.stream,
