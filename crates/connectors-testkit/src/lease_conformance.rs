@@ -34,6 +34,7 @@ const CREATE: Rule = rule("create");
 const ACQUIRE: Rule = rule("acquire");
 const RENEW: Rule = rule("renew");
 const FENCED_CHECKPOINT: Rule = rule("fenced-checkpoint");
+const FENCED_PENDING_BATCH: Rule = rule("fenced-pending-batch");
 const TAKE_OVER: Rule = rule("take-over");
 const RELEASE: Rule = rule("release");
 const EXPIRE: Rule = rule("expire");
@@ -44,11 +45,12 @@ const fn rule(name: &'static str) -> Rule {
 
 /// Every rule of the suite, in the order [`run_all`] runs them, so a test
 /// can check that each one was reported.
-pub const RULES: [&str; 7] = [
+pub const RULES: [&str; 8] = [
     CREATE.name,
     ACQUIRE.name,
     RENEW.name,
     FENCED_CHECKPOINT.name,
+    FENCED_PENDING_BATCH.name,
     TAKE_OVER.name,
     RELEASE.name,
     EXPIRE.name,
@@ -115,6 +117,14 @@ pub async fn run_all(
     report.run(RENEW.name, renew(&*store)).await;
     report
         .run(FENCED_CHECKPOINT.name, fenced_checkpoint(&*store))
+        .await;
+    report
+        .run_if(
+            store.keeps_pending_batches(),
+            FENCED_PENDING_BATCH.name,
+            "the store keeps no pending batches (keeps_pending_batches() is false)",
+            fenced_pending_batch(&*store),
+        )
         .await;
     report.run(TAKE_OVER.name, take_over(&*store)).await;
     report
@@ -228,6 +238,49 @@ pub async fn fenced_checkpoint(store: &dyn LeaseStore) -> RuleResult {
         Some(l) if l.checkpoint == Some(at(20)) && l.owner.as_deref() == Some("worker-b") => Ok(()),
         other => Err(FENCED_CHECKPOINT.fail(format!(
             "list_leases must show owner and checkpoint: {other:?}"
+        ))),
+    }
+}
+
+/// Rule `fenced-pending-batch`: a pending batch (replay-stable batches) is
+/// fenced like a checkpoint: the holder's write is stored; after another
+/// worker took the lease, the old owner's write fails with `LeaseLost` and
+/// stores nothing; the new owner's goes through.
+///
+/// Skipped by [`run_all`] for a store whose `keeps_pending_batches()` is false.
+pub async fn fenced_pending_batch(store: &dyn LeaseStore) -> RuleResult {
+    let rule = FENCED_PENDING_BATCH;
+    let leases = Leases::new(store, rule);
+    let key = leases.key(SHARD);
+    let end = |n: u64| Position::new(n.into());
+    let created = leases.created().await?;
+    let mine = leases.take(created.counter, "worker-a").await?;
+    rule.call(
+        "set_pending_batch",
+        store.set_pending_batch(&key, &end(10), &mine).await,
+    )?;
+    if rule.call("pending_batch", store.pending_batch(&key).await)? != Some(end(10)) {
+        return Err(rule.fail("a pending batch written by the holder was not stored"));
+    }
+    let theirs = leases.take_over("worker-b").await?;
+    expect_lost(
+        rule,
+        "set_pending_batch by the old owner",
+        store.set_pending_batch(&key, &end(20), &mine).await,
+    )?;
+    if rule.call("pending_batch", store.pending_batch(&key).await)? != Some(end(10)) {
+        return Err(
+            rule.fail("a pending batch written after losing the lease changed the stored one")
+        );
+    }
+    rule.call(
+        "set_pending_batch",
+        store.set_pending_batch(&key, &end(30), &theirs).await,
+    )?;
+    match rule.call("pending_batch", store.pending_batch(&key).await)? {
+        Some(stored) if stored == end(30) => Ok(()),
+        other => Err(rule.fail(format!(
+            "the new owner's pending batch was not stored: {other:?}"
         ))),
     }
 }

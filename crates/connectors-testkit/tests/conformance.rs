@@ -728,6 +728,7 @@ struct BrokenLeases {
     inner: MemoryCheckpointStore,
     release_is_a_no_op: bool,
     renew_keeps_the_counter: bool,
+    pending_ignores_the_lease: bool,
 }
 
 #[async_trait]
@@ -745,6 +746,40 @@ impl CheckpointStore for BrokenLeases {
         lease: &Lease,
     ) -> Result<()> {
         self.inner.set_fenced(key, checkpoint, lease).await
+    }
+    fn keeps_pending_batches(&self) -> bool {
+        true
+    }
+    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
+        self.inner.pending_batch(key).await
+    }
+    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
+        if self.pending_ignores_the_lease {
+            return self.force_pending(key, end).await;
+        }
+        self.inner.set_pending_batch(key, end, lease).await
+    }
+}
+
+impl BrokenLeases {
+    /// Overwrites the pending batch whoever holds the lease.
+    async fn force_pending(&self, key: &ShardKey, end: &Position) -> Result<()> {
+        let holder = self
+            .inner
+            .list_leases(&key.application, &key.stream)
+            .await?
+            .into_iter()
+            .find(|lease| lease.shard_id == key.shard_id)
+            .and_then(|stored| {
+                Some(Lease {
+                    counter: stored.counter,
+                    ..Lease::unfenced(key.shard_id.clone(), stored.owner?)
+                })
+            });
+        match holder {
+            Some(lease) => self.inner.set_pending_batch(key, end, &lease).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -796,6 +831,21 @@ async fn a_lease_store_that_cannot_release_fails_only_release_unless_it_declares
     let report = lease_conformance::run_all(store, LeaseCapabilities::new().release(false)).await;
     assert!(report.is_success(), "{report}");
     assert_eq!(report.skipped_rules(), ["release"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_batch_written_without_its_lease_fails_fenced_pending_batch() {
+    let store = Arc::new(BrokenLeases {
+        pending_ignores_the_lease: true,
+        ..BrokenLeases::default()
+    });
+    let report = lease_conformance::run_all(store, LeaseCapabilities::new()).await;
+    assert_eq!(report.failed_rules(), ["fenced-pending-batch"], "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains("set_pending_batch by the old owner"),
+        "{text}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
