@@ -5,8 +5,8 @@
 //!
 //! Needs no stack, only Python ≥ 3.9 with `venv` and the package registry:
 //! the first run creates `target/kpl-interop-venv` with pinned versions.
-//! Run with `cargo xtask it kpl_interop` (or `cargo test -p
-//! integration-tests --test kpl_interop`).
+//! Run with `cargo xtask it kpl_interop` (the filter matches the test's
+//! name) or `cargo test -p integration-tests --test kpl_interop`.
 
 // Test code: helpers may unwrap and panic like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -154,7 +154,7 @@ fn records(with_hash_keys: bool) -> Vec<Record> {
 }
 
 #[test]
-fn rust_and_aws_kinesis_agg_read_each_others_aggregates() {
+fn kpl_interop_rust_and_aws_kinesis_agg_read_each_others_aggregates() {
     let plain = records(false);
     let keyed = records(true);
     let request = json!({
