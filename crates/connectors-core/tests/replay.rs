@@ -234,3 +234,82 @@ async fn only_batches_cut_by_time_record_a_pending_end() {
     let last = source.shard_records(SHARD)[4].position();
     assert_eq!(store.pending_batch(&key()).await.unwrap(), Some(last));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_takeover_in_the_middle_of_a_batch_replays_the_same_range() {
+    use kinesis_connectors_core::LeaseStore;
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open(SHARD));
+    append(&source, 0, 4);
+    let memory = MemoryCheckpointStore::new();
+    memory.create_lease(&key(), &[]).await.unwrap();
+    let a = memory
+        .take_lease(&key(), 0, "worker-a")
+        .await
+        .unwrap()
+        .unwrap();
+    let crashing = Arc::new(CrashBeforeCheckpoint {
+        inner: memory.clone(),
+        crashed: AtomicBool::new(false),
+    });
+    let age_cut = BufferLimits::default()
+        .with_max_records(100)
+        .with_max_age(Duration::from_secs(2));
+    let worker_a = RecordingEmitter::new();
+    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(worker_a.clone()))
+        .buffer_limits(age_cut)
+        .build()
+        .unwrap();
+    let report = ShardConsumer::new(
+        ShardEnv {
+            source: Arc::new(source.clone()),
+            store: crashing,
+            config: ShardConfig::default(),
+        },
+        shard_context(SHARD),
+        LeaseHandle::new(a.clone()),
+        pipeline,
+    )
+    .run(CancellationToken::new())
+    .await;
+    assert!(matches!(report.outcome, ShardOutcome::Failed(_)));
+
+    // Worker B takes the lease over; more records arrived meanwhile.
+    append(&source, 4, 5);
+    let b = memory
+        .take_lease(&key(), a.counter, "worker-b")
+        .await
+        .unwrap()
+        .unwrap();
+    let worker_b = RecordingEmitter::new();
+    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(worker_b.clone()))
+        .buffer_limits(age_cut)
+        .build()
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(
+        ShardConsumer::new(
+            ShardEnv {
+                source: Arc::new(source.clone()),
+                store: Arc::new(memory.clone()),
+                config: ShardConfig::default(),
+            },
+            shard_context(SHARD),
+            LeaseHandle::new(b),
+            pipeline,
+        )
+        .run(cancel.clone()),
+    );
+    assert!(worker_b.wait_for_items(9, Duration::from_secs(600)).await);
+    cancel.cancel();
+    task.await.unwrap();
+    let a_batches = worker_a.batches();
+    let b_batches = worker_b.batches();
+    assert_eq!(ranges(&b_batches[..1]), ranges(&a_batches));
+    assert_eq!(b_batches[1].items.len(), 5, "then the new records");
+    // The old owner can no longer record a pending batch.
+    let stale = memory
+        .set_pending_batch(&key(), &Position::new(1u64.into()), &a)
+        .await;
+    assert!(matches!(stale, Err(Error::LeaseLost { .. })), "{stale:?}");
+}
