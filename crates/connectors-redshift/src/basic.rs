@@ -129,10 +129,20 @@ impl<T: Encoder> RedshiftBasicEmitterBuilder<T> {
     /// Checks the configuration and builds the emitter.
     ///
     /// Fails with [`Error::Config`] when the table or the loader is missing,
-    /// a table or column name is invalid, or an option cannot be written
-    /// into a `COPY`.
+    /// a table or column name is invalid, an option cannot be written into a
+    /// `COPY`, or a file table is set with a key template lacking
+    /// `{first_seq}` or `{last_seq}`.
     pub fn build(self) -> Result<RedshiftBasicEmitter<T>, Error> {
         let target = self.target.build(self.pool, "table", false)?;
+        // The file table skips an object already loaded, by its key: a key
+        // that leaves out an end of the batch could stand for other records.
+        if target.files.is_some() && !self.s3.names_the_batch_range() {
+            return Err(Error::Config(format!(
+                "with a file table, the S3 key template {:?} must contain both {{first_seq}} and {{last_seq}}, \
+                 so that each object name stands for exactly one batch",
+                self.s3.key_template()
+            )));
+        }
         Ok(RedshiftBasicEmitter {
             s3: self.s3,
             target,

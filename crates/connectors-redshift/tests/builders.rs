@@ -182,6 +182,31 @@ async fn basic_emitter_builds_with_an_s3_emitter() {
             .build(),
     );
     assert!(message.contains(".table("), "{message}");
+
+    // A file table skips objects by key: the key must name both batch ends.
+    let first_only = || {
+        S3Emitter::builder(s3(), "bucket", Utf8Transformer)
+            .key_template("{prefix}/{shard}/{first_seq}")
+            .build()
+            .unwrap()
+    };
+    let message = config_error(
+        RedshiftBasicEmitter::builder(first_only(), pool())
+            .table("public.events")
+            .file_table("public.loaded_files")
+            .loader(role())
+            .build(),
+    );
+    assert!(
+        message.contains("{first_seq}") && message.contains("{last_seq}"),
+        "{message}"
+    );
+    // Without a file table (at-least-once loading) the template is fine.
+    RedshiftBasicEmitter::builder(first_only(), pool())
+        .table("public.events")
+        .loader(role())
+        .build()
+        .unwrap();
 }
 
 #[tokio::test]

@@ -104,8 +104,11 @@ impl<T: Encoder> fmt::Debug for S3Emitter<T> {
 }
 
 impl<T: Encoder> S3Emitter<T> {
-    /// Whether its keys name each batch's whole range (see the key template).
-    pub(crate) fn names_the_range(&self) -> bool {
+    /// Whether its keys name each batch's whole range (`{first_seq}` and
+    /// `{last_seq}` in the key template): then one object name stands for
+    /// one set of records, which a sink that loads each object once (a file
+    /// table) needs.
+    pub fn names_the_batch_range(&self) -> bool {
         self.template.names_the_range()
     }
 

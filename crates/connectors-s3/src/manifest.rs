@@ -62,7 +62,7 @@ impl<T: Encoder> S3ManifestEmitter<T> {
         // The second stage loads each object once, by its key: a key that
         // leaves out either end of the batch could name two different sets
         // of records, and the second would be skipped as already loaded.
-        if !s3.names_the_range() {
+        if !s3.names_the_batch_range() {
             return Err(Error::Config(format!(
                 "manifest emitter for bucket {:?}: key template {:?} must contain both {{first_seq}} and {{last_seq}}, \
                  so that each object name stands for exactly one batch (the manifest pipeline loads each object once)",
