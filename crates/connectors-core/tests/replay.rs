@@ -313,3 +313,69 @@ async fn a_takeover_in_the_middle_of_a_batch_replays_the_same_range() {
         .await;
     assert!(matches!(stale, Err(Error::LeaseLost { .. })), "{stale:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_cut_inside_an_aggregate_is_replayed_to_the_same_sub_record() {
+    // One KPL aggregate (sequence 100, sub-records 0..6) read in pages of 3:
+    // shutdown after the first page cuts the batch at sub-record 2, and the
+    // worker dies before that batch's checkpoint.
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open(SHARD));
+    let sub = |i: u64| {
+        let mut record = kinesis_connectors_core::Record::new(format!("s{i}"), "pk", 100u64);
+        record.sub_sequence_number = Some(i);
+        record
+    };
+    source.append_records(SHARD, (0..6).map(sub).collect());
+    source.set_page_size(3);
+    let memory = MemoryCheckpointStore::new();
+    let crashing = Arc::new(CrashBeforeCheckpoint {
+        inner: memory.clone(),
+        crashed: AtomicBool::new(false),
+    });
+    let limits = BufferLimits::default()
+        .with_max_records(100)
+        .with_max_age(Duration::from_secs(2));
+    let first_run = RecordingEmitter::new();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(
+        consumer(
+            &source,
+            crashing.clone(),
+            &first_run,
+            ShardConfig::default(),
+            limits,
+        )
+        .run(cancel.clone()),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cancel.cancel();
+    task.await.unwrap();
+    assert_eq!(first_run.items(), ["s0", "s1", "s2"]);
+
+    // The restart reads whole pages; its first batch still ends at s2.
+    source.set_page_size(100);
+    let second_run = RecordingEmitter::new();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(
+        consumer(
+            &source,
+            crashing,
+            &second_run,
+            ShardConfig::default(),
+            limits,
+        )
+        .run(cancel.clone()),
+    );
+    assert!(second_run.wait_for_items(6, Duration::from_secs(600)).await);
+    cancel.cancel();
+    task.await.unwrap();
+    let batches = second_run.batches();
+    assert_eq!(ranges(&batches[..1]), ranges(&first_run.batches()));
+    let last = Position {
+        sequence: 100u64.into(),
+        sub_sequence: Some(2),
+    };
+    assert_eq!(batches[0].last, last);
+    assert_eq!(batches[1].items, ["s3", "s4", "s5"]);
+}
