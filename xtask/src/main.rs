@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask demo [--count N] [--keep] [--localstack [URL]]` — the
 //!   manifest pipeline end to end on the local stack;
+//! - `cargo xtask chaos [--full] [FILTER]` — fault scenarios on the local
+//!   stack (outages, stalls, panics, hangs, kill -9), one table;
 //! - `cargo xtask stack up | down | status | env` — the local AWS stack;
 //! - `cargo xtask it [FILTER] [--keep] [--localstack [URL]]` — integration tests;
 //! - `cargo xtask tidy` — workspace hygiene rules;
@@ -11,6 +13,7 @@
 //! Only std, anyhow and serde_json: this crate must compile in seconds.
 //! See `xtask/README.md`.
 
+mod chaos;
 mod ci;
 mod demo;
 mod install;
@@ -23,6 +26,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
+use crate::chaos::ChaosOptions;
 use crate::demo::DemoOptions;
 use crate::it::ItOptions;
 use crate::stack::Mode;
@@ -33,6 +37,8 @@ usage: cargo xtask <command>
 commands:
   demo [--count N] [--keep] [--localstack [URL]]
                                   the manifest pipeline end to end on the stack (default 20000 events)
+  chaos [--full] [FILTER]         fault scenarios on the stack (outages, stalls, panics, hangs, kill -9);
+                                  FILTER: only scenarios whose name contains it; --full: longer, for releases
   stack up [--localstack [URL]]   start (or reuse) the local stack on free 127.0.0.1 ports
   stack down                      stop every process the stack started
   stack status                    print each service, its pid, port and health
@@ -41,7 +47,7 @@ commands:
                                   run the integration-tests package against the stack
   tidy                            check READMEs, lints, workspace dependencies, isolation
   deny                            cargo-deny's offline checks (bans, licenses, sources); installs cargo-deny
-  ci                              fmt, clippy, tests, doctests, doc, deny, tidy, it, demo, it --localstack
+  ci                              fmt, clippy, tests, doctests, doc, deny, tidy, it, demo, chaos, it --localstack
 
 --localstack      start LocalStack on this machine (Python 3.13 venv under target/stack)
 --localstack URL  use the LocalStack already running at URL (e.g. http://localhost:4566)
@@ -158,6 +164,18 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                 }
             }
             demo::run(&opts)?;
+        }
+        "chaos" => {
+            let mut opts = ChaosOptions::default();
+            for a in args {
+                match a.as_str() {
+                    "--full" => opts.full = true,
+                    flag if flag.starts_with('-') => bail!("unknown flag `{flag}`\n\n{USAGE}"),
+                    _ if opts.filter.is_some() => bail!("only one FILTER is supported\n\n{USAGE}"),
+                    _ => opts.filter = Some(a),
+                }
+            }
+            chaos::run(&opts)?;
         }
         "tidy" => {
             no_more(&args)?;
