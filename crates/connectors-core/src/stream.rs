@@ -333,6 +333,23 @@ fn lease_call_timed_out(what: &str, after: Duration) -> Error {
     Error::checkpoint_retryable(format!("{what} did not finish within {after:?}"))
 }
 
+/// When the next discovery round is due: after `interval`, or earlier when a
+/// failed shard's restart comes first (a round that ran a moment before that
+/// restart was due must not push it a whole interval away).
+fn next_round(state: &State, interval: Duration) -> Instant {
+    let now = Instant::now();
+    let after_interval = now + interval;
+    state
+        .restarting
+        .iter()
+        .filter(|(shard_id, restart)| {
+            restart.not_before > now && !state.running.contains_key(*shard_id)
+        })
+        .map(|(_, restart)| restart.not_before)
+        .min()
+        .map_or(after_interval, |restart| restart.min(after_interval))
+}
+
 /// What the consumer does after a shard task ended.
 enum Ended {
     /// It reached SHARD_END: look for its children now.
@@ -434,7 +451,7 @@ impl<T: Transformer> StreamConsumer<T> {
                 match self.discover(&env, &mut state, &mut tasks, &cancel).await {
                     Ok(()) => {
                         delays = self.config.retry.delays();
-                        next_discovery = Instant::now() + self.discovery_interval;
+                        next_discovery = next_round(&state, self.discovery_interval);
                     }
                     Err(error) if error.is_retryable() => {
                         let delay = delays.next_delay();
@@ -791,5 +808,48 @@ impl<T: Transformer> StreamConsumer<T> {
             self.status.remove(shard_id);
         }
         info!("stream consumer stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restart_at(not_before: Instant) -> Restart {
+        Restart {
+            failures: 1,
+            not_before,
+            delays: RetryPolicy::new().delays(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_round_comes_no_later_than_the_soonest_pending_restart() {
+        let interval = Duration::from_secs(60);
+        let now = Instant::now();
+        let mut state = State::default();
+        assert_eq!(next_round(&state, interval), now + interval);
+
+        // Due in 2 s and 5 s: the round comes at the first.
+        state
+            .restarting
+            .insert("b".into(), restart_at(now + Duration::from_secs(5)));
+        state
+            .restarting
+            .insert("a".into(), restart_at(now + Duration::from_secs(2)));
+        assert_eq!(next_round(&state, interval), now + Duration::from_secs(2));
+
+        // A restart already past (the shard runs again, or its lease is
+        // elsewhere) does not make rounds spin.
+        state
+            .restarting
+            .insert("a".into(), restart_at(now - Duration::from_secs(1)));
+        assert_eq!(next_round(&state, interval), now + Duration::from_secs(5));
+
+        // Restarts later than the interval leave the interval.
+        state
+            .restarting
+            .insert("b".into(), restart_at(now + Duration::from_secs(600)));
+        assert_eq!(next_round(&state, interval), now + interval);
     }
 }
