@@ -178,21 +178,18 @@ impl RedisCheckpointStore {
         end: &Position,
         lease: &Lease,
     ) -> Result<()> {
-        let value = encode_position(end);
-        let counter = lease.counter.to_string();
         let reply = self
-            .invoke(
+            .invoke_fenced(
                 &scripts::SET_PENDING_BATCH,
-                &[&self.keys.lease(key), &self.keys.pending_batch(key)],
-                &[&lease.owner, &counter, &value],
+                key,
+                &self.keys.pending_batch(key),
+                lease,
+                &encode_position(end),
             )
             .await?;
         match reply.status {
             scripts::WRITTEN => Ok(()),
-            scripts::LOST => Err(Error::LeaseLost {
-                shard_id: key.shard_id.clone(),
-                owner: reply.detail,
-            }),
+            scripts::LOST => Err(lease_lost(key, reply.detail)),
             status => Err(Error::UnexpectedReply(format!(
                 "pending-batch script status {status}"
             ))),
@@ -207,10 +204,7 @@ impl RedisCheckpointStore {
                 debug!(shard = %key, %checkpoint, stored = ?reply.detail, "stored checkpoint is as new or newer; kept it");
                 Ok(())
             }
-            scripts::LOST => Err(Error::LeaseLost {
-                shard_id: key.shard_id.clone(),
-                owner: reply.detail,
-            }),
+            scripts::LOST => Err(lease_lost(key, reply.detail)),
             scripts::CORRUPT => Err(Error::InvalidCheckpoint {
                 key: self.keys.checkpoint(key),
                 value: reply.detail.unwrap_or_default(),
@@ -243,16 +237,36 @@ impl RedisCheckpointStore {
         checkpoint: &Checkpoint,
         lease: &Lease,
     ) -> Result<()> {
-        let value = encode_checkpoint(checkpoint);
-        let counter = lease.counter.to_string();
         let reply = self
-            .invoke(
+            .invoke_fenced(
                 &scripts::SET_FENCED,
-                &[&self.keys.lease(key), &self.keys.checkpoint(key)],
-                &[&lease.owner, &counter, &value],
+                key,
+                &self.keys.checkpoint(key),
+                lease,
+                &encode_checkpoint(checkpoint),
             )
             .await?;
         self.written(key, checkpoint, reply)
+    }
+
+    /// Runs a script that writes `value` to `target` only while `lease`
+    /// still holds `key`'s lease (KEYS: lease, target; ARGV: owner, counter,
+    /// value).
+    async fn invoke_fenced(
+        &self,
+        script: &Script,
+        key: &ShardKey,
+        target: &str,
+        lease: &Lease,
+        value: &str,
+    ) -> Result<Reply> {
+        let counter = lease.counter.to_string();
+        self.invoke(
+            script,
+            &[&self.keys.lease(key), target],
+            &[&lease.owner, &counter, value],
+        )
+        .await
     }
 
     async fn leases(&self, application: &str, stream: &str) -> Result<Vec<StoredLease>> {
@@ -380,10 +394,7 @@ impl RedisCheckpointStore {
                 counter: reply.counter,
                 ..lease.clone()
             }),
-            scripts::LOST => Err(Error::LeaseLost {
-                shard_id: key.shard_id.clone(),
-                owner: reply.detail,
-            }),
+            scripts::LOST => Err(lease_lost(key, reply.detail)),
             status => Err(Error::UnexpectedReply(format!(
                 "renew-lease script status {status}"
             ))),
@@ -497,6 +508,14 @@ impl LeaseStore for RedisCheckpointStore {
         lease: &Lease,
     ) -> kinesis_connectors_core::Result<()> {
         Ok(self.release(key, lease).await?)
+    }
+}
+
+/// A script found `key`'s lease held by `owner` (or by nobody).
+fn lease_lost(key: &ShardKey, owner: Option<String>) -> Error {
+    Error::LeaseLost {
+        shard_id: key.shard_id.clone(),
+        owner,
     }
 }
 

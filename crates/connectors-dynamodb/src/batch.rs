@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use kinesis_connectors_core::RejectedItem;
 use tracing::debug;
 
-use crate::emitter::{DynamoDbEmitter, Prepared, add, log_retry};
-use crate::error::{DynamoDbError, Result, classify};
+use crate::emitter::{DynamoDbEmitter, Prepared, add};
+use crate::error::{DynamoDbError, Result};
 use crate::executor::{first_to_report, run_bounded};
 use crate::item::{CHUNK_PAYLOAD_BYTES, KeyValue, MAX_BATCH_ITEMS, chunk_ranges, wire_size};
 
@@ -140,20 +140,11 @@ impl<T> DynamoDbEmitter<T> {
                     pending = left;
                 }
                 Err(error) => {
-                    let kind = classify(&error);
-                    if !kind.is_retryable() || attempt >= self.retry.max_attempts {
-                        return Err(ChunkFailure {
+                    self.retry_or_fail("BatchWriteItem", attempt, error)
+                        .map_err(|error| ChunkFailure {
                             unconfirmed: pending.len(),
-                            cause: ChunkError::Request(DynamoDbError::request(
-                                "BatchWriteItem",
-                                &self.table,
-                                attempt,
-                                kind,
-                                error,
-                            )),
-                        });
-                    }
-                    log_retry("BatchWriteItem", &self.table, attempt, kind, &error);
+                            cause: ChunkError::Request(error),
+                        })?;
                 }
             }
             add(&self.counters.requests_retried, 1);

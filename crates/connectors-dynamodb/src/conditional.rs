@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use kinesis_connectors_core::RejectedItem;
 use tracing::debug;
 
-use crate::emitter::{DynamoDbEmitter, Prepared, add, log_retry};
-use crate::error::{DynamoDbError, Result, classify};
+use crate::emitter::{DynamoDbEmitter, Prepared, add};
+use crate::error::{DynamoDbError, Result};
 use crate::executor::{first_to_report, run_bounded};
 use crate::isolate::refused_item;
 use crate::item::{Item, KeyValue};
@@ -287,19 +287,7 @@ impl<T> DynamoDbEmitter<T> {
                     add(&self.counters.stale_skipped, 1);
                     return Ok(());
                 }
-                Err(error) => {
-                    let kind = classify(&error);
-                    if !kind.is_retryable() || attempt >= self.retry.max_attempts {
-                        return Err(DynamoDbError::request(
-                            "PutItem",
-                            &self.table,
-                            attempt,
-                            kind,
-                            error,
-                        ));
-                    }
-                    log_retry("PutItem", &self.table, attempt, kind, &error);
-                }
+                Err(error) => self.retry_or_fail("PutItem", attempt, error)?,
             }
             add(&self.counters.requests_retried, 1);
             tokio::time::sleep(delays.next_delay()).await;

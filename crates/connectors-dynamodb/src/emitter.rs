@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use kinesis_connectors_core::{Batch, BoxError, EmitOutcome, Emitter, RejectedItem, RetryPolicy};
 use serde::Serialize;
 use tracing::{debug, warn};
 
 use crate::builder::DynamoDbEmitterBuilder;
 use crate::conditional::ConditionalPut;
-use crate::error::{DynamoDbError, RequestErrorKind, Result};
+use crate::error::{DynamoDbError, Result, classify};
 use crate::item::{Item, KeySchema, KeyValue, MAX_ITEM_BYTES, item_size};
 
 /// Turns one of the user's items into a DynamoDB item; an error rejects
@@ -250,23 +252,38 @@ impl<T> DynamoDbEmitter<T> {
         }
         Ok((item, key))
     }
-}
 
-/// Logs a request that failed in a way worth retrying.
-pub(crate) fn log_retry<E: std::error::Error + 'static, R: fmt::Debug>(
-    operation: &str,
-    table: &str,
-    attempt: u32,
-    kind: RequestErrorKind,
-    error: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) {
-    warn!(
-        table,
-        attempt,
-        %kind,
-        error = %aws_sdk_dynamodb::error::DisplayErrorContext(error),
-        "{operation} failed; retrying"
-    );
+    /// After `attempt` sends of `operation` failed with `error`: the error
+    /// to give up with when it is not retryable or the attempts are spent;
+    /// otherwise logs the retry and returns `Ok`.
+    pub(crate) fn retry_or_fail<E>(
+        &self,
+        operation: &'static str,
+        attempt: u32,
+        error: SdkError<E, HttpResponse>,
+    ) -> Result<()>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let kind = classify(&error);
+        if !kind.is_retryable() || attempt >= self.retry.max_attempts {
+            return Err(DynamoDbError::request(
+                operation,
+                &self.table,
+                attempt,
+                kind,
+                error,
+            ));
+        }
+        warn!(
+            table = %self.table,
+            attempt,
+            %kind,
+            error = %DisplayErrorContext(&error),
+            "{operation} failed; retrying"
+        );
+        Ok(())
+    }
 }
 
 #[async_trait]
