@@ -5,17 +5,20 @@
 // Test code: helpers outside #[test] fns fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_connectors_core::{
     BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Error, Lease, LeaseHandle,
-    MemoryCheckpointStore, Pipeline, Position, Result, ShardConfig, ShardConsumer, ShardEnv,
-    ShardInfo, ShardKey, ShardOutcome, Utf8Transformer, async_trait,
+    MemoryCheckpointStore, Pipeline, Position, ShardConfig, ShardConsumer, ShardEnv, ShardInfo,
+    ShardKey, ShardOutcome, Utf8Transformer,
 };
 use kinesis_connectors_testkit::{RecordedBatch, RecordingEmitter, ScriptedSource, shard_context};
+
+use support::{InterceptedStore, Write, sub_records};
 
 const SHARD: &str = "shard-0";
 
@@ -34,34 +37,21 @@ fn append(source: &ScriptedSource, from: usize, n: usize) {
 
 /// A store that "crashes" the worker once: its first checkpoint write fails
 /// for good, as if the process died right after the emit.
-struct CrashBeforeCheckpoint {
-    inner: MemoryCheckpointStore,
-    crashed: AtomicBool,
+fn crash_before_checkpoint(memory: &MemoryCheckpointStore) -> Arc<InterceptedStore> {
+    let store = InterceptedStore::new(memory, |write| match write {
+        0 => Write::Fail(Error::checkpoint_permanent("the worker died here")),
+        _ => Write::Pass,
+    });
+    Arc::new(store.keeping_pending_batches())
 }
 
-#[async_trait]
-impl CheckpointStore for CrashBeforeCheckpoint {
-    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
-        self.inner.get(key).await
-    }
-    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
-        if !self.crashed.swap(true, Ordering::SeqCst) {
-            return Err(Error::checkpoint_permanent("the worker died here"));
-        }
-        self.inner.set(key, checkpoint).await
-    }
-    fn keeps_pending_batches(&self) -> bool {
-        self.inner.keeps_pending_batches()
-    }
-    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
-        self.inner.pending_batch(key).await
-    }
-    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
-        self.inner.set_pending_batch(key, end, lease).await
-    }
+/// The lease of a worker that holds `SHARD` for good.
+fn unfenced() -> LeaseHandle {
+    LeaseHandle::new(Lease::unfenced(SHARD, "w"))
 }
 
 fn consumer(
+    lease: LeaseHandle,
     source: &ScriptedSource,
     store: Arc<dyn CheckpointStore>,
     emitter: &RecordingEmitter<String>,
@@ -79,9 +69,26 @@ fn consumer(
             config,
         },
         shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        lease,
         pipeline,
     )
+}
+
+/// Runs `consumer` until `emitter` holds `items` items, then shuts it down.
+async fn run_until_items(
+    consumer: ShardConsumer<Utf8Transformer>,
+    emitter: &RecordingEmitter<String>,
+    items: usize,
+) {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    assert!(
+        emitter
+            .wait_for_items(items, Duration::from_secs(600))
+            .await
+    );
+    cancel.cancel();
+    task.await.unwrap();
 }
 
 fn ranges(batches: &[RecordedBatch<String>]) -> Vec<(Position, Position)> {
@@ -101,17 +108,21 @@ async fn crash_then_replay(
     source.add_shard(ShardInfo::open(SHARD));
     append(&source, 0, 5);
     let memory = MemoryCheckpointStore::new();
-    let crashing = Arc::new(CrashBeforeCheckpoint {
-        inner: memory.clone(),
-        crashed: AtomicBool::new(false),
-    });
+    let crashing = crash_before_checkpoint(&memory);
     let age_cut = BufferLimits::default()
         .with_max_records(100)
         .with_max_age(Duration::from_secs(2));
     let first_run = RecordingEmitter::new();
-    let report = consumer(&source, crashing.clone(), &first_run, config, age_cut)
-        .run(CancellationToken::new())
-        .await;
+    let report = consumer(
+        unfenced(),
+        &source,
+        crashing.clone(),
+        &first_run,
+        config,
+        age_cut,
+    )
+    .run(CancellationToken::new())
+    .await;
     assert!(
         matches!(report.outcome, ShardOutcome::Failed(_)),
         "{:?}",
@@ -127,19 +138,11 @@ async fn crash_then_replay(
     // other limits (a count of 3), which must not cut the replayed batch.
     append(&source, 5, 7);
     let second_run = RecordingEmitter::new();
-    let cancel = CancellationToken::new();
     let limits = BufferLimits::default()
         .with_max_records(3)
         .with_max_age(Duration::from_secs(2));
-    let task =
-        tokio::spawn(consumer(&source, crashing, &second_run, config, limits).run(cancel.clone()));
-    assert!(
-        second_run
-            .wait_for_items(12, Duration::from_secs(600))
-            .await
-    );
-    cancel.cancel();
-    task.await.unwrap();
+    let consumer = consumer(unfenced(), &source, crashing, &second_run, config, limits);
+    run_until_items(consumer, &second_run, 12).await;
     (first_run.batches(), second_run.batches())
 }
 
@@ -186,20 +189,15 @@ async fn a_pending_batch_at_or_before_the_checkpoint_is_ignored() {
         .await
         .unwrap();
     let emitter = RecordingEmitter::new();
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(
-        consumer(
-            &source,
-            Arc::new(store.clone()),
-            &emitter,
-            ShardConfig::default(),
-            BufferLimits::default().with_max_records(2),
-        )
-        .run(cancel.clone()),
+    let consumer = consumer(
+        unfenced(),
+        &source,
+        Arc::new(store.clone()),
+        &emitter,
+        ShardConfig::default(),
+        BufferLimits::default().with_max_records(2),
     );
-    assert!(emitter.wait_for_items(3, Duration::from_secs(600)).await);
-    cancel.cancel();
-    task.await.unwrap();
+    run_until_items(consumer, &emitter, 3).await;
     let sizes: Vec<usize> = emitter.batches().iter().map(|b| b.items.len()).collect();
     assert_eq!(sizes, [2, 1], "cut by the limits from the checkpoint on");
     assert_eq!(emitter.items(), ["r3", "r4", "r5"]);
@@ -216,6 +214,7 @@ async fn only_batches_cut_by_time_record_a_pending_end() {
     let cancel = CancellationToken::new();
     let task = tokio::spawn(
         consumer(
+            unfenced(),
             &source,
             Arc::new(store.clone()),
             &emitter,
@@ -248,27 +247,18 @@ async fn a_takeover_in_the_middle_of_a_batch_replays_the_same_range() {
         .await
         .unwrap()
         .unwrap();
-    let crashing = Arc::new(CrashBeforeCheckpoint {
-        inner: memory.clone(),
-        crashed: AtomicBool::new(false),
-    });
+    let crashing = crash_before_checkpoint(&memory);
     let age_cut = BufferLimits::default()
         .with_max_records(100)
         .with_max_age(Duration::from_secs(2));
     let worker_a = RecordingEmitter::new();
-    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(worker_a.clone()))
-        .buffer_limits(age_cut)
-        .build()
-        .unwrap();
-    let report = ShardConsumer::new(
-        ShardEnv {
-            source: Arc::new(source.clone()),
-            store: crashing,
-            config: ShardConfig::default(),
-        },
-        shard_context(SHARD),
+    let report = consumer(
         LeaseHandle::new(a.clone()),
-        pipeline,
+        &source,
+        crashing,
+        &worker_a,
+        ShardConfig::default(),
+        age_cut,
     )
     .run(CancellationToken::new())
     .await;
@@ -282,27 +272,15 @@ async fn a_takeover_in_the_middle_of_a_batch_replays_the_same_range() {
         .unwrap()
         .unwrap();
     let worker_b = RecordingEmitter::new();
-    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(worker_b.clone()))
-        .buffer_limits(age_cut)
-        .build()
-        .unwrap();
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(
-        ShardConsumer::new(
-            ShardEnv {
-                source: Arc::new(source.clone()),
-                store: Arc::new(memory.clone()),
-                config: ShardConfig::default(),
-            },
-            shard_context(SHARD),
-            LeaseHandle::new(b),
-            pipeline,
-        )
-        .run(cancel.clone()),
+    let consumer = consumer(
+        LeaseHandle::new(b),
+        &source,
+        Arc::new(memory.clone()),
+        &worker_b,
+        ShardConfig::default(),
+        age_cut,
     );
-    assert!(worker_b.wait_for_items(9, Duration::from_secs(600)).await);
-    cancel.cancel();
-    task.await.unwrap();
+    run_until_items(consumer, &worker_b, 9).await;
     let a_batches = worker_a.batches();
     let b_batches = worker_b.batches();
     assert_eq!(ranges(&b_batches[..1]), ranges(&a_batches));
@@ -321,18 +299,10 @@ async fn a_batch_cut_inside_an_aggregate_is_replayed_to_the_same_sub_record() {
     // worker dies before that batch's checkpoint.
     let source = ScriptedSource::new();
     source.add_shard(ShardInfo::open(SHARD));
-    let sub = |i: u64| {
-        let mut record = kinesis_connectors_core::Record::new(format!("s{i}"), "pk", 100u64);
-        record.sub_sequence_number = Some(i);
-        record
-    };
-    source.append_records(SHARD, (0..6).map(sub).collect());
+    source.append_records(SHARD, sub_records(100, 0..6));
     source.set_page_size(3);
     let memory = MemoryCheckpointStore::new();
-    let crashing = Arc::new(CrashBeforeCheckpoint {
-        inner: memory.clone(),
-        crashed: AtomicBool::new(false),
-    });
+    let crashing = crash_before_checkpoint(&memory);
     let limits = BufferLimits::default()
         .with_max_records(100)
         .with_max_age(Duration::from_secs(2));
@@ -340,6 +310,7 @@ async fn a_batch_cut_inside_an_aggregate_is_replayed_to_the_same_sub_record() {
     let cancel = CancellationToken::new();
     let task = tokio::spawn(
         consumer(
+            unfenced(),
             &source,
             crashing.clone(),
             &first_run,
@@ -356,20 +327,15 @@ async fn a_batch_cut_inside_an_aggregate_is_replayed_to_the_same_sub_record() {
     // The restart reads whole pages; its first batch still ends at s2.
     source.set_page_size(100);
     let second_run = RecordingEmitter::new();
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(
-        consumer(
-            &source,
-            crashing,
-            &second_run,
-            ShardConfig::default(),
-            limits,
-        )
-        .run(cancel.clone()),
+    let consumer = consumer(
+        unfenced(),
+        &source,
+        crashing,
+        &second_run,
+        ShardConfig::default(),
+        limits,
     );
-    assert!(second_run.wait_for_items(6, Duration::from_secs(600)).await);
-    cancel.cancel();
-    task.await.unwrap();
+    run_until_items(consumer, &second_run, 6).await;
     let batches = second_run.batches();
     assert_eq!(ranges(&batches[..1]), ranges(&first_run.batches()));
     let last = Position {

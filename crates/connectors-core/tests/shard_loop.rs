@@ -4,6 +4,8 @@
 // Test code: helpers outside #[test] fns fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,11 +15,13 @@ use kinesis_connectors_core::{
     CheckpointStore, Error, FailedRecord, InitialPosition, JsonTransformer, Lease, LeaseHandle,
     MemoryCheckpointStore, Pipeline, Position, RetryPolicy, SequenceNumber, ShardConfig,
     ShardConsumer, ShardEnv, ShardInfo, ShardKey, ShardOutcome, ShardReport, StartPosition,
-    Utf8Transformer,
+    Transformer, Utf8Transformer,
 };
 use kinesis_connectors_testkit::{
     FailingEmitter, Fault, RecordingEmitter, RejectingEmitter, ScriptedSource, shard_context,
 };
+
+use support::{InterceptedStore, Write, sub_records};
 
 const SHARD: &str = "shard-0";
 
@@ -78,6 +82,43 @@ fn pipeline_to(
         .unwrap()
 }
 
+/// A consumer of `SHARD` that holds its lease for good.
+fn shard_consumer<T: Transformer>(
+    source: &ScriptedSource,
+    store: &MemoryCheckpointStore,
+    config: ShardConfig,
+    pipeline: Pipeline<T>,
+) -> ShardConsumer<T> {
+    ShardConsumer::new(
+        env(source, store, config),
+        shard_context(SHARD),
+        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        pipeline,
+    )
+}
+
+/// Runs `SHARD` with [`config`], never cancelled, until it stops by itself.
+async fn run_to_end<T: Transformer>(
+    source: &ScriptedSource,
+    store: &MemoryCheckpointStore,
+    pipeline: Pipeline<T>,
+) -> ShardReport {
+    shard_consumer(source, store, config(), pipeline)
+        .run(CancellationToken::new())
+        .await
+}
+
+/// Decodes UTF-8 into `emitter`, with `policy` for records that are not.
+fn utf8_pipeline(
+    emitter: &RecordingEmitter<String>,
+    policy: BadRecordPolicy,
+) -> Pipeline<Utf8Transformer> {
+    Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
+        .bad_records(policy)
+        .build()
+        .unwrap()
+}
+
 /// Runs one shard until `done` says so (then cancels) or the shard ends by itself.
 async fn run_until(
     consumer: ShardConsumer<Utf8Transformer>,
@@ -102,10 +143,10 @@ async fn starts_at_trim_horizon_without_checkpoint_and_checkpoints_after_emit() 
     let (source, seqs) = source_with(10);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(emitter.clone()), 5),
     );
     let report = run_until(consumer, &emitter, 10).await;
@@ -126,10 +167,10 @@ async fn resumes_after_the_stored_checkpoint() {
     let store = MemoryCheckpointStore::new();
     store.set(&key(), &at(&seqs[3])).await.unwrap();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(emitter.clone()), 100),
     );
     run_until(consumer, &emitter, 6).await;
@@ -152,10 +193,10 @@ async fn initial_position_latest_and_at_timestamp_are_requested() {
         let (source, _) = source_with(3);
         let store = MemoryCheckpointStore::new();
         let emitter = RecordingEmitter::new();
-        let consumer = ShardConsumer::new(
-            env(&source, &store, config().with_initial_position(initial)),
-            shard_context(SHARD),
-            LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+        let consumer = shard_consumer(
+            &source,
+            &store,
+            config().with_initial_position(initial),
             pipeline_to(Arc::new(emitter.clone()), 100),
         );
         let cancel = CancellationToken::new();
@@ -171,12 +212,7 @@ async fn initial_position_latest_and_at_timestamp_are_requested() {
 async fn partly_done_aggregated_record_resumes_at_sequence_and_skips_done_sub_records() {
     let source = ScriptedSource::new();
     source.add_shard(ShardInfo::open(SHARD));
-    let sub = |i: u64| {
-        let mut record = kinesis_connectors_core::Record::new(format!("s{i}"), "pk", 100u64);
-        record.sub_sequence_number = Some(i);
-        record
-    };
-    source.append_records(SHARD, vec![sub(0), sub(1), sub(2), sub(3)]);
+    source.append_records(SHARD, sub_records(100, 0..4));
     let store = MemoryCheckpointStore::new();
     let done = Checkpoint::At(Position {
         sequence: 100u64.into(),
@@ -184,10 +220,10 @@ async fn partly_done_aggregated_record_resumes_at_sequence_and_skips_done_sub_re
     });
     store.set(&key(), &done).await.unwrap();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(emitter.clone()), 100),
     );
     run_until(consumer, &emitter, 2).await;
@@ -209,10 +245,10 @@ async fn a_whole_record_at_a_kcl_style_sub_sequence_zero_checkpoint_is_not_emitt
     });
     store.set(&key(), &kcl).await.unwrap();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(emitter.clone()), 100),
     );
     run_until(consumer, &emitter, 3).await;
@@ -225,10 +261,10 @@ async fn never_more_than_five_calls_per_second_and_idle_delay_when_caught_up() {
     source.set_page_size(1);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(emitter.clone()), 1),
     );
     let cancel = CancellationToken::new();
@@ -267,12 +303,7 @@ async fn age_threshold_flushes_while_the_shard_is_idle() {
         )
         .build()
         .unwrap();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline,
-    );
+    let consumer = shard_consumer(&source, &store, config(), pipeline);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(consumer.run(cancel.clone()));
     tokio::time::sleep(Duration::from_secs(9)).await;
@@ -298,12 +329,7 @@ async fn filtered_records_advance_the_checkpoint() {
         .buffer_limits(BufferLimits::default().with_max_age(Duration::from_secs(2)))
         .build()
         .unwrap();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline,
-    );
+    let consumer = shard_consumer(&source, &store, config(), pipeline);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(consumer.run(cancel.clone()));
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -322,10 +348,10 @@ async fn throttling_and_transient_errors_back_off_and_retry() {
     source.inject(SHARD, Fault::Transient);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(emitter.clone()), 4),
     );
     let report = run_until(consumer, &emitter, 4).await;
@@ -345,10 +371,10 @@ async fn expired_iterator_resumes_after_the_last_record_read_not_the_checkpoint(
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
     // A large buffer: nothing is checkpointed when the iterator expires.
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(emitter.clone()), 100),
     );
     let cancel = CancellationToken::new();
@@ -377,13 +403,7 @@ async fn shard_end_flushes_checkpoints_shard_end_and_reports_children() {
     source.close_shard(SHARD, vec![child]);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline_to(Arc::new(emitter.clone()), 100),
-    );
-    let report = consumer.run(CancellationToken::new()).await;
+    let report = run_to_end(&source, &store, pipeline_to(Arc::new(emitter.clone()), 100)).await;
     match report.outcome {
         ShardOutcome::ShardEnd { children } => assert_eq!(children, vec!["shard-1".to_owned()]),
         other => panic!("expected shard end, got {other:?}"),
@@ -407,13 +427,7 @@ async fn bad_records_are_skipped_and_counted_by_default() {
     source.close_shard(SHARD, vec![]);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline_to(Arc::new(emitter.clone()), 100),
-    );
-    let report = consumer.run(CancellationToken::new()).await;
+    let report = run_to_end(&source, &store, pipeline_to(Arc::new(emitter.clone()), 100)).await;
     assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
     assert_eq!(
         strings(&emitter),
@@ -443,17 +457,11 @@ async fn bad_records_go_to_the_dead_letter_emitter_or_stop_the_shard() {
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
     let dead_letters = RecordingEmitter::<FailedRecord>::new();
-    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-        .bad_records(BadRecordPolicy::DeadLetter(Arc::new(dead_letters.clone())))
-        .build()
-        .unwrap();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline,
+    let pipeline = utf8_pipeline(
+        &emitter,
+        BadRecordPolicy::DeadLetter(Arc::new(dead_letters.clone())),
     );
-    let report = consumer.run(CancellationToken::new()).await;
+    let report = run_to_end(&source, &store, pipeline).await;
     assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
     let dead = dead_letters.items();
     assert_eq!(dead.len(), 1);
@@ -466,17 +474,8 @@ async fn bad_records_go_to_the_dead_letter_emitter_or_stop_the_shard() {
     let (source, seqs) = make_source();
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
-    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-        .bad_records(BadRecordPolicy::Stop)
-        .build()
-        .unwrap();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline,
-    );
-    let report = consumer.run(CancellationToken::new()).await;
+    let pipeline = utf8_pipeline(&emitter, BadRecordPolicy::Stop);
+    let report = run_to_end(&source, &store, pipeline).await;
     match report.outcome {
         ShardOutcome::Failed(error) => {
             let text = error.to_string();
@@ -500,13 +499,7 @@ async fn retryable_emit_failures_are_retried() {
     let store = MemoryCheckpointStore::new();
     let recording = RecordingEmitter::new();
     let failing = Arc::new(FailingEmitter::fail_times(recording.clone(), 2, true));
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline_to(failing.clone(), 100),
-    );
-    let report = consumer.run(CancellationToken::new()).await;
+    let report = run_to_end(&source, &store, pipeline_to(failing.clone(), 100)).await;
     assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
     assert_eq!(failing.calls(), 3);
     assert_eq!(strings(&recording), expected(0..3));
@@ -520,10 +513,10 @@ async fn emit_failures_past_the_limit_stop_the_shard_naming_the_range() {
     let store = MemoryCheckpointStore::new();
     let recording = RecordingEmitter::new();
     // The first batch goes through; the second fails forever.
-    let consumer_ok = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer_ok = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(recording.clone()), 3),
     );
     run_until(consumer_ok, &recording, 3).await;
@@ -531,13 +524,7 @@ async fn emit_failures_past_the_limit_stop_the_shard_naming_the_range() {
     seqs.extend(append(&source, 3, 3));
 
     let failing = Arc::new(FailingEmitter::fail_forever(recording.clone(), true));
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline_to(failing.clone(), 3),
-    );
-    let report = consumer.run(CancellationToken::new()).await;
+    let report = run_to_end(&source, &store, pipeline_to(failing.clone(), 3)).await;
     match &report.outcome {
         ShardOutcome::Failed(Error::BatchFailed {
             first,
@@ -561,13 +548,7 @@ async fn a_permanent_emit_error_stops_at_once() {
     source.close_shard(SHARD, vec![]);
     let store = MemoryCheckpointStore::new();
     let failing = Arc::new(FailingEmitter::fail_forever(RecordingEmitter::new(), false));
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline_to(failing.clone(), 100),
-    );
-    let report = consumer.run(CancellationToken::new()).await;
+    let report = run_to_end(&source, &store, pipeline_to(failing.clone(), 100)).await;
     assert!(matches!(
         report.outcome,
         ShardOutcome::Failed(Error::BatchFailed { attempts: 1, .. })
@@ -586,10 +567,10 @@ async fn reading_overlaps_emitting_with_at_most_one_page_read_ahead() {
         gate: Arc::clone(&gate),
         inner: RecordingEmitter::new(),
     };
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         Pipeline::builder(BytesTransformer, Arc::new(emitter.clone()))
             .buffer_limits(BufferLimits::default().with_max_records(1))
             .build()
@@ -638,10 +619,10 @@ async fn shutdown_flushes_and_checkpoints_what_was_read() {
     let (source, seqs) = source_with(7);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(emitter.clone()), 1_000),
     );
     let cancel = CancellationToken::new();
@@ -682,10 +663,10 @@ async fn a_fatal_source_error_stops_the_shard_after_delivering_what_was_read() {
     let (source, seqs) = source_with(2);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
         pipeline_to(Arc::new(emitter.clone()), 1_000),
     );
     let task = tokio::spawn(consumer.run(CancellationToken::new()));
@@ -700,35 +681,13 @@ async fn a_fatal_source_error_stops_the_shard_after_delivering_what_was_read() {
     assert_eq!(store.get(&key()).await.unwrap(), Some(at(&seqs[1])));
 }
 
-/// Accepts reads; fails every write with a retryable error while `down`.
-struct DownForWrites {
-    inner: MemoryCheckpointStore,
-    writes: std::sync::atomic::AtomicU32,
-}
-
-#[async_trait::async_trait]
-impl CheckpointStore for DownForWrites {
-    async fn get(&self, key: &ShardKey) -> kinesis_connectors_core::Result<Option<Checkpoint>> {
-        self.inner.get(key).await
-    }
-    async fn set(
-        &self,
-        _key: &ShardKey,
-        _checkpoint: &Checkpoint,
-    ) -> kinesis_connectors_core::Result<()> {
-        self.writes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Err(Error::checkpoint_retryable("connection refused"))
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn shutdown_returns_after_bounded_retries_when_the_store_stays_down() {
     let (source, _) = source_with(7);
-    let store = Arc::new(DownForWrites {
-        inner: MemoryCheckpointStore::new(),
-        writes: Default::default(),
-    });
+    // Accepts reads; fails every write with a retryable error.
+    let store = Arc::new(InterceptedStore::new(&MemoryCheckpointStore::new(), |_| {
+        Write::Fail(Error::checkpoint_retryable("connection refused"))
+    }));
     let emitter = RecordingEmitter::new();
     let consumer = ShardConsumer::new(
         ShardEnv {
@@ -753,10 +712,7 @@ async fn shutdown_returns_after_bounded_retries_when_the_store_stays_down() {
         other => panic!("expected the store error, got {other:?}"),
     }
     assert_eq!(strings(&emitter), expected(0..7));
-    assert_eq!(
-        store.writes.load(std::sync::atomic::Ordering::SeqCst),
-        fast_retry().max_attempts
-    );
+    assert_eq!(store.writes(), fast_retry().max_attempts as usize);
 }
 
 #[test]
@@ -795,13 +751,7 @@ async fn a_decode_only_pipeline_needs_no_encoder_and_dead_letters_carry_no_paylo
         .bad_records(BadRecordPolicy::DeadLetter(Arc::new(dead_letters.clone())))
         .build()
         .unwrap();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline,
-    );
-    let report = consumer.run(CancellationToken::new()).await;
+    let report = run_to_end(&source, &store, pipeline).await;
     assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
     let sensors: Vec<String> = delivered.items().into_iter().map(|r| r.sensor).collect();
     assert_eq!(sensors, ["a"]);
@@ -831,17 +781,8 @@ async fn a_dead_letter_the_dead_letter_emitter_rejects_stops_the_shard() {
         RecordingEmitter::<FailedRecord>::new(),
         |_: &FailedRecord| Some("dead-letter queue is full".to_owned()),
     );
-    let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-        .bad_records(BadRecordPolicy::DeadLetter(Arc::new(refusing)))
-        .build()
-        .unwrap();
-    let consumer = ShardConsumer::new(
-        env(&source, &store, config()),
-        shard_context(SHARD),
-        LeaseHandle::new(Lease::unfenced(SHARD, "w")),
-        pipeline,
-    );
-    let report = consumer.run(CancellationToken::new()).await;
+    let pipeline = utf8_pipeline(&emitter, BadRecordPolicy::DeadLetter(Arc::new(refusing)));
+    let report = run_to_end(&source, &store, pipeline).await;
     match report.outcome {
         ShardOutcome::Failed(error) => {
             let text = error.to_string();

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_connectors_core::{
-    CancellationToken, Checkpoint, CheckpointStore, Error, Lease, MemoryCheckpointStore, Pipeline,
-    Result, ShardAssigner, ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome,
-    StreamConsumer, StreamReport, Utf8Transformer, async_trait,
+    BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Emitter, Error, Lease,
+    MemoryCheckpointStore, Pipeline, Result, ShardAssigner, ShardConfig, ShardContext, ShardInfo,
+    ShardKey, ShardOutcome, StreamConsumer, StreamConsumerBuilder, StreamReport, Utf8Transformer,
+    async_trait,
 };
 use kinesis_connectors_testkit::{RecordingEmitter, ScriptedSource};
 
@@ -34,20 +35,29 @@ fn consumer(
     source: &ScriptedSource,
     store: &MemoryCheckpointStore,
     emitter: &RecordingEmitter<String>,
-) -> kinesis_connectors_core::StreamConsumerBuilder<Utf8Transformer> {
-    let emitter = emitter.clone();
+) -> StreamConsumerBuilder<Utf8Transformer> {
+    let limits = BufferLimits::default()
+        .with_max_records(10)
+        .with_max_age(Duration::from_secs(2));
+    consumer_with(source, store, Arc::new(emitter.clone()), limits)
+}
+
+/// A consumer whose every shard's pipeline emits through `emitter`, with
+/// batches cut by `limits`.
+fn consumer_with(
+    source: &ScriptedSource,
+    store: &MemoryCheckpointStore,
+    emitter: Arc<dyn Emitter<String>>,
+    limits: BufferLimits,
+) -> StreamConsumerBuilder<Utf8Transformer> {
     StreamConsumer::builder(
         "test-app",
         STREAM,
         Arc::new(source.clone()),
         Arc::new(store.clone()),
         move |_: &ShardContext| {
-            Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
-                .buffer_limits(
-                    kinesis_connectors_core::BufferLimits::default()
-                        .with_max_records(10)
-                        .with_max_age(Duration::from_secs(2)),
-                )
+            Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
+                .buffer_limits(limits)
                 .build()
         },
     )
@@ -177,21 +187,31 @@ async fn children_start_only_after_their_parents_reached_shard_end() {
     assert_eq!(ended, 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn after_a_restart_the_parent_check_uses_the_checkpoint_store() {
+/// Shard "parent" closed into one "child", each holding `(prefix, n)`
+/// records (`{prefix}-{i}`), and a store in which an earlier run finished
+/// the parent.
+async fn parent_finished_by_an_earlier_run(
+    (parent_prefix, parent_records): (&str, usize),
+    (child_prefix, child_records): (&str, usize),
+) -> (ScriptedSource, MemoryCheckpointStore) {
     let source = ScriptedSource::new();
     source.add_shard(ShardInfo::open("parent"));
-    put(&source, "parent", "p", 5);
+    put(&source, "parent", parent_prefix, parent_records);
     let mut child = ShardInfo::open("child");
     child.parent_shard_id = Some("parent".into());
     source.close_shard("parent", vec![child]);
-    put(&source, "child", "c", 5);
+    put(&source, "child", child_prefix, child_records);
     let store = MemoryCheckpointStore::new();
-    // An earlier run finished the parent.
     store
         .set(&key("parent"), &Checkpoint::ShardEnd)
         .await
         .unwrap();
+    (source, store)
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_the_parent_check_uses_the_checkpoint_store() {
+    let (source, store) = parent_finished_by_an_earlier_run(("p", 5), ("c", 5)).await;
     let emitter = RecordingEmitter::new();
     run_until_items(
         consumer(&source, &store, &emitter).build().unwrap(),
@@ -300,24 +320,11 @@ async fn a_lost_lease_stops_its_shard_without_a_checkpoint() {
         renewals: Mutex::new(0),
     });
     // Buffer age (2 s) would flush before the renewal (5 s); make it longer.
-    let emitter_for_factory = emitter.clone();
-    let consumer = StreamConsumer::builder(
-        "test-app",
-        STREAM,
-        Arc::new(source.clone()),
-        Arc::new(store.clone()),
-        move |_: &ShardContext| {
-            Pipeline::builder(Utf8Transformer, Arc::new(emitter_for_factory.clone()))
-                .buffer_limits(
-                    kinesis_connectors_core::BufferLimits::default()
-                        .with_max_age(Duration::from_secs(60)),
-                )
-                .build()
-        },
-    )
-    .assigner(assigner.clone())
-    .build()
-    .unwrap();
+    let limits = BufferLimits::default().with_max_age(Duration::from_secs(60));
+    let consumer = consumer_with(&source, &store, Arc::new(emitter.clone()), limits)
+        .assigner(assigner.clone())
+        .build()
+        .unwrap();
     let cancel = CancellationToken::new();
     let task = tokio::spawn(consumer.run(cancel.clone()));
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -348,18 +355,7 @@ fn bad_consumer_configuration_is_rejected() {
 async fn a_child_without_checkpoint_starts_at_trim_horizon_even_at_latest_after_a_restart() {
     // A worker read the parent to SHARD_END and stopped before the child's
     // first checkpoint; the next run lists the child at its first discovery.
-    let source = ScriptedSource::new();
-    source.add_shard(ShardInfo::open("parent"));
-    put(&source, "parent", "parent", 3);
-    let mut child = ShardInfo::open("child");
-    child.parent_shard_id = Some("parent".into());
-    source.close_shard("parent", vec![child]);
-    put(&source, "child", "child", 5);
-    let store = MemoryCheckpointStore::new();
-    store
-        .set(&key("parent"), &Checkpoint::ShardEnd)
-        .await
-        .unwrap();
+    let (source, store) = parent_finished_by_an_earlier_run(("parent", 3), ("child", 5)).await;
 
     let emitter = RecordingEmitter::new();
     let consumer = consumer(&source, &store, &emitter)
@@ -376,24 +372,12 @@ async fn a_child_without_checkpoint_starts_at_trim_horizon_even_at_latest_after_
 fn supervised(
     source: &ScriptedSource,
     store: &MemoryCheckpointStore,
-    emitter: Arc<dyn kinesis_connectors_core::Emitter<String>>,
-) -> kinesis_connectors_core::StreamConsumerBuilder<Utf8Transformer> {
+    emitter: Arc<dyn Emitter<String>>,
+) -> StreamConsumerBuilder<Utf8Transformer> {
     source.add_shard(ShardInfo::open("s0"));
     put(source, "s0", "s0", 20);
-    StreamConsumer::builder(
-        "test-app",
-        STREAM,
-        Arc::new(source.clone()),
-        Arc::new(store.clone()),
-        move |_: &ShardContext| {
-            Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
-                .buffer_limits(
-                    kinesis_connectors_core::BufferLimits::default().with_max_records(10),
-                )
-                .build()
-        },
-    )
-    .shard_config(
+    let limits = BufferLimits::default().with_max_records(10);
+    consumer_with(source, store, emitter, limits).shard_config(
         ShardConfig::default().with_retry(
             kinesis_connectors_core::RetryPolicy::new()
                 .with_initial_delay(Duration::from_millis(10))

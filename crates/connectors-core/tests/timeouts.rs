@@ -5,6 +5,8 @@
 // Test code: helpers outside #[test] fns fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,6 +20,8 @@ use kinesis_connectors_core::{
 };
 use kinesis_connectors_testkit::{RecordingEmitter, ScriptedSource, shard_context};
 use tokio::time::Instant;
+
+use support::{InterceptedStore, Write};
 
 const SHARD: &str = "shard-0";
 
@@ -173,35 +177,14 @@ async fn a_lost_lease_interrupts_a_running_emit() {
     assert_eq!(store.get(&key()).await.unwrap(), None, "nothing written");
 }
 
-/// A store whose first `hangs` writes never answer.
-struct HangingStore {
-    inner: MemoryCheckpointStore,
-    hangs: usize,
-    writes: AtomicUsize,
-}
-
-#[async_trait]
-impl CheckpointStore for HangingStore {
-    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
-        self.inner.get(key).await
-    }
-    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
-        if self.writes.fetch_add(1, Ordering::SeqCst) < self.hangs {
-            std::future::pending::<()>().await;
-        }
-        self.inner.set(key, checkpoint).await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_hung_checkpoint_write_times_out_and_is_retried() {
     let source = source_with(10);
     let memory = MemoryCheckpointStore::new();
-    let store = Arc::new(HangingStore {
-        inner: memory.clone(),
-        hangs: 2,
-        writes: AtomicUsize::new(0),
-    });
+    // The first two writes never answer.
+    let store = Arc::new(InterceptedStore::new(&memory, |write| {
+        if write < 2 { Write::Hang } else { Write::Pass }
+    }));
     let delivered = RecordingEmitter::new();
     let consumer = shard_consumer(
         &source,
@@ -211,7 +194,7 @@ async fn a_hung_checkpoint_write_times_out_and_is_retried() {
     );
     let outcome = run_until(consumer, &delivered, 10).await;
     assert!(matches!(outcome, ShardOutcome::Shutdown), "{outcome:?}");
-    assert!(store.writes.load(Ordering::SeqCst) >= 3);
+    assert!(store.writes() >= 3);
     let stored = memory.get(&key()).await.unwrap();
     let last = source.shard_records(SHARD).last().unwrap().position();
     assert_eq!(stored, Some(Checkpoint::At(last)));
