@@ -380,18 +380,21 @@ mod tests {
     use aws_sdk_kinesis::types::{SequenceNumberRange, Shard};
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
+    /// The hash-key range `0..=end`.
+    fn hash_range(end: impl Into<String>) -> aws_sdk_kinesis::types::HashKeyRange {
+        aws_sdk_kinesis::types::HashKeyRange::builder()
+            .starting_hash_key("0")
+            .ending_hash_key(end)
+            .build()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn list_shards_follows_every_page() {
         let shard = |id: &str, end: Option<&str>| {
             Shard::builder()
                 .shard_id(id)
-                .hash_key_range(
-                    aws_sdk_kinesis::types::HashKeyRange::builder()
-                        .starting_hash_key("0")
-                        .ending_hash_key("1")
-                        .build()
-                        .unwrap(),
-                )
+                .hash_key_range(hash_range("1"))
                 .sequence_number_range(
                     SequenceNumberRange::builder()
                         .starting_sequence_number("1")
@@ -503,13 +506,7 @@ mod tests {
                     aws_sdk_kinesis::types::ChildShard::builder()
                         .shard_id("shardId-2")
                         .parent_shards("shardId-0")
-                        .hash_key_range(
-                            aws_sdk_kinesis::types::HashKeyRange::builder()
-                                .starting_hash_key("0")
-                                .ending_hash_key("1")
-                                .build()
-                                .unwrap(),
-                        )
+                        .hash_key_range(hash_range("1"))
                         .build()
                         .unwrap(),
                 )
@@ -532,13 +529,7 @@ mod tests {
     fn lower_half_shard() -> Shard {
         Shard::builder()
             .shard_id("shardId-0")
-            .hash_key_range(
-                aws_sdk_kinesis::types::HashKeyRange::builder()
-                    .starting_hash_key("0")
-                    .ending_hash_key((u128::MAX / 2).to_string())
-                    .build()
-                    .unwrap(),
-            )
+            .hash_key_range(hash_range((u128::MAX / 2).to_string()))
             .sequence_number_range(
                 SequenceNumberRange::builder()
                     .starting_sequence_number("1")

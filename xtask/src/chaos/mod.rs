@@ -172,16 +172,8 @@ fn run_lanes(ctx: &Harness, scenarios: &[Scenario]) -> Vec<Row> {
     rows.into_iter()
         .zip(scenarios)
         .map(|(row, s)| {
-            row.unwrap_or_else(|| Row {
-                title: s.title.clone(),
-                events: 0,
-                lost: 0,
-                duplicated: 0,
-                recovered: Recovered::No,
-                time_to_recover: None,
-                pass: false,
-                notes: "the scenario's thread panicked".to_owned(),
-                took: Duration::ZERO,
+            row.unwrap_or_else(|| {
+                Row::not_run(&s.title, "the scenario's thread panicked".to_owned())
             })
         })
         .collect()

@@ -142,6 +142,23 @@ pub(crate) struct Row {
     pub(crate) took: Duration,
 }
 
+impl Row {
+    /// The row of a scenario that could not run to its end.
+    pub(crate) fn not_run(title: &str, notes: String) -> Self {
+        Self {
+            title: title.to_owned(),
+            events: 0,
+            lost: 0,
+            duplicated: 0,
+            recovered: Recovered::No,
+            time_to_recover: None,
+            pass: false,
+            notes,
+            took: Duration::ZERO,
+        }
+    }
+}
+
 /// Events delivered in a row before the fault starts: the pipeline runs.
 const WARM_EVENTS: u64 = 100;
 /// Bound of the driver's setup and of the warm-up.
@@ -195,17 +212,8 @@ pub(crate) fn run(ctx: &Harness, scenario: &Scenario) -> Row {
     let started = Instant::now();
     let tag = format!("[{}]", scenario.slug);
     say(format!("{tag} {}", scenario.title));
-    let mut row = run_inner(ctx, scenario, &tag).unwrap_or_else(|e| Row {
-        title: scenario.title.clone(),
-        events: 0,
-        lost: 0,
-        duplicated: 0,
-        recovered: Recovered::No,
-        time_to_recover: None,
-        pass: false,
-        notes: format!("{e:#}"),
-        took: Duration::ZERO,
-    });
+    let mut row = run_inner(ctx, scenario, &tag)
+        .unwrap_or_else(|e| Row::not_run(&scenario.title, format!("{e:#}")));
     row.took = started.elapsed();
     say(format!(
         "{tag} {} in {}: {} events, {} lost, {} duplicated{}",

@@ -52,15 +52,5 @@ pub(super) fn start(log: PathBuf, port: u16) -> Result<Svc> {
     for var in KINESIS_DURATIONS {
         cmd.env(var, "0ms");
     }
-    let (pid, start_time) = process::spawn(&mut cmd, &log)?;
-    let svc = Svc {
-        kind: Kind::Kinesis,
-        pid,
-        start_time,
-        port,
-        data_dir: None,
-        log,
-    };
-    process::wait_ready(&svc, Duration::from_secs(60))?;
-    Ok(svc)
+    process::start_ready(Kind::Kinesis, &mut cmd, port, log, Duration::from_secs(60))
 }

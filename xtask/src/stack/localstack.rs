@@ -37,16 +37,13 @@ pub(super) fn start(log: PathBuf, port: u16) -> Result<Svc> {
         .env("SKIP_SSL_CERT_DOWNLOAD", "1")
         .env("NODE_OPTIONS", node_options)
         .env("AWS_DEFAULT_REGION", REGION);
-    let (pid, start_time) = process::spawn(&mut cmd, &log)?;
-    let svc = Svc {
-        kind: Kind::LocalStack,
-        pid,
-        start_time,
+    let svc = process::start_ready(
+        Kind::LocalStack,
+        &mut cmd,
         port,
-        data_dir: None,
         log,
-    };
-    process::wait_ready(&svc, Duration::from_secs(180))?;
+        Duration::from_secs(180),
+    )?;
     // LocalStack starts its Kinesis engine (kinesis-local, installed from npm on
     // first use) lazily: do it now so that the tests' first call is not slow.
     let t = Instant::now();

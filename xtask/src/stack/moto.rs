@@ -19,15 +19,5 @@ pub(super) fn start(log: PathBuf, port: u16) -> Result<Svc> {
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .current_dir(&dir)
         .env("AWS_DEFAULT_REGION", REGION);
-    let (pid, start_time) = process::spawn(&mut cmd, &log)?;
-    let svc = Svc {
-        kind: Kind::Moto,
-        pid,
-        start_time,
-        port,
-        data_dir: None,
-        log,
-    };
-    process::wait_ready(&svc, Duration::from_secs(60))?;
-    Ok(svc)
+    process::start_ready(Kind::Moto, &mut cmd, port, log, Duration::from_secs(60))
 }

@@ -116,15 +116,7 @@ pub(super) fn start(log: PathBuf, port: u16) -> Result<Svc> {
         ])
         .args(["-c", "max_connections=200"])
         .current_dir(&base);
-    let (pid, start_time) = process::spawn(&mut cmd, &log)?;
-    let svc = Svc {
-        kind: Kind::Postgres,
-        pid,
-        start_time,
-        port,
-        data_dir: Some(data),
-        log,
-    };
+    let svc = process::spawn(Kind::Postgres, &mut cmd, port, Some(data), log)?;
     // `answers` checks the test database, which does not exist yet.
     let ready = util::wait_until(
         "postgres",

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -73,9 +73,16 @@ pub(super) fn start(kind: Kind, preferred: Option<u16>) -> Result<Svc> {
     }
 }
 
-/// Spawns a service in its own process group with its output in `log`.
-pub(super) fn spawn(cmd: &mut Command, log: &Path) -> Result<(u32, u64)> {
-    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+/// Spawns a service of `kind` on `port` in its own process group with its
+/// output in `log`.
+pub(super) fn spawn(
+    kind: Kind,
+    cmd: &mut Command,
+    port: u16,
+    data_dir: Option<PathBuf>,
+    log: PathBuf,
+) -> Result<Svc> {
+    let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
     let child = cmd
         .stdin(Stdio::null())
@@ -91,10 +98,30 @@ pub(super) fn spawn(cmd: &mut Command, log: &Path) -> Result<(u32, u64)> {
         format!(
             "`{}` exited at once; log:\n{}",
             util::show(cmd),
-            util::tail(log, 20)
+            util::tail(&log, 20)
         )
     })?;
-    Ok((pid, start_time))
+    Ok(Svc {
+        kind,
+        pid,
+        start_time,
+        port,
+        data_dir,
+        log,
+    })
+}
+
+/// [`spawn`]s a service and [`wait_ready`]s for it.
+pub(super) fn start_ready(
+    kind: Kind,
+    cmd: &mut Command,
+    port: u16,
+    log: PathBuf,
+    timeout: Duration,
+) -> Result<Svc> {
+    let svc = spawn(kind, cmd, port, None, log)?;
+    wait_ready(&svc, timeout)?;
+    Ok(svc)
 }
 
 /// Waits until `svc` answers; on failure stops it and shows its log.

@@ -24,15 +24,5 @@ pub(super) fn start(log: PathBuf, port: u16) -> Result<Svc> {
         .arg("--dir")
         .arg(&dir)
         .current_dir(&dir);
-    let (pid, start_time) = process::spawn(&mut cmd, &log)?;
-    let svc = Svc {
-        kind: Kind::Redis,
-        pid,
-        start_time,
-        port,
-        data_dir: None,
-        log,
-    };
-    process::wait_ready(&svc, Duration::from_secs(30))?;
-    Ok(svc)
+    process::start_ready(Kind::Redis, &mut cmd, port, log, Duration::from_secs(30))
 }
