@@ -18,7 +18,7 @@ use integration_tests::{database_url, example_binary, kinesis_client, redis_url,
 use producer::ProducerConfig;
 use redis::AsyncCommands;
 use sqlx::AssertSqlSafe;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// The bound of every wait.
 const WAIT: Duration = Duration::from_secs(120);
@@ -48,6 +48,13 @@ fn write_config(run: &str) -> (PathBuf, String, String, String) {
     let path = std::env::temp_dir().join(format!("{run}.toml"));
     std::fs::write(&path, text).unwrap();
     (path, input, format!("{run}-archiver"), table)
+}
+
+/// The example binary, built on a blocking thread.
+async fn build_binary() -> PathBuf {
+    tokio::task::spawn_blocking(|| example_binary("redshift-manifest", "redshift-manifest"))
+        .await
+        .unwrap()
 }
 
 fn start(binary: &Path, config: &Path) -> Child {
@@ -83,12 +90,69 @@ fn terminate(child: &mut Child) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn example_redshift_manifest_binary_loads_every_event_once_and_stops_on_sigterm() {
-    let binary =
-        tokio::task::spawn_blocking(|| example_binary("redshift-manifest", "redshift-manifest"))
+/// The run's table in PostgreSQL, where the binary loads the events.
+struct LoadedTable {
+    pool: PgPool,
+    table: String,
+}
+
+impl LoadedTable {
+    async fn connect(table: &str) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&database_url())
             .await
             .unwrap();
+        Self {
+            pool,
+            table: table.to_owned(),
+        }
+    }
+
+    /// `SELECT {what} FROM` the table.
+    async fn count(&self, what: &str) -> i64 {
+        let sql = format!("SELECT {what} FROM \"{}\"", self.table);
+        match sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(n) => n,
+            // The binary creates the table when it starts.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => 0,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The rows loaded, duplicates included.
+    async fn rows(&self) -> i64 {
+        self.count("count(*)").await
+    }
+
+    /// The distinct events loaded.
+    async fn distinct(&self) -> i64 {
+        self.count("count(DISTINCT id)").await
+    }
+
+    /// Waits (bounded) until the running `child` has loaded `events`
+    /// distinct events.
+    async fn wait_for(&self, child: &mut Child, events: u64) {
+        let started = Instant::now();
+        while self.distinct().await < events as i64 {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("redshift-manifest exited early with {status}");
+            }
+            if started.elapsed() > WAIT {
+                child.kill().ok();
+                panic!("not every event was loaded within {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_redshift_manifest_binary_loads_every_event_once_and_stops_on_sigterm() {
+    let binary = build_binary().await;
     let run = unique_name("rsm");
     let (config, input, archiver, table) = write_config(&run);
     let kinesis = kinesis_client().await;
@@ -99,42 +163,12 @@ async fn example_redshift_manifest_binary_loads_every_event_once_and_stops_on_si
         .await
         .unwrap();
 
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&database_url())
-        .await
-        .unwrap();
-    let count = |sql: String| {
-        let pool = pool.clone();
-        async move {
-            match sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
-                .fetch_one(&pool)
-                .await
-            {
-                Ok(n) => n,
-                // The binary creates the table when it starts.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => 0,
-                Err(e) => panic!("{e}"),
-            }
-        }
-    };
-    let rows = format!("SELECT count(*) FROM \"{table}\"");
-    let distinct = format!("SELECT count(DISTINCT id) FROM \"{table}\"");
+    let loaded = LoadedTable::connect(&table).await;
 
     let mut child = start(&binary, &config);
-    let started = Instant::now();
-    while count(distinct.clone()).await < EVENTS as i64 {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("redshift-manifest exited early with {status}");
-        }
-        if started.elapsed() > WAIT {
-            child.kill().ok();
-            panic!("not every event was loaded within {WAIT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    loaded.wait_for(&mut child, EVENTS).await;
     tokio::task::block_in_place(|| terminate(&mut child));
-    assert_eq!(count(rows.clone()).await, EVENTS as i64, "duplicate rows");
+    assert_eq!(loaded.rows().await, EVENTS as i64, "duplicate rows");
 
     // Stage 1's checkpoints are in Redis under the Go library's key scheme.
     let mut redis = redis::Client::open(redis_url())
@@ -157,7 +191,7 @@ async fn example_redshift_manifest_binary_loads_every_event_once_and_stops_on_si
     );
     tokio::task::block_in_place(|| terminate(&mut child));
     assert_eq!(
-        count(rows).await,
+        loaded.rows().await,
         EVENTS as i64,
         "the restart loaded rows again"
     );
@@ -177,10 +211,7 @@ const KILLS: u32 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_redshift_manifest_killed_in_a_loop_with_live_traffic_loads_every_event_once() {
-    let binary =
-        tokio::task::spawn_blocking(|| example_binary("redshift-manifest", "redshift-manifest"))
-            .await
-            .unwrap();
+    let binary = build_binary().await;
     let run = unique_name("rsk");
     let (config, input, _, table) = write_config(&run);
     let kinesis = kinesis_client().await;
@@ -196,26 +227,7 @@ async fn example_redshift_manifest_killed_in_a_loop_with_live_traffic_loads_ever
         tokio::spawn(async move { producer::produce(&kinesis, &events, &cancel, |_| {}).await })
     };
 
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&database_url())
-        .await
-        .unwrap();
-    let count = |sql: String| {
-        let pool = pool.clone();
-        async move {
-            match sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
-                .fetch_one(&pool)
-                .await
-            {
-                Ok(n) => n,
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => 0,
-                Err(e) => panic!("{e}"),
-            }
-        }
-    };
-    let rows = format!("SELECT count(*) FROM \"{table}\"");
-    let distinct = format!("SELECT count(DISTINCT id) FROM \"{table}\"");
+    let loaded = LoadedTable::connect(&table).await;
 
     // Kill at moments spread over a batch age and a checkpoint: a
     // deterministic spread (the run id seeds it) rather than a fixed beat.
@@ -236,21 +248,11 @@ async fn example_redshift_manifest_killed_in_a_loop_with_live_traffic_loads_ever
 
     // Then run to completion.
     let mut child = start(&binary, &config);
-    let started = Instant::now();
-    while count(distinct.clone()).await < LIVE_EVENTS as i64 {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("redshift-manifest exited early with {status}");
-        }
-        if started.elapsed() > WAIT {
-            child.kill().ok();
-            panic!("not every event was loaded within {WAIT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    loaded.wait_for(&mut child, LIVE_EVENTS).await;
     // A moment more, so that late duplicates would show.
     tokio::time::sleep(Duration::from_secs(3)).await;
     tokio::task::block_in_place(|| terminate(&mut child));
-    let (rows, distinct) = (count(rows).await, count(distinct).await);
+    let (rows, distinct) = (loaded.rows().await, loaded.distinct().await);
     assert_eq!(
         (rows, distinct),
         (LIVE_EVENTS as i64, LIVE_EVENTS as i64),

@@ -38,10 +38,68 @@ fn assert_only_broken(report: &ConformanceReport, all: &[&str], broken: &[&str])
     assert!(report.skipped().is_empty(), "{report}");
 }
 
+/// Every rule of `all` was reported, each of `failing` failed and each of
+/// `passing` passed; the other rules may have gone either way.
+fn assert_fails_and_passes(
+    report: &ConformanceReport,
+    all: &[&str],
+    failing: &[&str],
+    passing: &[&str],
+) {
+    assert_every_rule_reported(report, all);
+    let failed = report.failed_rules();
+    for rule in failing {
+        assert!(failed.contains(rule), "{rule} not reported: {report}");
+    }
+    for rule in passing {
+        assert!(
+            report.passed().contains(rule),
+            "{rule} did not pass: {report}"
+        );
+    }
+}
+
+/// `report` failed every rule of `all`.
+fn assert_every_rule_failed(report: &ConformanceReport, all: &[&str]) {
+    assert_eq!(report.failed_rules(), all, "{report}");
+}
+
+/// `report` passed every rule but `skipped`, which its capabilities
+/// declared unsupported.
+fn assert_passes_skipping(report: &ConformanceReport, skipped: &str) {
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.skipped_rules(), [skipped]);
+}
+
+/// `report`'s text contains `needle`.
+fn assert_mentions(report: &ConformanceReport, needle: &str) {
+    let text = report.to_string();
+    assert!(text.contains(needle), "{text}");
+}
+
+/// A broken test double with the named flags set and every other one off,
+/// so that it breaks only those rules: `breaking!(BrokenStore, ignore_application)`.
+macro_rules! breaking {
+    ($double:ident, $($flag:ident),+ $(,)?) => {
+        $double {
+            $($flag: true,)+
+            ..$double::default()
+        }
+    };
+}
+
 // ---------------------------------------------------------------- checkpoint stores
 
 async fn check_store(store: &dyn CheckpointStore) -> ConformanceReport {
     checkpoint_store_conformance::run_all(store, CheckpointStoreCapabilities::new()).await
+}
+
+/// Runs the suite on `store` and asserts that it failed exactly `broken`
+/// and passed every other rule.
+async fn check_broken_store(store: &dyn CheckpointStore, broken: &[&str]) -> ConformanceReport {
+    let report = check_store(store).await;
+    assert_only_broken(&report, &checkpoint_store_conformance::RULES, broken);
+    report
 }
 
 #[tokio::test]
@@ -215,59 +273,42 @@ impl CheckpointStore for BrokenStore {
 
 #[tokio::test]
 async fn a_store_with_one_broken_rule_fails_that_rule_and_passes_the_others() {
-    let store = BrokenStore {
-        ignore_application: true,
-        ..BrokenStore::default()
-    };
-    let report = check_store(&store).await;
+    let store = breaking!(BrokenStore, ignore_application);
+    let report = check_broken_store(&store, &["independent-keys"]).await;
     assert!(!report.is_success());
-    assert_only_broken(
+    assert_mentions(
         &report,
-        &checkpoint_store_conformance::RULES,
-        &["independent-keys"],
+        "checkpoint store conformance, rule `independent-keys`: checkpoint of",
     );
-    let text = report.to_string();
-    assert!(
-        text.contains("checkpoint store conformance, rule `independent-keys`: checkpoint of"),
-        "{text}"
-    );
-    assert!(text.contains("9 passed, 0 skipped, 1 failed"), "{text}");
+    assert_mentions(&report, "9 passed, 0 skipped, 1 failed");
 }
 
 #[tokio::test]
 async fn a_store_that_moves_backwards_fails_every_rule_that_notices() {
-    let store = BrokenStore {
-        always_overwrite: true,
-        ..BrokenStore::default()
-    };
-    let report = check_store(&store).await;
-    assert_every_rule_reported(&report, &checkpoint_store_conformance::RULES);
-    let failed = report.failed_rules();
-    for rule in ["never-backwards", "shard-end-is-final", "numeric-order"] {
-        assert!(failed.contains(&rule), "{rule} not reported: {report}");
-    }
-    for rule in [
-        "missing-key",
-        "round-trip",
-        "newer-overwrites",
-        "independent-keys",
-    ] {
-        assert!(
-            report.passed().contains(&rule),
-            "{rule} did not pass: {report}"
-        );
-    }
+    let report = check_store(&breaking!(BrokenStore, always_overwrite)).await;
+    assert_fails_and_passes(
+        &report,
+        &checkpoint_store_conformance::RULES,
+        &["never-backwards", "shard-end-is-final", "numeric-order"],
+        &[
+            "missing-key",
+            "round-trip",
+            "newer-overwrites",
+            "independent-keys",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn a_store_comparing_sequence_numbers_as_text_fails_numeric_order() {
-    let store = BrokenStore {
-        compare_as_text: true,
-        ..BrokenStore::default()
-    };
+    let store = breaking!(BrokenStore, compare_as_text);
     let report = check_store(&store).await;
-    assert_every_rule_reported(&report, &checkpoint_store_conformance::RULES);
-    assert!(report.failed_rules().contains(&"numeric-order"), "{report}");
+    assert_fails_and_passes(
+        &report,
+        &checkpoint_store_conformance::RULES,
+        &["numeric-order"],
+        &[],
+    );
     let failure = &report.failed()[0];
     assert_eq!(failure.suite, "checkpoint store");
     assert!(
@@ -285,74 +326,36 @@ async fn a_store_comparing_sequence_numbers_as_text_fails_numeric_order() {
 
 #[tokio::test]
 async fn a_store_without_sub_sequences_passes_once_it_declares_so() {
-    let store = BrokenStore {
-        drop_sub_sequences: true,
-        ..BrokenStore::default()
-    };
-    let report = check_store(&store).await;
-    assert_only_broken(
-        &report,
-        &checkpoint_store_conformance::RULES,
-        &["sub-sequence-positions"],
-    );
+    let store = breaking!(BrokenStore, drop_sub_sequences);
+    check_broken_store(&store, &["sub-sequence-positions"]).await;
 
     let capabilities = CheckpointStoreCapabilities::new().sub_sequence_positions(false);
     let report = checkpoint_store_conformance::run_all(&store, capabilities).await;
-    assert!(report.is_success(), "{report}");
-    assert_eq!(report.skipped_rules(), ["sub-sequence-positions"]);
-    assert!(
-        report
-            .to_string()
-            .contains("skipped `sub-sequence-positions`"),
-        "{report}"
-    );
+    assert_passes_skipping(&report, "sub-sequence-positions");
+    assert_mentions(&report, "skipped `sub-sequence-positions`");
 }
 
 #[tokio::test]
 async fn a_store_keeping_no_pending_batches_passes_once_it_declares_so() {
-    let store = BrokenStore {
-        keeps_no_pending_batches: true,
-        ..BrokenStore::default()
-    };
-    let report = check_store(&store).await;
-    assert_only_broken(
-        &report,
-        &checkpoint_store_conformance::RULES,
-        &["pending-batches"],
-    );
-    assert!(
-        report
-            .to_string()
-            .contains("keeps_pending_batches() is false"),
-        "{report}"
-    );
+    let store = breaking!(BrokenStore, keeps_no_pending_batches);
+    let report = check_broken_store(&store, &["pending-batches"]).await;
+    assert_mentions(&report, "keeps_pending_batches() is false");
+
     let capabilities = CheckpointStoreCapabilities::new().pending_batches(false);
     let report = checkpoint_store_conformance::run_all(&store, capabilities).await;
-    assert!(report.is_success(), "{report}");
-    assert_eq!(report.skipped_rules(), ["pending-batches"]);
+    assert_passes_skipping(&report, "pending-batches");
 }
 
 #[tokio::test]
 async fn a_store_whose_first_pending_batch_wins_fails_the_pending_rule() {
-    let store = BrokenStore {
-        pending_first_write_wins: true,
-        ..BrokenStore::default()
-    };
-    let report = check_store(&store).await;
-    assert_only_broken(
-        &report,
-        &checkpoint_store_conformance::RULES,
-        &["pending-batches"],
-    );
-    assert!(report.to_string().contains("pending batch of"), "{report}");
+    let store = breaking!(BrokenStore, pending_first_write_wins);
+    let report = check_broken_store(&store, &["pending-batches"]).await;
+    assert_mentions(&report, "pending batch of");
 }
 
 #[tokio::test]
 async fn a_store_whose_checkpoints_clear_the_pending_batch_fails_the_pending_rule() {
-    let store = BrokenStore {
-        checkpoint_clears_pending: true,
-        ..BrokenStore::default()
-    };
+    let store = breaking!(BrokenStore, checkpoint_clears_pending);
     let failure = checkpoint_store_conformance::pending_batches(&store)
         .await
         .unwrap_err();
@@ -366,28 +369,27 @@ async fn a_store_whose_checkpoints_clear_the_pending_batch_fails_the_pending_rul
 /// Fails every call with a retryable error.
 struct UnreachableStore;
 
+/// What every call to an [`UnreachableStore`] returns.
+fn connection_refused<T>() -> Result<T> {
+    Err(kinesis_connectors_core::Error::checkpoint_retryable(
+        "connection refused",
+    ))
+}
+
 #[async_trait]
 impl CheckpointStore for UnreachableStore {
     async fn get(&self, _key: &ShardKey) -> Result<Option<Checkpoint>> {
-        Err(kinesis_connectors_core::Error::checkpoint_retryable(
-            "connection refused",
-        ))
+        connection_refused()
     }
     async fn set(&self, _key: &ShardKey, _checkpoint: &Checkpoint) -> Result<()> {
-        Err(kinesis_connectors_core::Error::checkpoint_retryable(
-            "connection refused",
-        ))
+        connection_refused()
     }
 }
 
 #[tokio::test]
 async fn store_errors_fail_every_rule_with_the_error() {
     let report = check_store(&UnreachableStore).await;
-    assert_eq!(
-        report.failed_rules(),
-        checkpoint_store_conformance::RULES,
-        "{report}"
-    );
+    assert_every_rule_failed(&report, &checkpoint_store_conformance::RULES);
     let missing = &report.failed()[0];
     assert_eq!(missing.rule, "missing-key");
     assert!(missing.details.contains("connection refused"), "{missing}");
@@ -399,10 +401,38 @@ async fn check_emitter<T: Send + Sync>(suite: &EmitterConformance<'_, T>) -> Con
     emitter_conformance::run_all(suite, EmitterCapabilities::new()).await
 }
 
+/// Runs the suite and asserts that it failed exactly `broken` and passed
+/// every other rule.
+async fn check_broken_emitter<T: Send + Sync>(
+    suite: &EmitterConformance<'_, T>,
+    broken: &[&str],
+) -> ConformanceReport {
+    let report = check_emitter(suite).await;
+    assert_only_broken(&report, &emitter_conformance::RULES, broken);
+    report
+}
+
+/// The suite on `emitter`, with items `item-0`, `item-1`, ... and no count
+/// of what the sink holds.
+fn item_suite(emitter: &dyn Emitter<String>) -> EmitterConformance<'_, String> {
+    EmitterConformance::new(emitter, |i| format!("item-{i}"))
+}
+
+/// [`item_suite`], with `delivered` as the count of what the sink holds.
+fn counted_suite<'a>(
+    emitter: &'a dyn Emitter<String>,
+    delivered: &'a AtomicUsize,
+) -> EmitterConformance<'a, String> {
+    item_suite(emitter).delivered_count(|| {
+        let count = delivered.load(Ordering::SeqCst);
+        Box::pin(async move { count })
+    })
+}
+
 #[tokio::test]
 async fn recording_emitter_passes_without_counting() {
     let emitter = RecordingEmitter::new();
-    let report = check_emitter(&EmitterConformance::new(&emitter, |i| format!("item-{i}"))).await;
+    let report = check_emitter(&item_suite(&emitter)).await;
     assert!(report.is_success(), "{report}");
     assert_eq!(report.passed(), emitter_conformance::RULES);
     assert!(
@@ -478,7 +508,7 @@ impl KeyedEmitter {
     }
 
     fn suite(&self) -> EmitterConformance<'_, String> {
-        EmitterConformance::new(self, |i| format!("item-{i}")).delivered_count(|| self.count())
+        item_suite(self).delivered_count(|| self.count())
     }
 }
 
@@ -536,23 +566,15 @@ impl Emitter<String> for AppendingEmitter {
 }
 
 fn appending_suite(emitter: &AppendingEmitter) -> EmitterConformance<'_, String> {
-    EmitterConformance::new(emitter, |i| format!("item-{i}")).delivered_count(|| {
-        let count = emitter.items.load(Ordering::SeqCst);
-        Box::pin(async move { count })
-    })
+    counted_suite(emitter, &emitter.items)
 }
 
 #[tokio::test]
 async fn a_non_idempotent_emitter_fails_only_the_replay_rule_and_the_others_still_run() {
     let emitter = AppendingEmitter::default();
-    let report = check_emitter(&appending_suite(&emitter)).await;
-    assert_only_broken(&report, &emitter_conformance::RULES, &["idempotent-replay"]);
-    let text = report.to_string();
-    assert!(
-        text.contains("emitter conformance, rule `idempotent-replay`"),
-        "{text}"
-    );
-    assert!(text.contains("expected 0 new item(s)"), "{text}");
+    let report = check_broken_emitter(&appending_suite(&emitter), &["idempotent-replay"]).await;
+    assert_mentions(&report, "emitter conformance, rule `idempotent-replay`");
+    assert_mentions(&report, "expected 0 new item(s)");
     // The rules after it ran: large-batch's 2,000 items were delivered.
     assert!(emitter.items.load(Ordering::SeqCst) > 2_000);
 }
@@ -562,8 +584,7 @@ async fn a_non_idempotent_emitter_passes_once_it_declares_so() {
     let emitter = AppendingEmitter::default();
     let capabilities = EmitterCapabilities::new().idempotent_replay(false);
     let report = emitter_conformance::run_all(&appending_suite(&emitter), capabilities).await;
-    assert!(report.is_success(), "{report}");
-    assert_eq!(report.skipped_rules(), ["idempotent-replay"]);
+    assert_passes_skipping(&report, "idempotent-replay");
     assert!(report.skipped()[0].reason.contains("idempotent_replay"));
 }
 
@@ -587,12 +608,11 @@ async fn every_broken_rule_is_reported_not_only_the_first() {
             c.application, batch.first.sequence, batch.last.sequence
         )
     });
-    let report = check_emitter(&emitter.suite()).await;
-    assert_only_broken(
-        &report,
-        &emitter_conformance::RULES,
+    check_broken_emitter(
+        &emitter.suite(),
         &["sub-sequence-batches", "shards-do-not-collide"],
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -609,33 +629,20 @@ async fn naming_outputs_without_the_sub_sequence_fails_the_kpl_rule() {
         .await
         .unwrap_err();
     assert_eq!(failure.rule, "sub-sequence-batches");
-    let report = check_emitter(&suite).await;
-    assert_only_broken(
-        &report,
-        &emitter_conformance::RULES,
-        &["sub-sequence-batches"],
-    );
+    check_broken_emitter(&suite, &["sub-sequence-batches"]).await;
+
     let capabilities = EmitterCapabilities::new().sub_sequence_positions(false);
     let report = emitter_conformance::run_all(&suite, capabilities).await;
-    assert!(report.is_success(), "{report}");
-    assert_eq!(report.skipped_rules(), ["sub-sequence-batches"]);
+    assert_passes_skipping(&report, "sub-sequence-batches");
 }
 
 #[tokio::test]
 async fn an_emitter_that_always_fails_fails_every_rule() {
     let emitter = FailingEmitter::fail_forever(RecordingEmitter::<String>::new(), true);
-    let report = check_emitter(&EmitterConformance::new(&emitter, |i| format!("item-{i}"))).await;
-    assert_eq!(
-        report.failed_rules(),
-        emitter_conformance::RULES,
-        "{report}"
-    );
-    let text = report.to_string();
-    assert!(
-        text.contains("emitter conformance, rule `empty-batch`"),
-        "{text}"
-    );
-    assert!(text.contains("scripted emit failure"), "{text}");
+    let report = check_emitter(&item_suite(&emitter)).await;
+    assert_every_rule_failed(&report, &emitter_conformance::RULES);
+    assert_mentions(&report, "emitter conformance, rule `empty-batch`");
+    assert_mentions(&report, "scripted emit failure");
     assert_eq!(emitter.calls(), emitter_conformance::RULES.len());
 }
 
@@ -656,11 +663,7 @@ impl Emitter<String> for EmptyBatchWriter {
 #[tokio::test]
 async fn an_emitter_writing_for_empty_batches_fails_the_empty_batch_rule() {
     let emitter = EmptyBatchWriter::default();
-    let suite = EmitterConformance::new(&emitter, |i| format!("item-{i}")).delivered_count(|| {
-        let count = emitter.writes.load(Ordering::SeqCst);
-        Box::pin(async move { count })
-    });
-    let report = check_emitter(&suite).await;
+    let report = check_emitter(&counted_suite(&emitter, &emitter.writes)).await;
     assert_every_rule_reported(&report, &emitter_conformance::RULES);
     assert_eq!(report.failed_rules()[0], "empty-batch", "{report}");
 }
@@ -682,15 +685,9 @@ impl Emitter<String> for BadRejections {
 
 #[tokio::test]
 async fn rejected_indices_outside_the_batch_fail() {
-    let report = check_emitter(&EmitterConformance::new(&BadRejections, |i| {
-        format!("item-{i}")
-    }))
-    .await;
-    assert_eq!(report.failed_rules(), emitter_conformance::RULES);
-    assert!(
-        report.to_string().contains("below the batch length"),
-        "{report}"
-    );
+    let report = check_emitter(&item_suite(&BadRejections)).await;
+    assert_every_rule_failed(&report, &emitter_conformance::RULES);
+    assert_mentions(&report, "below the batch length");
 }
 
 /// Panics on batches over 100 items, as a mock's assertion would.
@@ -706,11 +703,7 @@ impl Emitter<String> for PanicsOnLargeBatches {
 
 #[tokio::test]
 async fn a_panic_fails_its_rule_and_the_run_goes_on() {
-    let report = check_emitter(&EmitterConformance::new(&PanicsOnLargeBatches, |i| {
-        format!("item-{i}")
-    }))
-    .await;
-    assert_only_broken(&report, &emitter_conformance::RULES, &["large-batch"]);
+    let report = check_broken_emitter(&item_suite(&PanicsOnLargeBatches), &["large-batch"]).await;
     assert!(
         report.failed()[0]
             .details
@@ -813,56 +806,40 @@ impl LeaseStore for BrokenLeases {
     }
 }
 
+async fn check_leases(store: Arc<dyn LeaseStore>) -> ConformanceReport {
+    lease_conformance::run_all(store, LeaseCapabilities::new()).await
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lease_store_that_cannot_release_fails_only_release_unless_it_declares_so() {
-    let store = Arc::new(BrokenLeases {
-        release_is_a_no_op: true,
-        ..BrokenLeases::default()
-    });
-    let report = lease_conformance::run_all(store.clone(), LeaseCapabilities::new()).await;
+    let store = Arc::new(breaking!(BrokenLeases, release_is_a_no_op));
+    let report = check_leases(store.clone()).await;
     assert_only_broken(&report, &lease_conformance::RULES, &["release"]);
-    assert!(
-        report
-            .to_string()
-            .contains("lease store conformance, rule `release`: a released lease must be free"),
-        "{report}"
+    assert_mentions(
+        &report,
+        "lease store conformance, rule `release`: a released lease must be free",
     );
 
     let report = lease_conformance::run_all(store, LeaseCapabilities::new().release(false)).await;
-    assert!(report.is_success(), "{report}");
-    assert_eq!(report.skipped_rules(), ["release"]);
+    assert_passes_skipping(&report, "release");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_pending_batch_written_without_its_lease_fails_fenced_pending_batch() {
-    let store = Arc::new(BrokenLeases {
-        pending_ignores_the_lease: true,
-        ..BrokenLeases::default()
-    });
-    let report = lease_conformance::run_all(store, LeaseCapabilities::new()).await;
+    let report = check_leases(Arc::new(breaking!(BrokenLeases, pending_ignores_the_lease))).await;
     assert_eq!(report.failed_rules(), ["fenced-pending-batch"], "{report}");
-    let text = report.to_string();
-    assert!(
-        text.contains("set_pending_batch by the old owner"),
-        "{text}"
-    );
+    assert_mentions(&report, "set_pending_batch by the old owner");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_lease_store_whose_renewals_do_not_count_fails_renew_and_the_rest_still_run() {
-    let store = Arc::new(BrokenLeases {
-        renew_keeps_the_counter: true,
-        ..BrokenLeases::default()
-    });
-    let report = lease_conformance::run_all(store, LeaseCapabilities::new()).await;
-    assert_every_rule_reported(&report, &lease_conformance::RULES);
-    assert!(report.failed_rules().contains(&"renew"), "{report}");
-    for rule in ["create", "acquire", "release", "expire"] {
-        assert!(
-            report.passed().contains(&rule),
-            "{rule} did not pass: {report}"
-        );
-    }
+    let report = check_leases(Arc::new(breaking!(BrokenLeases, renew_keeps_the_counter))).await;
+    assert_fails_and_passes(
+        &report,
+        &lease_conformance::RULES,
+        &["renew"],
+        &["create", "acquire", "release", "expire"],
+    );
 }
 
 #[tokio::test(start_paused = true)]
