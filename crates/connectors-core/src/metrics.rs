@@ -42,9 +42,10 @@ pub const LAST_CHECKPOINT_TIMESTAMP: &str = "kinesis_connectors_last_checkpoint_
 /// this worker's shards.
 pub const STREAM_MAX_MILLIS_BEHIND_LATEST: &str =
     "kinesis_connectors_stream_max_millis_behind_latest";
-/// Counter: KPL sub-records a reader dropped because their hash key lies
-/// outside the shard's range (the KCL drops them too: after resharding they
-/// are read from the shard that owns them).
+/// Counter: KPL sub-records a reader dropped because their aggregate holds
+/// a sub-record whose hash key lies outside the shard's range: the
+/// aggregate was misrouted (a stale shard map at the producer) and is
+/// dropped whole, as the KCL drops it; the KPL puts it again.
 pub const KPL_SUB_RECORDS_OUTSIDE_SHARD: &str =
     "kinesis_connectors_kpl_sub_records_outside_shard_total";
 /// Counter: records that start with the KPL magic but are not valid

@@ -637,8 +637,8 @@ impl<T: Encoder> KinesisEmitterBuilder<T> {
     /// (`ListShards` of the target, listed once and again after
     /// resharding), and each aggregate carries its first item's hash key as
     /// its explicit hash key, so every item lands on the shard it would have
-    /// landed on alone: a de-aggregating reader drops items outside its
-    /// shard. An aggregate that lands elsewhere anyway (the target was
+    /// landed on alone: a de-aggregating reader drops an aggregate that
+    /// holds an item outside its shard. An aggregate that lands elsewhere anyway (the target was
     /// resharded since it was listed) is sent again, re-grouped on a fresh
     /// listing. A group of one item goes out as a plain record.
     pub fn aggregate(mut self, limits: Aggregation) -> Self {

@@ -114,10 +114,17 @@ impl PollingSource {
     /// aggregate and resumes at the next sub-record), its own partition key
     /// and explicit hash key. As the KCL does:
     ///
-    /// - sub-records whose hash key lies outside the shard's range (after
-    ///   resharding they are read from the shard that owns them) are
-    ///   dropped, counted in `kinesis_connectors_kpl_sub_records_outside_shard_total`
-    ///   and logged at debug level;
+    /// - an aggregate with a sub-record whose hash key lies outside the
+    ///   shard's range is dropped whole, all its sub-records counted in
+    ///   `kinesis_connectors_kpl_sub_records_outside_shard_total` and
+    ///   logged as a warning. The KPL packs only records it predicts for
+    ///   one shard and, when the prediction was wrong (a stale shard map
+    ///   after resharding), puts the whole aggregate again; the KCL drops
+    ///   the misrouted copy whole, and so does this source. A producer that
+    ///   packs records for several shards into one aggregate (possible with
+    ///   the aws-kinesis-agg libraries) loses them with either consumer;
+    ///   such input is read with `deaggregate(false)` and a transformer
+    ///   that unpacks it;
     /// - a record that starts with the KPL magic but is not a valid
     ///   aggregate (checksum mismatch, bad protobuf, key index outside its
     ///   table) is handed on whole as an ordinary record, counted in
@@ -160,14 +167,16 @@ impl PollingSource {
                 continue;
             }
             match kpl::deaggregate(&record) {
-                Ok(subs) => {
-                    let before = out.len() + subs.len();
-                    match &tagged.range {
-                        Some(range) => out.extend(subs.into_iter().filter(|sub| range.owns(sub))),
-                        None => out.extend(subs),
+                // As the KCL does, an aggregate with any sub-record outside
+                // the shard is dropped whole: the KPL only packs records
+                // bound for one shard, and when its shard map was stale it
+                // puts the whole aggregate again, to the right shards.
+                Ok(subs) => match &tagged.range {
+                    Some(range) if !subs.iter().all(|sub| range.owns(sub)) => {
+                        outside += subs.len() as u64;
                     }
-                    outside += (before - out.len()) as u64;
-                }
+                    _ => out.extend(subs),
+                },
                 Err(err) => {
                     tracing::warn!(
                         stream = tagged.stream,
@@ -186,11 +195,11 @@ impl PollingSource {
             }
         }
         if outside > 0 {
-            tracing::debug!(
+            tracing::warn!(
                 stream = tagged.stream,
                 shard_id = tagged.shard_id,
                 dropped = outside,
-                "dropped KPL sub-records whose hash key belongs to another shard"
+                "dropped KPL aggregates with a sub-record whose hash key belongs to another shard"
             );
             ::metrics::counter!(
                 metrics::KPL_SUB_RECORDS_OUTSIDE_SHARD,
@@ -562,6 +571,10 @@ mod tests {
         );
         aggregator.push(Bytes::from_static(b"{\"n\":2}"), "c", Some("5"));
         let aggregate = aggregator.finish();
+        let mut inside = kpl::Aggregator::new();
+        inside.push(Bytes::from_static(b"{\"n\":0}"), "a", None);
+        inside.push(Bytes::from_static(b"{\"n\":2}"), "c", Some("5"));
+        let inside = inside.finish();
         let mut corrupt = aggregate.to_vec();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0xff;
@@ -578,11 +591,12 @@ mod tests {
                 .build()
         });
         let page = {
-            let (aggregate, corrupt) = (aggregate.clone(), corrupt.clone());
+            let (inside, aggregate, corrupt) = (inside.clone(), aggregate.clone(), corrupt.clone());
             mock!(aws_sdk_kinesis::Client::get_records)
                 .match_requests(|r| r.shard_iterator() == Some("AAAA+/="))
                 .then_output(move || {
                     GetRecordsOutput::builder()
+                        .records(kinesis_record("6", inside.clone()))
                         .records(kinesis_record("7", aggregate.clone()))
                         .records(kinesis_record("8", Bytes::from_static(b"plain")))
                         .records(kinesis_record("9", corrupt.clone()))
@@ -625,9 +639,10 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("7".to_owned(), Some(0), "a", None),
-                // Sub-record 1 lies outside the shard: dropped.
-                ("7".to_owned(), Some(2), "c", Some("5")),
+                ("6".to_owned(), Some(0), "a", None),
+                ("6".to_owned(), Some(1), "c", Some("5")),
+                // Sub-record 1 of aggregate 7 lies outside the shard: the
+                // whole aggregate is dropped, as the KCL drops it.
                 ("8".to_owned(), None, "aggregate-key", None),
                 // A bad checksum: handed on whole, as the KCL does.
                 ("9".to_owned(), None, "aggregate-key", None),

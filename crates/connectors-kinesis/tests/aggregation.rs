@@ -119,20 +119,24 @@ fn emitter(rules: &[Rule], limits: Aggregation) -> KinesisEmitter<Utf8Transforme
         .unwrap()
 }
 
-/// Every item as a de-aggregating reader of each shard sees it: sub-records
-/// outside the shard's range dropped, as `PollingSource` and the KCL do.
+/// Every item as a de-aggregating reader of each shard sees it: an
+/// aggregate with a sub-record outside the shard's range dropped whole, as
+/// `PollingSource` and the KCL do.
 fn read_back(stored: &Stored) -> Vec<(String, String)> {
     let ranges = shards();
     let mut items = Vec::new();
     for (shard, record) in stored.lock().unwrap().iter() {
         let range = ranges.iter().find(|(id, _)| id == shard).unwrap().1;
-        for sub in kpl::deaggregate(record).unwrap() {
-            if sub.sub_sequence_number.is_none() || range.owns(&sub) {
-                items.push((
-                    String::from_utf8(sub.data.to_vec()).unwrap(),
-                    sub.partition_key,
-                ));
-            }
+        let subs = kpl::deaggregate(record).unwrap();
+        let aggregated = subs.iter().any(|sub| sub.sub_sequence_number.is_some());
+        if aggregated && !subs.iter().all(|sub| range.owns(sub)) {
+            continue;
+        }
+        for sub in subs {
+            items.push((
+                String::from_utf8(sub.data.to_vec()).unwrap(),
+                sub.partition_key,
+            ));
         }
     }
     items.sort();
