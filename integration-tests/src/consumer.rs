@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use kinesis_connectors_core::{
     BadRecordPolicy, BufferLimits, CancellationToken, CheckpointStore, Emitter, Pipeline,
-    ShardConfig, ShardContext, StreamConsumer, StreamConsumerBuilder, StreamReport, Transformer,
-    Utf8Transformer,
+    ShardConfig, ShardContext, ShardFailurePolicy, StreamConsumer, StreamConsumerBuilder,
+    StreamReport, Transformer, Utf8Transformer,
 };
 use kinesis_connectors_kinesis::PollingSource;
 use tokio::task::JoinHandle;
@@ -53,6 +53,8 @@ pub struct Utf8ConsumerSpec<'a> {
     pub limits: BufferLimits,
     /// What a pipeline does with a record that is not UTF-8.
     pub bad_records: BadRecordPolicy,
+    /// What the consumer does with a shard whose task failed.
+    pub on_shard_failure: ShardFailurePolicy,
 }
 
 /// A consumer of `spec.stream` whose pipelines turn records into `String`s
@@ -72,6 +74,7 @@ pub fn utf8_consumer(spec: Utf8ConsumerSpec<'_>) -> StreamConsumer<Utf8Transform
         emitter,
         limits,
         bad_records,
+        on_shard_failure,
     } = spec;
     fast(StreamConsumer::builder(
         application,
@@ -85,6 +88,7 @@ pub fn utf8_consumer(spec: Utf8ConsumerSpec<'_>) -> StreamConsumer<Utf8Transform
                 .build()
         },
     ))
+    .on_shard_failure(on_shard_failure)
     .build()
     .expect("consumer configuration")
 }

@@ -30,8 +30,8 @@ use integration_tests::consumer::{STOP_WAIT, Utf8ConsumerSpec, assert_no_failure
 use integration_tests::{RunningConsumer, create_stream, kinesis_client, unique_name, wait_until};
 use kinesis_connectors_core::{
     BadRecordPolicy, Batch, BufferLimits, CancellationToken, Checkpoint, EmitOutcome, Emitter,
-    MemoryCheckpointStore, Position, SequenceNumber, ShardKey, ShardOutcome, StreamConsumer,
-    StreamReport, Utf8Transformer, async_trait,
+    MemoryCheckpointStore, Position, SequenceNumber, ShardFailurePolicy, ShardKey, ShardOutcome,
+    StreamConsumer, StreamReport, Utf8Transformer, async_trait,
 };
 use kinesis_connectors_testkit::{RecordedBatch, RecordingEmitter};
 use tokio::task::JoinHandle;
@@ -267,6 +267,7 @@ fn consumer(
             .with_max_age(Duration::from_secs(1)),
         // Every record here is valid UTF-8: a bad one is a bug, stop loudly.
         bad_records: BadRecordPolicy::Stop,
+        on_shard_failure: ShardFailurePolicy::default(),
     })
 }
 

@@ -21,8 +21,8 @@ use integration_tests::{
     RunningConsumer, create_stream, kinesis_client, unique_name, wait_for_progress,
 };
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, Emitter, FailedRecord, MemoryCheckpointStore, StreamConsumer,
-    Utf8Transformer,
+    BadRecordPolicy, BufferLimits, Emitter, FailedRecord, MemoryCheckpointStore,
+    ShardFailurePolicy, StreamConsumer, Utf8Transformer,
 };
 use kinesis_connectors_kinesis::KinesisEmitter;
 use kinesis_connectors_testkit::{
@@ -71,6 +71,7 @@ fn consumer(
             .with_max_records(400)
             .with_max_age(Duration::from_secs(1)),
         bad_records,
+        on_shard_failure: ShardFailurePolicy::default(),
     })
 }
 

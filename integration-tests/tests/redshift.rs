@@ -27,8 +27,8 @@ use integration_tests::{
     s3_client, unique_name, wait_until,
 };
 use kinesis_connectors_core::{
-    BadRecordPolicy, Batch, BufferLimits, EmitOutcome, Emitter, MemoryCheckpointStore,
-    StreamConsumer, Utf8Transformer, async_trait,
+    BadRecordPolicy, Batch, BufferLimits, EmitOutcome, Emitter, Error, MemoryCheckpointStore,
+    ShardFailurePolicy, StreamConsumer, Utf8Transformer, async_trait,
 };
 use kinesis_connectors_redshift::{
     CopyFormat, Error as RedshiftError, PostgresLoader, RedshiftBasicEmitter,
@@ -178,15 +178,27 @@ async fn manifest_emitter(
     data: &TableName,
 ) -> (RedshiftManifestEmitter, TableName) {
     let files = TableName::new(sql_name("rs_files")).unwrap();
-    let emitter = RedshiftManifestEmitter::builder(pool.clone(), s3.clone(), bucket)
+    let emitter = build_manifest_emitter(pool, s3, bucket, data, &files);
+    execute(pool, emitter.file_table_ddl()).await;
+    (emitter, files)
+}
+
+/// A manifest emitter loading into `data` with the existing file table
+/// `files`.
+fn build_manifest_emitter(
+    pool: &PgPool,
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    data: &TableName,
+    files: &TableName,
+) -> RedshiftManifestEmitter {
+    RedshiftManifestEmitter::builder(pool.clone(), s3.clone(), bucket)
         .data_table(data.clone())
         .file_table(files.clone())
         .format(CopyFormat::JsonAuto)
         .loader(PostgresLoader::new(s3.clone()))
         .build()
-        .unwrap();
-    execute(pool, emitter.file_table_ddl()).await;
-    (emitter, files)
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -201,6 +213,7 @@ fn consumer(
     store: &MemoryCheckpointStore,
     emitter: Arc<dyn Emitter<String>>,
     max_records: usize,
+    on_shard_failure: ShardFailurePolicy,
 ) -> StreamConsumer<Utf8Transformer> {
     utf8_consumer(Utf8ConsumerSpec {
         kinesis,
@@ -212,6 +225,7 @@ fn consumer(
             .with_max_records(max_records)
             .with_max_age(Duration::from_secs(1)),
         bad_records: BadRecordPolicy::Stop,
+        on_shard_failure,
     })
 }
 
@@ -303,6 +317,7 @@ async fn redshift_two_stage_pipeline_loads_every_record_once() {
         &MemoryCheckpointStore::new(),
         stage1_emitter,
         100,
+        ShardFailurePolicy::default(),
     ));
 
     // Stage 2: a few files per COPY.
@@ -324,6 +339,7 @@ async fn redshift_two_stage_pipeline_loads_every_record_once() {
         &MemoryCheckpointStore::new(),
         Arc::new(loader),
         4,
+        ShardFailurePolicy::default(),
     ));
 
     let records: Vec<(String, String)> = (0..RECORDS)
@@ -459,8 +475,16 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
     let stream = unique_name("rs-restart");
     create_stream(&kinesis, &stream, 2).await.unwrap();
     let data = data_table(&pool, "rs_restart").await;
-    let (emitter, files) = manifest_emitter(&pool, &s3, &bucket, &data).await;
-    let emitter: Arc<dyn Emitter<String>> = Arc::new(emitter);
+    let (_, files) = manifest_emitter(&pool, &s3, &bucket, &data).await;
+    // Each phase is a process of its own, with its own connections.
+    let killed_process = self::pool().await;
+    let emitter: Arc<dyn Emitter<String>> = Arc::new(build_manifest_emitter(
+        &killed_process,
+        &s3,
+        &bucket,
+        &data,
+        &files,
+    ));
 
     // The manifest stream as an at-least-once stage 1 leaves it: every URL
     // once, then some of them again.
@@ -499,6 +523,7 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
         &store,
         tracked.clone(),
         3,
+        ShardFailurePolicy::default(),
     ))
     .into_parts();
     wait_until(
@@ -520,7 +545,18 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
         "everything loaded before the kill"
     );
 
+    // The killed process's connections (an aborted COPY, a transaction
+    // holding the file-table lock) die with it: the server rolls them back.
+    killed_process.close().await;
+
     // Phase B: restart from the checkpoints; the unacknowledged batch comes again.
+    let emitter: Arc<dyn Emitter<String>> = Arc::new(build_manifest_emitter(
+        &self::pool().await,
+        &s3,
+        &bucket,
+        &data,
+        &files,
+    ));
     let tracked = Tracked::new(Arc::clone(&emitter), Duration::ZERO);
     let running = RunningConsumer::start(consumer(
         &kinesis,
@@ -529,6 +565,7 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
         &store,
         tracked.clone(),
         3,
+        ShardFailurePolicy::default(),
     ));
     wait_until("every row after the restart", WAIT, POLL, || async {
         rows(&pool, &data).await >= total_rows
@@ -549,6 +586,7 @@ async fn redshift_restarted_consumers_load_no_duplicates() {
         &fresh,
         tracked.clone(),
         7,
+        ShardFailurePolicy::default(),
     ));
     let manifest_records = (FILES + REPEATED) as usize;
     wait_until("the whole manifest stream replayed", WAIT, POLL, || async {
@@ -658,25 +696,28 @@ async fn redshift_a_bad_row_rolls_back_the_whole_batch() {
     )
     .await
     .unwrap();
+    // `StopOnPermanent`: the rejected COPY is permanent, so the consumer
+    // stops by itself instead of restarting the shard.
     let tracked = Tracked::new(Arc::new(emitter), Duration::ZERO);
-    let running = RunningConsumer::start(consumer(
+    let (_cancel, handle) = RunningConsumer::start(consumer(
         &kinesis,
         "rs-bad-row",
         &stream,
         &MemoryCheckpointStore::new(),
         tracked.clone(),
         10,
-    ));
-    wait_until("the load to fail", WAIT, POLL, || async {
-        !tracked.errors().is_empty()
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let report = running.stop_within(STOP_WAIT).await;
-    let failed = failures(&report);
-    assert_eq!(failed.len(), 1, "{failed:?}");
-    assert!(failed[0].contains("manifests/rs-bad-row/"), "{failed:?}");
-    assert!(failed[0].contains("not-a-number"), "{failed:?}");
+        ShardFailurePolicy::StopOnPermanent,
+    ))
+    .into_parts();
+    let stopped = tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("the consumer stops by itself on the rejected COPY")
+        .expect("the consumer task does not panic");
+    let error = stopped.expect_err("the consumer returns the shard's error");
+    let text = error.to_string();
+    assert!(matches!(error, Error::ShardFailed { .. }), "{text}");
+    assert!(text.contains("manifests/rs-bad-row/"), "{text}");
+    assert!(text.contains("not-a-number"), "{text}");
     assert_eq!(tracked.errors().len(), 1, "a rejected COPY is not retried");
     assert_eq!(rows(&pool, &data).await, 5);
     assert_eq!(rows(&pool, &files).await, 1);

@@ -29,8 +29,8 @@ use integration_tests::{
 };
 use kinesis_connectors_core::{
     BadRecordPolicy, Batch, BufferLimits, Checkpoint, CheckpointStore, EmitOutcome, Emitter,
-    MemoryCheckpointStore, Position, SequenceNumber, ShardKey, StreamConsumer, Utf8Transformer,
-    async_trait,
+    MemoryCheckpointStore, Position, SequenceNumber, ShardFailurePolicy, ShardKey, StreamConsumer,
+    Utf8Transformer, async_trait,
 };
 use kinesis_connectors_s3::{S3Emitter, S3ManifestEmitter};
 use kinesis_connectors_testkit::{EmitterCapabilities, EmitterConformance, emitter_conformance};
@@ -111,6 +111,7 @@ fn consumer(
         emitter,
         limits,
         bad_records: BadRecordPolicy::Stop,
+        on_shard_failure: ShardFailurePolicy::default(),
     })
 }
 
