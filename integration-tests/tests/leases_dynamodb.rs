@@ -29,9 +29,9 @@ use integration_tests::{
 use kinesis_checkpoint_dynamodb::DynamoDbCheckpointStore;
 use kinesis_connectors_core::{
     BadRecordPolicy, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Error, Lease,
-    LeaseCoordinator, LeaseStore, Pipeline, Position, Result, SequenceNumber, ShardAssigner,
-    ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome, StoredLease, StreamConsumer,
-    StreamReport, Utf8Transformer, async_trait,
+    LeaseCoordinator, LeaseStore, Pipeline, Position, Record, Result, SequenceNumber,
+    ShardAssigner, ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome, StoredLease,
+    StreamConsumer, StreamReport, Utf8Transformer, async_trait, kpl,
 };
 use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_testkit::RecordingEmitter;
@@ -795,14 +795,19 @@ async fn leases_dynamodb_a_fourth_worker_joins_and_its_graceful_shutdown_hands_t
 }
 
 /// Puts a lease item as the KCL writes it.
-async fn put_kcl_lease(fx: &Fixture, shard_id: &str, checkpoint: &SequenceNumber) {
+async fn put_kcl_lease(
+    fx: &Fixture,
+    shard_id: &str,
+    checkpoint: &SequenceNumber,
+    sub_sequence: u64,
+) {
     let n = |v: u64| AttributeValue::N(v.to_string());
     fx.dynamodb
         .put_item()
         .table_name(&fx.table)
         .item("leaseKey", AttributeValue::S(shard_id.to_owned()))
         .item("checkpoint", AttributeValue::S(checkpoint.to_string()))
-        .item("checkpointSubSequenceNumber", n(0))
+        .item("checkpointSubSequenceNumber", n(sub_sequence))
         .item("leaseOwner", AttributeValue::S("kcl-worker".into()))
         .item("leaseCounter", n(42))
         .item("ownerSwitchesSinceCheckpoint", n(0))
@@ -829,7 +834,7 @@ async fn resume_from_kcl(
         written[at].1.shard_id.clone(),
         written[at].1.sequence.clone(),
     );
-    put_kcl_lease(&fx, &shard_id, &checkpoint).await;
+    put_kcl_lease(&fx, &shard_id, &checkpoint, 0).await;
     let worker = spawn_worker(&fx, "rust-worker", FAILOVER, None);
     let started = Instant::now();
     let took = wait_until(
@@ -929,6 +934,55 @@ async fn leases_dynamodb_a_kcl_checkpoint_is_resumed_without_replaying_what_came
         "released at shutdown: {item:?}"
     );
     fx.drop_table().await;
+}
+
+/// A KCL application checkpointed inside a KPL aggregate (its sequence
+/// number, sub-sequence 2): the worker that takes the lease over emits the
+/// aggregate's sub-records from 3 on and what follows, each once, and
+/// nothing before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_dynamodb_a_kcl_checkpoint_inside_an_aggregate_resumes_at_the_next_sub_record() {
+    let fx = fixture("leases-kcl-agg", 1).await;
+    produce(&fx.kinesis, &fx.stream, 0..10).await;
+    let subs: Vec<Record> = (0..6)
+        .map(|i| Record::new(format!("a{i}"), format!("pk-a{i}"), 0u64))
+        .collect();
+    let aggregate = put_records(
+        &fx.kinesis,
+        &fx.stream,
+        [("pk-aggregate".to_owned(), kpl::aggregate(&subs))],
+        PutOptions::default(),
+    )
+    .await
+    .unwrap()
+    .remove(0);
+    produce(&fx.kinesis, &fx.stream, 10..20).await;
+    put_kcl_lease(&fx, &aggregate.shard_id, &aggregate.sequence, 2).await;
+
+    let worker = spawn_worker(&fx, "rust-worker", FAILOVER, None);
+    let later: Vec<String> = (3..6)
+        .map(|i| format!("a{i}"))
+        .chain((10..20).map(|i| format!("r{i}")))
+        .collect();
+    wait_until("every item after the KCL checkpoint", WAIT, POLL, || {
+        let seen: HashSet<String> = worker.emitted.items().into_iter().collect();
+        let done = later.iter().all(|id| seen.contains(id));
+        async move { done }
+    })
+    .await;
+    // Let a last batch through, if any, before stopping.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut emitted = worker.emitted.items();
+    let (id, report) = worker.stop().await;
+    assert_no_failures(&id, &report);
+    fx.drop_table().await;
+    emitted.sort();
+    let mut expected = later;
+    expected.sort();
+    assert_eq!(
+        emitted, expected,
+        "sub-records 0..=2 of the aggregate and the records before it are done; the rest comes once"
+    );
 }
 
 /// The record at a KCL `(sequence, 0)` checkpoint was processed by the KCL
