@@ -620,3 +620,38 @@ async fn checkpoint_dynamodb_a_missing_table_is_a_clear_error_unless_created() {
     println!("{error}");
     delete_tables(vec![table]).await;
 }
+
+/// A single-worker consumer on a DynamoDB lease table that holds a lease
+/// for its shard (leases turned off after a run with them, or a KCL
+/// application's table) stops with an error that says so, instead of
+/// having every checkpoint refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_dynamodb_a_single_worker_on_a_lease_table_stops_with_a_clear_error() {
+    let kinesis = integration_tests::kinesis_client().await;
+    let stream = unique_name("ddb-leased");
+    let app = format!("{stream}-app");
+    let store = DynamoDbCheckpointStore::builder(dynamodb_client().await, &app, &stream)
+        .table(unique_name("ddb-leased"))
+        .create_table_if_missing(true)
+        .build()
+        .await
+        .unwrap();
+    let table = store.table().to_owned();
+    let error = integration_tests::consumer::single_worker_on_a_leased_store(
+        &kinesis,
+        &app,
+        &stream,
+        Arc::new(store),
+        Arc::new(kinesis_connectors_testkit::RecordingEmitter::<String>::new()),
+    )
+    .await;
+    delete_tables(vec![table]).await;
+    let text = error.to_string();
+    assert!(
+        matches!(error, kinesis_connectors_core::Error::ShardFailed { .. }),
+        "{text}"
+    );
+    for needle in ["has a lease", "held by \"old-worker\"", "SingleWorker"] {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
+}

@@ -31,7 +31,7 @@ use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_checkpoint_redis::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use kinesis_checkpoint_redis::redis::{self, TlsCertificates};
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, Checkpoint, CheckpointStore, Lease, LeaseCoordinator,
+    BadRecordPolicy, BufferLimits, Checkpoint, CheckpointStore, Error, Lease, LeaseCoordinator,
     LeaseStore, Pipeline, Position, RetryPolicy, SequenceNumber, ShardContext, ShardKey,
     StreamConsumer, Utf8Transformer, async_trait,
 };
@@ -1303,4 +1303,26 @@ async fn checkpoint_redis_two_workers_share_a_stream_through_leases() {
         "leases: split in {split:?}, A handed over {handed_over:?}, B took over in {takeover:?}; total {:?}",
         started.elapsed()
     );
+}
+
+/// A single-worker consumer on a Redis store that holds a lease for its
+/// shard (leases turned off after a run with them) stops with an error
+/// that says so, instead of having every checkpoint refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_redis_a_single_worker_on_leased_keys_stops_with_a_clear_error() {
+    let kinesis = kinesis_client().await;
+    let stream = unique_name("redis-leased");
+    let error = integration_tests::consumer::single_worker_on_a_leased_store(
+        &kinesis,
+        &format!("{stream}-app"),
+        &stream,
+        Arc::new(stack_store().await),
+        Arc::new(RecordingEmitter::<String>::new()),
+    )
+    .await;
+    let text = error.to_string();
+    assert!(matches!(error, Error::ShardFailed { .. }), "{text}");
+    for needle in ["has a lease", "held by \"old-worker\"", "SingleWorker"] {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
 }

@@ -136,6 +136,23 @@ pub enum Error {
         grace: Duration,
     },
 
+    /// A consumer that takes no leases ([`SingleWorker`](crate::SingleWorker))
+    /// found the shard leased in its checkpoint store, so the store refuses
+    /// its checkpoints: a run with a
+    /// [`LeaseCoordinator`](crate::LeaseCoordinator) left the lease, or one
+    /// still runs. Restarting cannot help, so it stops the consumer under
+    /// every [`ShardFailurePolicy`](crate::ShardFailurePolicy).
+    #[error(
+        "shard {shard_id} has a lease in the checkpoint store ({}), but this consumer takes no leases (SingleWorker): run every worker with a LeaseCoordinator, or use a checkpoint store (or table/prefix) without leases",
+        owner.as_deref().map_or_else(|| "released".to_owned(), |owner| format!("held by {owner:?}"))
+    )]
+    UnexpectedLease {
+        /// The leased shard.
+        shard_id: String,
+        /// The lease's owner, `None` for a released lease.
+        owner: Option<String>,
+    },
+
     /// A shard failed and the consumer's
     /// [`ShardFailurePolicy`](crate::ShardFailurePolicy) says to stop the
     /// whole consumer rather than restart the shard.
@@ -185,6 +202,7 @@ impl Error {
             | Self::Panicked { .. }
             | Self::ShutdownTimedOut { .. }
             | Self::ShardFailed { .. }
+            | Self::UnexpectedLease { .. }
             | Self::InvalidSequenceNumber(_)
             | Self::Config(_)
             | Self::InvalidAggregate { .. } => false,

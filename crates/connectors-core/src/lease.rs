@@ -44,6 +44,12 @@ impl Lease {
             expires_at: None,
         }
     }
+
+    /// Whether this is an [`unfenced`](Self::unfenced) lease (counter 0):
+    /// lease stores count from 1 when a worker takes a lease.
+    pub fn is_unfenced(&self) -> bool {
+        self.counter == 0
+    }
 }
 
 /// Decides which shards this worker processes.

@@ -855,6 +855,7 @@ impl<T: Transformer> Processor<T> {
             }
             attempts += 1;
             let lease = self.lease.lock().await;
+            let unfenced = lease.is_unfenced();
             let call = match write {
                 StoreWrite::Checkpoint(checkpoint) => {
                     self.env.store.set_fenced(&self.key, checkpoint, &lease)
@@ -889,6 +890,11 @@ impl<T: Transformer> Processor<T> {
                         shard.last_error = Some(error.to_string());
                     });
                     sleep(delays.next_delay()).await;
+                }
+                // The store keeps a lease for this shard, and this worker
+                // holds none: a configuration error, not a lost lease.
+                Err(Error::LeaseLost { shard_id, owner }) if unfenced => {
+                    return Err(Stop::Failed(Error::UnexpectedLease { shard_id, owner }));
                 }
                 Err(error) => return Err(error.into()),
             }

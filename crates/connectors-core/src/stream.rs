@@ -666,11 +666,12 @@ impl<T: Transformer> StreamConsumer<T> {
     /// policy says so. `progressed`: the failed task wrote a checkpoint, so
     /// the backoff starts over.
     fn failed(&self, state: &mut State, shard_id: &str, error: &Error, progressed: bool) -> Ended {
-        let stop = match self.on_failure {
-            ShardFailurePolicy::Restart => false,
-            ShardFailurePolicy::StopOnPermanent => !is_transient(error),
-            ShardFailurePolicy::StopOnAny => true,
-        };
+        let stop = matches!(error, Error::UnexpectedLease { .. })
+            || match self.on_failure {
+                ShardFailurePolicy::Restart => false,
+                ShardFailurePolicy::StopOnPermanent => !is_transient(error),
+                ShardFailurePolicy::StopOnAny => true,
+            };
         if stop {
             warn!(shard = %shard_id, %error, policy = ?self.on_failure, "shard failed; stopping the consumer");
             return Ended::Stop(Error::ShardFailed {

@@ -611,3 +611,53 @@ async fn the_status_shows_each_shard_while_the_consumer_runs() {
     task.await.unwrap().unwrap();
     assert!(status.shards().is_empty(), "{:?}", status.shards());
 }
+
+/// A single-worker consumer on a store that holds leases (a run with a
+/// `LeaseCoordinator` left them, held or released) stops with an error
+/// that says so, under the default restart policy too, instead of
+/// re-emitting its first batch every round and never checkpointing.
+#[tokio::test(start_paused = true)]
+async fn a_single_worker_on_a_store_with_leases_stops_with_a_clear_error() {
+    use kinesis_connectors_core::LeaseStore;
+    for released in [false, true] {
+        let source = ScriptedSource::new();
+        source.add_shard(ShardInfo::open("s0"));
+        put(&source, "s0", "a", 5);
+        let store = MemoryCheckpointStore::new();
+        store.create_lease(&key("s0"), &[]).await.unwrap();
+        let lease = store
+            .take_lease(&key("s0"), 0, "old-worker")
+            .await
+            .unwrap()
+            .unwrap();
+        if released {
+            store.release_lease(&key("s0"), &lease).await.unwrap();
+        }
+        let emitter = RecordingEmitter::new();
+        let consumer = consumer(&source, &store, &emitter).build().unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(consumer.run(cancel.clone()));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(task.is_finished(), "the consumer must stop by itself");
+        match task.await.unwrap() {
+            Err(Error::ShardFailed { shard_id, source }) => {
+                assert_eq!(shard_id, "s0");
+                let text = source.to_string();
+                for needle in ["has a lease", "SingleWorker", "LeaseCoordinator"] {
+                    assert!(text.contains(needle), "{needle:?} in {text}");
+                }
+                let owner = if released {
+                    "released"
+                } else {
+                    "held by \"old-worker\""
+                };
+                assert!(text.contains(owner), "{owner:?} in {text}");
+            }
+            other => panic!("expected ShardFailed, got {other:?}"),
+        }
+        // The batch is cut by age, so its pending-batch write comes first
+        // and is refused: nothing is emitted.
+        assert_eq!(emitter.item_count(), 0);
+        assert_eq!(store.get(&key("s0")).await.unwrap(), None);
+    }
+}
