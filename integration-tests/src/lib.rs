@@ -13,8 +13,9 @@
 //! Beyond reaching the stack: [`consumer`] runs a `StreamConsumer` tuned to
 //! finish fast and stops it with a bounded wait, [`records`] writes records
 //! with `PutRecords` and reads a whole stream back, [`s3`] lists a bucket,
-//! [`wait`] polls a condition with a bound and [`one_at_a_time`] serialises
-//! DynamoDB requests.
+//! [`wait`] polls a condition with a bound, [`one_at_a_time`] serialises
+//! DynamoDB requests and [`leases`] holds lease checks every lease store
+//! runs.
 //!
 //! Every helper reads the environment that `cargo xtask stack env` prints
 //! (`AWS_ENDPOINT_URL_KINESIS`, `AWS_ENDPOINT_URL_S3`,
@@ -24,6 +25,7 @@
 //! without it, it never passes or skips silently.
 
 pub mod consumer;
+pub mod leases;
 pub mod one_at_a_time;
 pub mod records;
 pub mod s3;

@@ -655,3 +655,21 @@ async fn checkpoint_dynamodb_a_single_worker_on_a_lease_table_stops_with_a_clear
         assert!(text.contains(needle), "{needle:?} in {text}");
     }
 }
+
+/// A renewal DynamoDB applied but answered with an error (an SDK retry of
+/// the applied conditional update refused, a reply lost to a timeout) is
+/// not a lost lease: the coordinator reads it back, as the KCL does.
+#[tokio::test]
+async fn checkpoint_dynamodb_an_applied_renewal_answered_with_an_error_keeps_the_lease() {
+    let stream = unique_name("ddb-renewal");
+    let app = format!("{stream}-app");
+    let store = DynamoDbCheckpointStore::builder(dynamodb_client().await, &app, &stream)
+        .table(unique_name("ddb-renewal"))
+        .create_table_if_missing(true)
+        .build()
+        .await
+        .unwrap();
+    let table = store.table().to_owned();
+    integration_tests::leases::applied_renewals_keep_the_lease(store, &app, &stream).await;
+    delete_tables(vec![table]).await;
+}

@@ -1326,3 +1326,16 @@ async fn checkpoint_redis_a_single_worker_on_leased_keys_stops_with_a_clear_erro
         assert!(text.contains(needle), "{needle:?} in {text}");
     }
 }
+
+/// A renewal Redis applied but whose reply was lost (a response timeout) or
+/// refused on a retry is not a lost lease: the coordinator reads it back.
+#[tokio::test]
+async fn checkpoint_redis_an_applied_renewal_answered_with_an_error_keeps_the_lease() {
+    let stream = unique_name("redis-renewal");
+    integration_tests::leases::applied_renewals_keep_the_lease(
+        stack_store().await,
+        &format!("{stream}-app"),
+        &stream,
+    )
+    .await;
+}

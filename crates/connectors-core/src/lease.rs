@@ -409,10 +409,40 @@ impl ShardAssigner for LeaseCoordinator {
         Ok(taken)
     }
 
+    /// Renews `lease`. A refused renewal (`LeaseLost`) or a failed one
+    /// (timeout, network) may still have been applied: a request retried
+    /// after a lost response, a reply that came too late. Before saying
+    /// lost, the lease is read back: held by this worker with the counter
+    /// one past ours, it was our renewal, and it is renewed again from there
+    /// (as the KCL does).
     async fn renew(&self, lease: &Lease) -> Result<Lease> {
-        self.store
-            .renew_lease(&self.key(&lease.shard_id), lease)
+        let key = self.key(&lease.shard_id);
+        let error = match self.store.renew_lease(&key, lease).await {
+            Ok(renewed) => return Ok(renewed),
+            Err(error) if matches!(error, Error::LeaseLost { .. }) || error.is_retryable() => error,
+            Err(error) => return Err(error),
+        };
+        let Ok(leases) = self
+            .store
+            .list_leases(&self.application, &self.stream)
             .await
+        else {
+            return Err(error);
+        };
+        let ours = leases.iter().any(|stored| {
+            stored.shard_id == lease.shard_id
+                && stored.owner.as_deref() == Some(self.worker_id.as_str())
+                && stored.counter == lease.counter + 1
+        });
+        if !ours {
+            return Err(error);
+        }
+        debug!(shard = %lease.shard_id, %error, "a renewal that looked failed was applied; renewing from its counter");
+        let applied = Lease {
+            counter: lease.counter + 1,
+            ..lease.clone()
+        };
+        self.store.renew_lease(&key, &applied).await
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_connectors_core::{
-    BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Lease, LeaseCoordinator,
+    BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Error, Lease, LeaseCoordinator,
     LeaseStore, MemoryCheckpointStore, Pipeline, Position, ShardAssigner, ShardConfig,
     ShardContext, ShardInfo, ShardKey, StreamConsumer, StreamReport, Utf8Transformer,
 };
 use kinesis_connectors_testkit::{
-    LeaseCapabilities, RecordingEmitter, ScriptedSource, lease_conformance,
+    LeaseCapabilities, RecordingEmitter, RenewalAppliedButFailed, ScriptedSource, lease_conformance,
 };
 
 const APP: &str = "test-app";
@@ -348,4 +348,48 @@ async fn a_killed_worker_loses_its_shards_to_the_others_within_failover() {
     assert_eq!(items.len(), total + more, "records lost");
     survivor_cancel.cancel();
     survivor.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_applied_but_answered_with_an_error_keeps_the_lease() {
+    let key = ShardKey::new(APP, STREAM, "shard-0");
+    let answers = [
+        Error::LeaseLost {
+            shard_id: "shard-0".into(),
+            owner: Some("a".into()),
+        },
+        Error::checkpoint_retryable("the reply did not come in time"),
+    ];
+    for answer in answers {
+        let memory = MemoryCheckpointStore::new();
+        let store = Arc::new(RenewalAppliedButFailed::new(memory.clone()));
+        let a = LeaseCoordinator::new(store.clone(), APP, STREAM, "a");
+        let lease = a.acquire(STREAM, &shards(1), &[]).await.unwrap().remove(0);
+        store.answer_next_renewal_with(answer);
+        let renewed = a.renew(&lease).await.unwrap();
+        assert_eq!(
+            renewed.counter,
+            lease.counter + 2,
+            "the applied renewal, then one more"
+        );
+        let checkpoint = Checkpoint::At(Position::new("7".parse().unwrap()));
+        memory
+            .set_fenced(&key, &checkpoint, &renewed)
+            .await
+            .unwrap();
+    }
+
+    // A lease another worker took is lost, read back or not.
+    let memory = MemoryCheckpointStore::new();
+    let a = coordinator(&memory, "a");
+    let lease = a.acquire(STREAM, &shards(1), &[]).await.unwrap().remove(0);
+    memory
+        .take_lease(&key, lease.counter, "b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        a.renew(&lease).await,
+        Err(Error::LeaseLost { .. })
+    ));
 }

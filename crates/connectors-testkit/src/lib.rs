@@ -7,6 +7,7 @@ mod emitters;
 mod fixtures;
 mod in_flight;
 pub mod lease_conformance;
+mod lease_faults;
 mod source;
 mod unreachable;
 
@@ -18,5 +19,6 @@ pub use fixtures::{TEST_APPLICATION, TEST_STREAM, batch, records, shard_context}
 pub use futures::future::BoxFuture;
 pub use in_flight::InFlightProbe;
 pub use lease_conformance::LeaseCapabilities;
+pub use lease_faults::RenewalAppliedButFailed;
 pub use source::{Fault, ScriptedSource};
 pub use unreachable::unreachable_sdk_config;
