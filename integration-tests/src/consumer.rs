@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, CancellationToken, CheckpointStore, Emitter, LeaseStore,
-    Pipeline, ShardConfig, ShardContext, ShardFailurePolicy, ShardKey, StreamConsumer,
-    StreamConsumerBuilder, StreamReport, Transformer, Utf8Transformer,
+    BadRecordPolicy, BufferLimits, CancellationToken, CheckpointStore, Emitter, Pipeline,
+    ShardConfig, ShardContext, ShardFailurePolicy, StreamConsumer, StreamConsumerBuilder,
+    StreamReport, Transformer, Utf8Transformer,
 };
 use kinesis_connectors_kinesis::PollingSource;
 use tokio::task::JoinHandle;
@@ -169,61 +169,5 @@ impl RunningConsumer {
         JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
     ) {
         (self.cancel, self.handle)
-    }
-}
-
-/// Runs a single-worker consumer (it takes no leases) of `stream`, a new
-/// one-shard stream with records whose lease a worker `old-worker` holds in
-/// `store`, emitting to `emitter`, and returns the error the consumer stopped with by itself, as
-/// a consumer with leases turned off after a run with them meets it.
-///
-/// # Panics
-///
-/// When the stack does not answer, or the consumer does not stop by itself
-/// with an error within a minute.
-#[allow(clippy::expect_used, clippy::panic)] // test support: what does not hold fails the test
-pub async fn single_worker_on_a_leased_store<S>(
-    kinesis: &aws_sdk_kinesis::Client,
-    application: &str,
-    stream: &str,
-    store: Arc<S>,
-    emitter: Arc<dyn Emitter<String>>,
-) -> kinesis_connectors_core::Error
-where
-    S: CheckpointStore + LeaseStore + 'static,
-{
-    crate::create_stream(kinesis, stream, 1)
-        .await
-        .expect("create the stream");
-    let records = (0..5).map(|i| (format!("pk-{i}"), format!("record {i}")));
-    crate::put_records(kinesis, stream, records, crate::PutOptions::default())
-        .await
-        .expect("write the records");
-    let key = ShardKey::new(application, stream, "shardId-000000000000");
-    store
-        .create_lease(&key, &[])
-        .await
-        .expect("create the lease");
-    store
-        .take_lease(&key, 0, "old-worker")
-        .await
-        .expect("take the lease")
-        .expect("the new lease is free");
-    let consumer = utf8_consumer(Utf8ConsumerSpec {
-        kinesis,
-        application,
-        stream,
-        store,
-        emitter,
-        limits: BufferLimits::default().with_max_age(Duration::from_millis(300)),
-        bad_records: BadRecordPolicy::Stop,
-        on_shard_failure: ShardFailurePolicy::default(),
-    });
-    let (_cancel, handle) = RunningConsumer::start(consumer).into_parts();
-    match tokio::time::timeout(Duration::from_secs(60), handle).await {
-        Err(_) => panic!("the single-worker consumer did not stop by itself within a minute"),
-        Ok(joined) => joined
-            .expect("the consumer task does not panic")
-            .expect_err("the consumer stops with an error"),
     }
 }

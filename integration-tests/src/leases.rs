@@ -1,11 +1,16 @@
-//! Lease checks every lease store on the stack runs.
+//! Lease checks every lease store on the stack runs, and a single-worker
+//! consumer meeting a store that holds leases.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kinesis_connectors_core::{
-    Checkpoint, CheckpointStore, Error, LeaseCoordinator, LeaseStore, Position, SequenceNumber,
-    ShardAssigner, ShardInfo, ShardKey,
+    BadRecordPolicy, BufferLimits, Checkpoint, CheckpointStore, Emitter, Error, LeaseCoordinator,
+    LeaseStore, Position, SequenceNumber, ShardAssigner, ShardFailurePolicy, ShardInfo, ShardKey,
 };
+
+use crate::RunningConsumer;
+use crate::consumer::{Utf8ConsumerSpec, utf8_consumer};
 use kinesis_connectors_testkit::RenewalAppliedButFailed;
 
 /// Checks that a renewal `store` applied but answered with an error (a
@@ -64,5 +69,61 @@ where
             ),
             "the lease as it was before the renewals is fenced out"
         );
+    }
+}
+
+/// Runs a single-worker consumer (it takes no leases) of `stream`, a new
+/// one-shard stream with records whose lease a worker `old-worker` holds in
+/// `store`, emitting to `emitter`, and returns the error the consumer stopped with by itself, as
+/// a consumer with leases turned off after a run with them meets it.
+///
+/// # Panics
+///
+/// When the stack does not answer, or the consumer does not stop by itself
+/// with an error within a minute.
+#[allow(clippy::expect_used, clippy::panic)] // test support: what does not hold fails the test
+pub async fn single_worker_on_a_leased_store<S>(
+    kinesis: &aws_sdk_kinesis::Client,
+    application: &str,
+    stream: &str,
+    store: Arc<S>,
+    emitter: Arc<dyn Emitter<String>>,
+) -> kinesis_connectors_core::Error
+where
+    S: CheckpointStore + LeaseStore + 'static,
+{
+    crate::create_stream(kinesis, stream, 1)
+        .await
+        .expect("create the stream");
+    let records = (0..5).map(|i| (format!("pk-{i}"), format!("record {i}")));
+    crate::put_records(kinesis, stream, records, crate::PutOptions::default())
+        .await
+        .expect("write the records");
+    let key = ShardKey::new(application, stream, "shardId-000000000000");
+    store
+        .create_lease(&key, &[])
+        .await
+        .expect("create the lease");
+    store
+        .take_lease(&key, 0, "old-worker")
+        .await
+        .expect("take the lease")
+        .expect("the new lease is free");
+    let consumer = utf8_consumer(Utf8ConsumerSpec {
+        kinesis,
+        application,
+        stream,
+        store,
+        emitter,
+        limits: BufferLimits::default().with_max_age(Duration::from_millis(300)),
+        bad_records: BadRecordPolicy::Stop,
+        on_shard_failure: ShardFailurePolicy::default(),
+    });
+    let (_cancel, handle) = RunningConsumer::start(consumer).into_parts();
+    match tokio::time::timeout(Duration::from_secs(60), handle).await {
+        Err(_) => panic!("the single-worker consumer did not stop by itself within a minute"),
+        Ok(joined) => joined
+            .expect("the consumer task does not panic")
+            .expect_err("the consumer stops with an error"),
     }
 }

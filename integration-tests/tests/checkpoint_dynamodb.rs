@@ -637,7 +637,7 @@ async fn checkpoint_dynamodb_a_single_worker_on_a_lease_table_stops_with_a_clear
         .await
         .unwrap();
     let table = store.table().to_owned();
-    let error = integration_tests::consumer::single_worker_on_a_leased_store(
+    let error = integration_tests::leases::single_worker_on_a_leased_store(
         &kinesis,
         &app,
         &stream,

@@ -1312,7 +1312,7 @@ async fn checkpoint_redis_two_workers_share_a_stream_through_leases() {
 async fn checkpoint_redis_a_single_worker_on_leased_keys_stops_with_a_clear_error() {
     let kinesis = kinesis_client().await;
     let stream = unique_name("redis-leased");
-    let error = integration_tests::consumer::single_worker_on_a_leased_store(
+    let error = integration_tests::leases::single_worker_on_a_leased_store(
         &kinesis,
         &format!("{stream}-app"),
         &stream,

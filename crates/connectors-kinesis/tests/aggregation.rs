@@ -128,8 +128,7 @@ fn read_back(stored: &Stored) -> Vec<(String, String)> {
     for (shard, record) in stored.lock().unwrap().iter() {
         let range = ranges.iter().find(|(id, _)| id == shard).unwrap().1;
         let subs = kpl::deaggregate(record).unwrap();
-        let aggregated = subs.iter().any(|sub| sub.sub_sequence_number.is_some());
-        if aggregated && !subs.iter().all(|sub| range.owns(sub)) {
+        if kpl::is_aggregated(&record.data) && !subs.iter().all(|sub| range.owns(sub)) {
             continue;
         }
         for sub in subs {
