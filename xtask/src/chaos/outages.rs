@@ -59,7 +59,7 @@ pub(crate) fn scenarios(full: bool) -> Vec<Scenario> {
     ]
 }
 
-/// Holds the proxy in `mode` for `length` (less when the consumer exits:
+/// Holds the proxy in `mode` for `length` (less when a consumer exits:
 /// that already fails the scenario), then brings it back; returns when it
 /// came back.
 pub(super) fn inject(
@@ -67,13 +67,13 @@ pub(super) fn inject(
     mode: Mode,
     length: Duration,
     driver: &mut Proc,
-    consumer: &mut Proc,
+    consumers: &mut [Proc],
 ) -> Result<Instant> {
     proxy.set(mode);
     let until = Instant::now() + length;
     while Instant::now() < until {
         driver.check_alive()?;
-        if !consumer.alive() {
+        if !consumers.iter_mut().all(Proc::alive) {
             break;
         }
         thread::sleep(Duration::from_millis(200));

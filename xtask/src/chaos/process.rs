@@ -1,4 +1,4 @@
-//! The two processes of a scenario, `chaos-pipeline drive` and
+//! The processes of a scenario, `chaos-pipeline drive` and one or more
 //! `chaos-pipeline consume`: spawned with piped stdin/stdout, their JSON
 //! lines collected by a thread, their stderr in a log file.
 
@@ -56,6 +56,11 @@ impl Proc {
         })
     }
 
+    /// Its name in messages: `driver`, `consumer`, `worker-2`.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The process id (for messages).
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
@@ -82,6 +87,20 @@ impl Proc {
             .rev()
             .find(|(_, v)| v.get(key).is_some())
             .cloned()
+    }
+
+    /// Every line that has `key`, and when each arrived.
+    pub(crate) fn lines_with(&self, key: &str) -> Vec<(Instant, Value)> {
+        self.lines.lock().map_or_else(
+            |_| Vec::new(),
+            |lines| {
+                lines
+                    .iter()
+                    .filter(|(_, v)| v.get(key).is_some())
+                    .cloned()
+                    .collect()
+            },
+        )
     }
 
     /// The first line where `key` is `value`, and when it arrived.

@@ -1,9 +1,12 @@
 //! One fault scenario from start to verdict: a driver producing events and
-//! counting them at the sink, a consumer reaching one service through a
-//! proxy (or carrying its own fault), the fault, the recovery, the count.
+//! counting them at the sink, a consumer (or several workers sharing the
+//! stream) reaching one service through a proxy (or carrying its own
+//! fault), the fault, the recovery, the count.
 //!
-//! Timeline: warm up until events arrive → fault → wait until every event
-//! produced before the fault ended is delivered (the time to recover) →
+//! Timeline: warm up until events arrive (and, with several workers, until
+//! they split the shards) → fault → wait until every event produced before
+//! the fault ended is delivered (the time to recover) → with several
+//! workers, go on producing until the spread was watched long enough →
 //! stop producing → wait until every event is delivered (or the drain
 //! limit passes) → settle 2 s (late duplicates) → count.
 
@@ -16,7 +19,7 @@ use anyhow::{Context, Result, bail};
 
 use super::process::Proc;
 use super::proxy::{self, Proxy};
-use super::{emitters, kills, outages};
+use super::{emitters, kills, leases, outages};
 use crate::util::{say, secs};
 
 /// A service the consumer can be made to reach through the proxy.
@@ -73,6 +76,27 @@ pub(crate) enum Fault {
         min_gap: Duration,
         max_gap: Duration,
     },
+    /// `workers` consumers share a stream of `shards` shards through
+    /// leases in Redis expiring after `failover`; the proxy in front of
+    /// Redis is in `mode` for `length`.
+    Leases {
+        workers: usize,
+        shards: u32,
+        failover: Duration,
+        mode: proxy::Mode,
+        length: Duration,
+    },
+}
+
+impl Fault {
+    /// The service the consumers reach through the proxy, if any.
+    fn proxied(&self) -> Option<Service> {
+        match self {
+            Fault::Proxy { service, .. } => Some(*service),
+            Fault::Leases { .. } => Some(Service::Redis),
+            Fault::Emitter { .. } | Fault::Kills { .. } => None,
+        }
+    }
 }
 
 /// One scenario.
@@ -90,7 +114,9 @@ pub(crate) struct Scenario {
 
 impl Scenario {
     /// A rough length of the scenario, to share them out between lanes:
-    /// until the fault ends, plus about 12 s of start, recovery and counting.
+    /// until the fault ends, plus about 12 s of start, recovery and counting
+    /// (with several workers: 10 s more to split the shards, and the
+    /// watch of the spread after the fault).
     pub(crate) fn estimate(&self) -> Duration {
         let fault = match &self.fault {
             Fault::Proxy { length, .. } => *length,
@@ -100,6 +126,7 @@ impl Scenario {
                 min_gap,
                 max_gap,
             } => (*min_gap + *max_gap) / 2 * *count,
+            Fault::Leases { length, .. } => *length + leases::WATCH + Duration::from_secs(10),
         };
         fault + Duration::from_secs(12)
     }
@@ -138,6 +165,8 @@ pub(crate) struct Row {
     pub(crate) recovered: Recovered,
     pub(crate) time_to_recover: Option<Duration>,
     pub(crate) pass: bool,
+    /// With several workers: how the shards were spread after the fault.
+    pub(crate) spread: Option<String>,
     pub(crate) notes: String,
     pub(crate) took: Duration,
 }
@@ -153,6 +182,7 @@ impl Row {
             recovered: Recovered::No,
             time_to_recover: None,
             pass: false,
+            spread: None,
             notes,
             took: Duration::ZERO,
         }
@@ -300,6 +330,9 @@ impl Plan<'_> {
         cmd.arg("drive");
         self.common(&mut cmd);
         cmd.args(["--rate", &self.ctx.rate.to_string()]);
+        if let Fault::Leases { shards, .. } = &self.scenario.fault {
+            cmd.args(["--shards", &shards.to_string()]);
+        }
         Self::env(&mut cmd, &self.ctx.env);
         let log = self
             .ctx
@@ -308,36 +341,55 @@ impl Plan<'_> {
         Proc::spawn("driver", cmd, &log)
     }
 
+    /// The scenario's consumer (the only one: not for several workers).
     pub(super) fn consumer(&self) -> Result<Proc> {
+        let fault_flags = match &self.scenario.fault {
+            Fault::Emitter { flags, .. } => flags.clone(),
+            _ => Vec::new(),
+        };
+        self.consume("consumer", &fault_flags)
+    }
+
+    /// Every consumer of the scenario: the one, or each worker.
+    fn consumers(&self) -> Result<Vec<Proc>> {
+        match &self.scenario.fault {
+            Fault::Leases {
+                workers, failover, ..
+            } => (1..=*workers)
+                .map(|n| self.consume(&format!("worker-{n}"), &leases::worker_flags(n, *failover)))
+                .collect(),
+            _ => Ok(vec![self.consumer()?]),
+        }
+    }
+
+    /// Starts `chaos-pipeline consume` named `name` (and its log) with
+    /// the scenario's flags and `extra`.
+    fn consume(&self, name: &str, extra: &[(&'static str, String)]) -> Result<Proc> {
         let mut cmd = Command::new(&self.ctx.binary);
         cmd.arg("consume");
         self.common(&mut cmd);
         cmd.args(["--app", &self.stream]);
-        let fault_flags = match &self.scenario.fault {
-            Fault::Emitter { flags, .. } => flags.as_slice(),
-            _ => &[],
-        };
-        for (flag, value) in self.scenario.consumer_flags.iter().chain(fault_flags) {
+        for (flag, value) in self.scenario.consumer_flags.iter().chain(extra) {
             cmd.arg(format!("--{flag}")).arg(value);
         }
         Self::env(&mut cmd, &self.consumer_env);
         let log = self
             .ctx
             .logs
-            .join(format!("{}-consumer.log", self.scenario.slug));
-        Proc::spawn("consumer", cmd, &log)
+            .join(format!("{}-{name}.log", self.scenario.slug));
+        Proc::spawn(name, cmd, &log)
     }
 }
 
 fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
     let mut notes: Vec<String> = Vec::new();
-    let proxy = match &scenario.fault {
-        Fault::Proxy { service, .. } => {
+    let proxy = match scenario.fault.proxied() {
+        Some(service) => {
             let url = env_value(&ctx.env, service.var())?;
             let (_, _, upstream, _) = endpoint(&url)?;
-            Some((*service, Proxy::start(upstream)?))
+            Some((service, Proxy::start(upstream)?))
         }
-        _ => None,
+        None => None,
     };
     let mut consumer_env = ctx.env.clone();
     if let Some((service, proxy)) = &proxy {
@@ -362,9 +414,9 @@ fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
     {
         bail!("the driver was not ready within {}", secs(START_LIMIT));
     }
-    let mut consumer = plan.consumer()?;
-    let consumer_started = Instant::now();
-    let warm = wait_both(&mut driver, &mut consumer, START_LIMIT, |c| {
+    let mut consumers = plan.consumers()?;
+    let consumers_started = Instant::now();
+    let warm = wait_both(&mut driver, &mut consumers, START_LIMIT, |c| {
         c.prefix >= WARM_EVENTS
     })?;
     if warm.is_none() {
@@ -373,24 +425,32 @@ fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
             secs(START_LIMIT)
         );
     }
+    if let Fault::Leases { shards, .. } = &scenario.fault
+        && !leases::wait_spread(&mut consumers, *shards, START_LIMIT)?
+    {
+        bail!(
+            "the workers did not split the shards within {}, before any fault",
+            secs(START_LIMIT)
+        );
+    }
     say(format!("{tag} delivering; injecting the fault"));
 
     // The fault; `fault_end` is when the service (or emitter) behaved again.
     let mut restarts = 0;
     let fault_end = match &scenario.fault {
-        Fault::Proxy { mode, length, .. } => {
+        Fault::Proxy { mode, length, .. } | Fault::Leases { mode, length, .. } => {
             let Some((_, proxy)) = &proxy else {
                 bail!("a proxy fault without a proxy");
             };
-            let end = outages::inject(proxy, *mode, *length, &mut driver, &mut consumer)?;
+            let end = outages::inject(proxy, *mode, *length, &mut driver, &mut consumers)?;
             if let Some(error) = proxy.error() {
                 notes.push(format!("proxy: {error}"));
             }
             end
         }
         Fault::Emitter { within, .. } => emitters::window_end(
-            &mut consumer,
-            within.saturating_sub(consumer_started.elapsed()),
+            only(&mut consumers)?,
+            within.saturating_sub(consumers_started.elapsed()),
         )?,
         Fault::Kills {
             count,
@@ -400,7 +460,7 @@ fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
             let end = kills::kill_loop(
                 &plan,
                 &mut driver,
-                &mut consumer,
+                only(&mut consumers)?,
                 *count,
                 (*min_gap, *max_gap),
                 tag,
@@ -422,7 +482,7 @@ fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
         at_end.produced
     ));
 
-    let recovered_at = wait_both(&mut driver, &mut consumer, RECOVERY_LIMIT, |c| {
+    let recovered_at = wait_both(&mut driver, &mut consumers, RECOVERY_LIMIT, |c| {
         c.prefix >= at_end.produced
     })?;
     let time_to_recover = recovered_at.map(|at| at.saturating_duration_since(fault_end));
@@ -439,7 +499,13 @@ fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
         Some(_) => {}
     }
     if recovered_at.is_some() {
-        thread::sleep(AFTER_RECOVERY);
+        let watch = match scenario.fault {
+            Fault::Leases { .. } => {
+                (fault_end + leases::WATCH).saturating_duration_since(Instant::now())
+            }
+            _ => Duration::ZERO,
+        };
+        run_on(&mut driver, &mut consumers, AFTER_RECOVERY.max(watch))?;
     }
 
     driver.send("stop")?;
@@ -449,7 +515,7 @@ fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
         })?
         .context("the driver did not stop producing")?;
     let events = counts(&driver).map(|(_, c)| c.produced).unwrap_or_default();
-    let drained = wait_both(&mut driver, &mut consumer, DRAIN_LIMIT, |c| {
+    let drained = wait_both(&mut driver, &mut consumers, DRAIN_LIMIT, |c| {
         c.distinct >= events
     })?;
     if drained.is_none() {
@@ -464,27 +530,15 @@ fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
     })?;
     let last = counts(&driver).map(|(_, c)| c).unwrap_or_default();
 
-    let alive = consumer.alive();
-    if !alive {
-        notes.push("the consumer exited".to_owned());
+    let spread = match &scenario.fault {
+        Fault::Leases { shards, .. } => Some(leases::spread(&consumers, *shards, fault_end)),
+        _ => None,
+    };
+    let spread_ok = spread.as_ref().is_none_or(|s| s.problems.is_empty());
+    if let Some(spread) = &spread {
+        notes.extend(spread.problems.iter().cloned());
     }
-    let graceful = consumer.stop(STOP_GRACE);
-    match consumer.last_with("report") {
-        Some((_, v)) => {
-            let report = &v["report"];
-            let failures = report["shard_failures"].as_u64().unwrap_or_default();
-            if failures > 0 {
-                notes.push(format!("{failures} shard restart(s)"));
-            }
-            if let Some(unrecovered) = report["unrecovered"].as_array()
-                && !unrecovered.is_empty()
-            {
-                notes.push(format!("unrecovered at shutdown: {unrecovered:?}"));
-            }
-        }
-        None if alive && !graceful => notes.push("no graceful shutdown".to_owned()),
-        None => {}
-    }
+    let alive = stop_consumers(&mut consumers, &mut notes);
     if restarts > 0 {
         notes.push(format!("killed {restarts}×"));
     }
@@ -500,7 +554,7 @@ fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
         _ => Recovered::No,
     };
     let in_time = time_to_recover.is_some_and(|took| took <= RECOVERY_BOUND);
-    let pass = lost == 0 && recovered != Recovered::No && in_time;
+    let pass = lost == 0 && recovered != Recovered::No && in_time && spread_ok;
     Ok(Row {
         title: scenario.title.clone(),
         events,
@@ -509,16 +563,83 @@ fn run_inner(ctx: &Harness, scenario: &Scenario, tag: &str) -> Result<Row> {
         recovered,
         time_to_recover,
         pass,
+        spread: spread.map(|s| s.cell),
         notes: notes.join("; "),
         took: Duration::ZERO,
     })
 }
 
-/// Waits until the driver's counts satisfy `check`, while both processes
-/// run; `None` after `limit` or when the consumer exited.
+/// The consumer of a scenario that has only one.
+fn only(consumers: &mut [Proc]) -> Result<&mut Proc> {
+    match consumers {
+        [consumer] => Ok(consumer),
+        _ => bail!("this fault is for a single consumer"),
+    }
+}
+
+/// Stops every consumer gracefully, all at once (one stopping first would
+/// hand its shards to the others); notes which had exited before, and what
+/// their reports say. True when none had exited.
+fn stop_consumers(consumers: &mut [Proc], notes: &mut Vec<String>) -> bool {
+    let mut alive = true;
+    for consumer in consumers.iter_mut() {
+        if !consumer.alive() {
+            alive = false;
+            notes.push(format!("the {} exited", consumer.name()));
+        }
+    }
+    let graceful: Vec<bool> = thread::scope(|scope| {
+        let stops: Vec<_> = consumers
+            .iter_mut()
+            .map(|c| scope.spawn(|| c.stop(STOP_GRACE)))
+            .collect();
+        stops
+            .into_iter()
+            .map(|s| s.join().unwrap_or(false))
+            .collect()
+    });
+    let mut failures = 0;
+    for (consumer, graceful) in consumers.iter().zip(graceful) {
+        match consumer.last_with("report") {
+            Some((_, v)) => {
+                let report = &v["report"];
+                failures += report["shard_failures"].as_u64().unwrap_or_default();
+                if let Some(unrecovered) = report["unrecovered"].as_array()
+                    && !unrecovered.is_empty()
+                {
+                    notes.push(format!(
+                        "{} unrecovered at shutdown: {unrecovered:?}",
+                        consumer.name()
+                    ));
+                }
+            }
+            None if alive && !graceful => {
+                notes.push(format!("no graceful shutdown of the {}", consumer.name()));
+            }
+            None => {}
+        }
+    }
+    if failures > 0 {
+        notes.push(format!("{failures} shard restart(s)"));
+    }
+    alive
+}
+
+/// Lets every process run for `length`, less when a consumer exited.
+fn run_on(driver: &mut Proc, consumers: &mut [Proc], length: Duration) -> Result<()> {
+    let until = Instant::now() + length;
+    while Instant::now() < until && consumers.iter_mut().all(Proc::alive) {
+        driver.check_alive()?;
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Waits until the driver's counts satisfy `check`, while every process
+/// runs; `None` after `limit` or when a consumer exited.
 fn wait_both(
     driver: &mut Proc,
-    consumer: &mut Proc,
+    consumers: &mut [Proc],
     limit: Duration,
     check: impl Fn(&Counts) -> bool,
 ) -> Result<Option<Instant>> {
@@ -528,7 +649,7 @@ fn wait_both(
             return Ok(Some(Instant::now()));
         }
         driver.check_alive()?;
-        if !consumer.alive() || Instant::now() >= deadline {
+        if !consumers.iter_mut().all(Proc::alive) || Instant::now() >= deadline {
             return Ok(None);
         }
         thread::sleep(Duration::from_millis(100));

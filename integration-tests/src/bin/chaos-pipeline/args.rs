@@ -40,6 +40,11 @@ impl Args {
             .with_context(|| format!("--{name} is required"))
     }
 
+    /// A flag that may be absent.
+    pub(crate) fn optional(&self, name: &str) -> Option<String> {
+        self.values.get(name).cloned()
+    }
+
     /// A number, `default` when the flag is absent.
     pub(crate) fn number(&self, name: &str, default: u64) -> Result<u64> {
         match self.values.get(name) {

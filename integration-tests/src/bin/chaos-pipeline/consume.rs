@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use example_support::s3::s3_client;
 use example_support::{init_tracing, sdk_config};
 use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_connectors_core::{
-    BufferLimits, CancellationToken, Emitter, Pipeline, RetryPolicy, ShardConfig, ShardContext,
+    BufferLimits, CancellationToken, ConsumerStatus, Emitter, LeaseCoordinator, Pipeline,
+    RetryPolicy, ShardAssigner, ShardConfig, ShardContext, ShardState, SingleWorker,
     StreamConsumer, Utf8Transformer,
 };
 use kinesis_connectors_kinesis::PollingSource;
@@ -36,6 +37,8 @@ pub(crate) const FLAGS: &[&str] = &[
     "hang-secs",
     "emit-timeout",
     "read-timeout",
+    "worker",
+    "failover",
 ];
 
 /// Emit retries far shorter than any outage the xtask injects (about 1 s
@@ -51,6 +54,9 @@ const EMIT_RETRY: RetryPolicy = RetryPolicy::new()
 const RESTART_BACKOFF: RetryPolicy = RetryPolicy::new()
     .with_initial_delay(Duration::from_secs(1))
     .with_max_delay(Duration::from_secs(4));
+
+/// How often the consumer prints which shards it holds.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
 
 pub(crate) async fn run(args: Args) -> Result<()> {
     init_tracing();
@@ -111,11 +117,13 @@ pub(crate) async fn run(args: Args) -> Result<()> {
         .with_max_records(200)
         .with_max_age(Duration::from_secs(1));
 
+    let store = Arc::new(store);
+    let assigner = assigner(&args, &store, &application, &stream)?;
     let consumer = StreamConsumer::builder(
         application,
         stream,
         Arc::new(PollingSource::new(kinesis)),
-        Arc::new(store),
+        store,
         move |_: &ShardContext| {
             Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
                 .buffer_limits(limits)
@@ -124,11 +132,17 @@ pub(crate) async fn run(args: Args) -> Result<()> {
     )
     .shard_config(config)
     .restart_backoff(RESTART_BACKOFF)
+    .assigner(Arc::clone(&assigner))
     .build()
     .context("building the consumer")?;
 
     let cancel = CancellationToken::new();
     watch_stdin(None, cancel.clone());
+    tokio::spawn(print_status(
+        consumer.status(),
+        assigner.worker_id().to_owned(),
+        cancel.clone(),
+    ));
     let outcome = consumer.run(cancel).await.context("the consumer stopped")?;
     let unrecovered: Vec<String> = outcome
         .unrecovered()
@@ -143,4 +157,58 @@ pub(crate) async fn run(args: Args) -> Result<()> {
         }
     }));
     Ok(())
+}
+
+/// `SingleWorker` (every shard, the default), or with `--worker ID` one of
+/// several workers sharing the stream through leases in the Redis store,
+/// expiring after `--failover` seconds (the coordinator's default without).
+fn assigner(
+    args: &Args,
+    store: &Arc<RedisCheckpointStore>,
+    application: &str,
+    stream: &str,
+) -> Result<Arc<dyn ShardAssigner>> {
+    let failover = args.seconds("failover")?;
+    let Some(worker) = args.optional("worker") else {
+        if failover.is_some() {
+            bail!("--failover needs --worker");
+        }
+        return Ok(Arc::new(SingleWorker::default()));
+    };
+    let mut leases = LeaseCoordinator::new(store.clone(), application, stream, worker);
+    if let Some(failover) = failover {
+        leases = leases.failover_time(failover);
+    }
+    Ok(Arc::new(leases))
+}
+
+/// Every 500 ms until `cancel`, one line of the shards this worker holds a
+/// lease on and reads now, `{"status":{"worker":…,"held":…,"reading":…,
+/// "shards":[…]}}`: the xtask measures how the shards are spread between
+/// workers from these, and the list tells in the log who had which shard.
+async fn print_status(status: ConsumerStatus, worker: String, cancel: CancellationToken) {
+    while !cancel.is_cancelled() {
+        let shards = status.shards();
+        let held: Vec<&str> = shards
+            .iter()
+            .filter(|s| s.lease_held)
+            .map(|s| s.shard_id.as_str())
+            .collect();
+        let reading = shards
+            .iter()
+            .filter(|s| s.state == ShardState::Reading)
+            .count();
+        report(&json!({
+            "status": {
+                "worker": worker,
+                "held": held.len(),
+                "reading": reading,
+                "shards": held,
+            }
+        }));
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = tokio::time::sleep(STATUS_EVERY) => {}
+        }
+    }
 }

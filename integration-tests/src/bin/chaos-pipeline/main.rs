@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! chaos-pipeline drive   --stream S --sink s3|postgres --bucket B --prefix P [--table T] [--rate N] [--shards N]
-//! chaos-pipeline consume --stream S --app A --sink s3|postgres --bucket B --prefix P [--table T] [fault flags]
+//! chaos-pipeline consume --stream S --app A --sink s3|postgres --bucket B --prefix P [--table T] [--worker ID [--failover SECS]] [fault flags]
 //! ```
 //!
 //! `drive` creates the stream, the bucket (and the table), prints
@@ -19,7 +19,11 @@
 //! shuts down gracefully and prints `{"report":…}`. Its emitter can be
 //! wrapped in fault injection (`--panic-after`/`--panics`,
 //! `--hang-after`/`--hang-secs`); it prints `{"fault":"start"}` and
-//! `{"fault":"end"}` when its own fault window opens and closes.
+//! `{"fault":"end"}` when its own fault window opens and closes. With
+//! `--worker ID` it is one of several workers sharing the stream through
+//! leases in the same Redis (`LeaseCoordinator`, `--failover` seconds).
+//! Every 500 ms it prints the shards it holds and reads:
+//! `{"status":{"worker":…,"held":…,"reading":…,"shards":[…]}}`.
 //!
 //! Endpoints come from the environment (`AWS_ENDPOINT_URL_KINESIS`,
 //! `AWS_ENDPOINT_URL_S3`, `REDIS_URL`, `DATABASE_URL`): the xtask points the
