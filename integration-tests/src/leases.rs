@@ -11,7 +11,7 @@ use kinesis_connectors_core::{
 
 use crate::RunningConsumer;
 use crate::consumer::{Utf8ConsumerSpec, utf8_consumer};
-use kinesis_connectors_testkit::RenewalAppliedButFailed;
+use kinesis_connectors_testkit::{OutageStore, RenewalAppliedButFailed};
 
 /// Checks that a renewal `store` applied but answered with an error (a
 /// reply lost to a timeout; a retried conditional write refused as
@@ -126,4 +126,85 @@ where
             .expect("the consumer task does not panic")
             .expect_err("the consumer stops with an error"),
     }
+}
+
+/// Checks, on `store`, that three workers' leases survive an outage of the
+/// store longer than the failover time: when it returns, a watching
+/// worker takes none of the leases whose owners could not renew during it
+/// (so no worker takes every shard), and takes them only once their owner
+/// stays away for a failover time of watching. Real time, failover 1.5 s.
+///
+/// # Panics
+///
+/// When a step fails: the store does not answer, or a lease moves.
+#[allow(clippy::expect_used, clippy::panic)] // test support: what does not hold fails the test
+pub async fn leases_outlive_a_store_outage<S>(store: S, application: &str, stream: &str)
+where
+    S: LeaseStore + 'static,
+{
+    const FAILOVER: Duration = Duration::from_millis(1500);
+    let store = Arc::new(OutageStore::new(store));
+    let worker = |name: &str| {
+        LeaseCoordinator::new(store.clone(), application, stream, name).failover_time(FAILOVER)
+    };
+    let owners = [worker("owner-1"), worker("owner-2")];
+    let watcher = worker("watcher");
+    let shards: Vec<ShardInfo> = (0..2)
+        .map(|i| ShardInfo::open(format!("shard-{i}")))
+        .collect();
+    let mut held = Vec::new();
+    for (owner, shard) in owners.iter().zip(&shards) {
+        let taken = owner
+            .acquire(stream, std::slice::from_ref(shard), &[])
+            .await
+            .expect("taking a lease");
+        assert_eq!(taken.len(), 1, "{} took {taken:?}", owner.worker_id());
+        held.push(taken);
+    }
+    let watch = || async {
+        watcher
+            .acquire(stream, &shards, &[])
+            .await
+            .expect("the watcher's lease round")
+    };
+    assert!(watch().await.is_empty(), "taken while their owners renew");
+
+    store.down();
+    let scan = FAILOVER / 3;
+    for _ in 0..9 {
+        tokio::time::sleep(scan).await;
+        assert!(watcher.acquire(stream, &shards, &[]).await.is_err());
+    }
+    store.up();
+    assert!(
+        watch().await.is_empty(),
+        "the first lease round after an outage of 3 × failover took leases nobody could renew"
+    );
+    for _ in 0..6 {
+        tokio::time::sleep(scan).await;
+        for (owner, leases) in owners.iter().zip(&mut held) {
+            for lease in leases.iter_mut() {
+                *lease = owner.renew(lease).await.expect("renewing after the outage");
+            }
+        }
+        assert!(
+            watch().await.is_empty(),
+            "taken while their owners renew again"
+        );
+    }
+    // The owners stop for good: their leases expire within failover + 2 scans.
+    let stopped = tokio::time::Instant::now();
+    let mut taken = Vec::new();
+    while taken.len() < 2 {
+        tokio::time::sleep(scan).await;
+        taken.extend(watch().await);
+        assert!(
+            stopped.elapsed() < FAILOVER * 4,
+            "abandoned leases not taken within 4 × failover: {taken:?}"
+        );
+    }
+    assert!(
+        stopped.elapsed() >= FAILOVER,
+        "taken before the failover time"
+    );
 }

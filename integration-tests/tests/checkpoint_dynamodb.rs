@@ -673,3 +673,20 @@ async fn checkpoint_dynamodb_an_applied_renewal_answered_with_an_error_keeps_the
     integration_tests::leases::applied_renewals_keep_the_lease(store, &app, &stream).await;
     delete_tables(vec![table]).await;
 }
+
+/// Leases watched before an outage longer than the failover time are not
+/// taken when DynamoDB returns (see `integration_tests::leases`).
+#[tokio::test]
+async fn checkpoint_dynamodb_leases_outlive_a_store_outage_longer_than_failover() {
+    let stream = unique_name("ddb-outage");
+    let app = format!("{stream}-app");
+    let store = DynamoDbCheckpointStore::builder(dynamodb_client().await, &app, &stream)
+        .table(unique_name("ddb-outage"))
+        .create_table_if_missing(true)
+        .build()
+        .await
+        .unwrap();
+    let table = store.table().to_owned();
+    integration_tests::leases::leases_outlive_a_store_outage(store, &app, &stream).await;
+    delete_tables(vec![table]).await;
+}

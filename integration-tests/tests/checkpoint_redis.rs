@@ -1339,3 +1339,14 @@ async fn checkpoint_redis_an_applied_renewal_answered_with_an_error_keeps_the_le
     )
     .await;
 }
+
+#[tokio::test]
+async fn checkpoint_redis_leases_outlive_a_store_outage_longer_than_failover() {
+    let stream = unique_name("redis-outage");
+    integration_tests::leases::leases_outlive_a_store_outage(
+        stack_store().await,
+        &format!("{stream}-app"),
+        &stream,
+    )
+    .await;
+}

@@ -55,10 +55,15 @@ impl Lease {
 /// Decides which shards this worker processes.
 ///
 /// The stream consumer calls [`acquire`](Self::acquire) after every shard
-/// discovery, [`renew`](Self::renew) every [`renew_interval`](Self::renew_interval)
-/// for each lease it holds (a [`LeaseLost`](crate::Error::LeaseLost) error
-/// stops that shard at once, without writing), and [`release`](Self::release)
-/// when a shard task ends or the consumer shuts down.
+/// discovery and every [`lease_scan_interval`](Self::lease_scan_interval)
+/// between them (with the last listing), and [`release`](Self::release) when a shard
+/// task ends or the consumer shuts down. A task of its own calls
+/// [`renew`](Self::renew) every [`renew_interval`](Self::renew_interval) for
+/// each held lease, concurrently, whatever discovery and the shards are
+/// doing, shutdown included: a [`LeaseLost`](crate::Error::LeaseLost) error
+/// stops that shard at once, without writing, and so does a lease this
+/// worker could not renew for [`lease_expiry`](Self::lease_expiry), since
+/// other workers may take it by then.
 #[async_trait]
 pub trait ShardAssigner: Send + Sync {
     /// This worker's name, the owner recorded in its leases.
@@ -81,6 +86,20 @@ pub trait ShardAssigner: Send + Sync {
 
     /// How often held leases must be renewed; `None` when they never expire.
     fn renew_interval(&self) -> Option<Duration>;
+
+    /// How long a lease may go unrenewed before other workers take it; a
+    /// worker stops a shard whose lease it could not renew for this long.
+    /// `None` (the default) when leases never expire.
+    fn lease_expiry(&self) -> Option<Duration> {
+        None
+    }
+
+    /// How often [`acquire`](Self::acquire) runs between shard discoveries,
+    /// with the last listing, so that expired leases are noticed sooner than
+    /// the next `ListShards`; `None` (the default): only after discoveries.
+    fn lease_scan_interval(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The default assignment: this worker takes every shard, with no lease store.
@@ -197,18 +216,29 @@ pub trait LeaseStore: CheckpointStore {
 ///
 /// A lease counts as expired when it has no owner, or when its counter has
 /// not moved for `failover_time` as seen by this worker's own clock (so
-/// clocks need not agree). Each worker aims for `ceil(shards / workers)`
-/// leases: it takes expired leases first (parents before children), and
-/// only when none is free takes at most one lease per round from the most
-/// loaded worker if that one holds more than the target.
+/// clocks need not agree) while this worker could read the store: after a
+/// failed listing, or a pause in listing as long as `failover_time`, what
+/// this worker saw before says nothing (nobody could renew during an
+/// outage), and every lease's clock starts again. Each worker aims for
+/// `ceil(shards / workers)` leases: it takes expired leases first (parents
+/// before children, never one it holds itself), and only when none is free
+/// takes at most one lease per round from the most loaded worker if that
+/// one holds more than the target.
+///
+/// The stream consumer lists leases every [`scan_interval`](Self::scan_interval)
+/// (default a third of `failover_time`), so a killed worker's shards are
+/// taken by another within `failover_time + 2 × scan_interval` of its
+/// last renewal (16.7 s with the defaults), whatever the discovery interval.
 ///
 /// ```
 /// use std::{sync::Arc, time::Duration};
 /// use kinesis_connectors_core::{LeaseCoordinator, MemoryCheckpointStore, ShardAssigner};
 /// let store = Arc::new(MemoryCheckpointStore::new());
 /// let leases = LeaseCoordinator::new(store, "my-app", "orders", "worker-1")
-///     .failover_time(Duration::from_secs(10));
-/// assert_eq!(leases.renew_interval(), Some(Duration::from_secs(10) / 3));
+///     .failover_time(Duration::from_secs(12));
+/// assert_eq!(leases.renew_interval(), Some(Duration::from_secs(4)));
+/// assert_eq!(leases.lease_scan_interval(), Some(Duration::from_secs(4)));
+/// assert_eq!(leases.lease_expiry(), Some(Duration::from_secs(12)));
 /// ```
 pub struct LeaseCoordinator {
     store: Arc<dyn LeaseStore>,
@@ -216,8 +246,20 @@ pub struct LeaseCoordinator {
     stream: String,
     worker_id: String,
     failover_time: Duration,
-    /// What this worker last saw of each lease, and since when.
-    observed: Mutex<HashMap<String, Observation>>,
+    scan_interval: Option<Duration>,
+    observed: Mutex<Observations>,
+}
+
+/// What this worker saw of the leases in the store.
+#[derive(Default)]
+struct Observations {
+    /// Each listed lease's counter and owner, and since when (only leases
+    /// of the last listing are kept).
+    leases: HashMap<String, Observation>,
+    /// When the store was last listed.
+    listed_at: Option<Instant>,
+    /// A listing failed since then.
+    listing_failed: bool,
 }
 
 /// A lease's counter and owner as this worker last saw them.
@@ -253,7 +295,8 @@ impl LeaseCoordinator {
             stream: stream.into(),
             worker_id: worker_id.into(),
             failover_time: Duration::from_secs(10),
-            observed: Mutex::new(HashMap::new()),
+            scan_interval: None,
+            observed: Mutex::new(Observations::default()),
         }
     }
 
@@ -264,6 +307,34 @@ impl LeaseCoordinator {
         self
     }
 
+    /// How often leases are listed to find expired ones (default a third of
+    /// `failover_time`, at most half of it). Each listing reads every lease
+    /// of the stream (a DynamoDB scan), so a larger value costs less and
+    /// lengthens failover: `failover_time + 2 × scan_interval`.
+    pub fn scan_interval(mut self, every: Duration) -> Self {
+        self.scan_interval = Some(every);
+        self
+    }
+
+    /// The store's leases, noting a failure (what was seen before it no
+    /// longer tells expiry).
+    async fn list(&self) -> Result<Vec<StoredLease>> {
+        let listed = self
+            .store
+            .list_leases(&self.application, &self.stream)
+            .await;
+        if listed.is_err() {
+            self.observations().listing_failed = true;
+        }
+        listed
+    }
+
+    fn observations(&self) -> std::sync::MutexGuard<'_, Observations> {
+        self.observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn key(&self, shard_id: &str) -> ShardKey {
         ShardKey::new(&*self.application, &*self.stream, shard_id)
     }
@@ -271,19 +342,34 @@ impl LeaseCoordinator {
     /// Records what the store says now; returns the shards whose leases expired.
     fn observe(&self, leases: &[StoredLease]) -> HashSet<String> {
         let now = Instant::now();
-        let mut observed = self
-            .observed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut observed = self.observations();
+        // Counters that did not move while this worker could not see the
+        // store (it was down, or this worker did not look) may not have moved
+        // because nobody could renew: their clocks start again now.
+        let blind = observed.listing_failed
+            || observed
+                .listed_at
+                .is_none_or(|at| now.duration_since(at) >= self.failover_time);
+        if blind && !observed.leases.is_empty() {
+            debug!("leases were not watched for a while; their expiry clocks start again");
+        }
+        observed.listed_at = Some(now);
+        observed.listing_failed = false;
+        let listed: HashSet<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
+        observed
+            .leases
+            .retain(|shard_id, _| listed.contains(shard_id.as_str()));
         let mut expired = HashSet::new();
         for lease in leases {
-            let seen = Observation {
-                counter: lease.counter,
-                owner: lease.owner.clone(),
-                since: now,
-            };
-            let entry = observed.entry(lease.shard_id.clone()).or_insert(seen);
-            if entry.counter != lease.counter || entry.owner != lease.owner {
+            let entry = observed
+                .leases
+                .entry(lease.shard_id.clone())
+                .or_insert_with(|| Observation {
+                    counter: lease.counter,
+                    owner: lease.owner.clone(),
+                    since: now,
+                });
+            if blind || entry.counter != lease.counter || entry.owner != lease.owner {
                 *entry = Observation {
                     counter: lease.counter,
                     owner: lease.owner.clone(),
@@ -316,7 +402,7 @@ impl ShardAssigner for LeaseCoordinator {
                 self.stream
             )));
         }
-        let mut leases = self.store.list_leases(&self.application, stream).await?;
+        let mut leases = self.list().await?;
         let missing: Vec<&ShardInfo> = shards
             .iter()
             .filter(|s| leases.iter().all(|l| l.shard_id != s.shard_id))
@@ -327,7 +413,7 @@ impl ShardAssigner for LeaseCoordinator {
                     .create_lease(&self.key(&shard.shard_id), &shard.parents())
                     .await?;
             }
-            leases = self.store.list_leases(&self.application, stream).await?;
+            leases = self.list().await?;
         }
         let known: HashSet<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
         let expired = self.observe(&leases);
@@ -366,9 +452,11 @@ impl ShardAssigner for LeaseCoordinator {
                 .filter(|l| l.checkpoint.as_ref().is_some_and(Checkpoint::is_shard_end))
                 .map(|l| l.shard_id.as_str())
                 .collect();
+            // Never one this worker holds: its own renewals may have failed
+            // for a while, but taking it again would stop its own shard.
             let mut free: Vec<&StoredLease> = active
                 .iter()
-                .filter(|l| expired.contains(&l.shard_id))
+                .filter(|l| expired.contains(&l.shard_id) && !held.contains(l.shard_id.as_str()))
                 .copied()
                 .collect();
             // Parents first: shards whose parents are done or unknown.
@@ -422,11 +510,7 @@ impl ShardAssigner for LeaseCoordinator {
             Err(error) if matches!(error, Error::LeaseLost { .. }) || error.is_retryable() => error,
             Err(error) => return Err(error),
         };
-        let Ok(leases) = self
-            .store
-            .list_leases(&self.application, &self.stream)
-            .await
-        else {
+        let Ok(leases) = self.list().await else {
             return Err(error);
         };
         let ours = leases.iter().any(|stored| {
@@ -454,11 +538,37 @@ impl ShardAssigner for LeaseCoordinator {
     fn renew_interval(&self) -> Option<Duration> {
         Some(self.failover_time / 3)
     }
+
+    fn lease_expiry(&self) -> Option<Duration> {
+        Some(self.failover_time)
+    }
+
+    fn lease_scan_interval(&self) -> Option<Duration> {
+        let every = self.scan_interval.unwrap_or(self.failover_time / 3);
+        Some(every.min(self.failover_time / 2))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MemoryCheckpointStore;
+
+    #[test]
+    fn observations_keep_only_the_leases_of_the_last_listing() {
+        let coordinator =
+            LeaseCoordinator::new(Arc::new(MemoryCheckpointStore::new()), "app", "s", "w");
+        let lease = |shard: &str| StoredLease {
+            shard_id: shard.to_owned(),
+            owner: Some("other".into()),
+            counter: 1,
+            checkpoint: None,
+            parent_shard_ids: Vec::new(),
+        };
+        coordinator.observe(&[lease("a"), lease("b"), lease("c")]);
+        coordinator.observe(&[lease("c")]);
+        assert_eq!(coordinator.observations().leases.len(), 1);
+    }
 
     #[tokio::test]
     async fn single_worker_takes_every_shard_once() {

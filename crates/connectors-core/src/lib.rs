@@ -8,6 +8,7 @@ mod lease;
 pub mod metrics;
 mod pipeline;
 mod record;
+mod renewal;
 mod retry;
 mod shard;
 mod source;
@@ -35,7 +36,8 @@ pub use shard::{
 pub use source::{InitialPosition, RecordSource, RecordsPage, ShardInfo, StartPosition};
 pub use status::{ConsumerStatus, ShardState, ShardStatus};
 pub use stream::{
-    PipelineFactory, ShardFailurePolicy, StreamConsumer, StreamConsumerBuilder, StreamReport,
+    PipelineFactory, REPORTS_KEPT_PER_SHARD, ShardFailurePolicy, StreamConsumer,
+    StreamConsumerBuilder, StreamReport,
 };
 pub use transform::{
     BytesTransformer, EncodedItems, JsonTransformer, RecordTransformer, Utf8Transformer,

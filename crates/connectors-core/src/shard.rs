@@ -201,6 +201,11 @@ impl LeaseHandle {
     pub fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
     }
+
+    /// Whether both handles are clones of one handle (one take of a lease).
+    pub(crate) fn same_lease(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.current, &other.current)
+    }
 }
 
 /// Counts of what one shard task did.

@@ -14,6 +14,7 @@ use crate::error::{BoxError, Error, Result, SourceErrorKind};
 use crate::lease::{ShardAssigner, SingleWorker};
 use crate::pipeline::{Pipeline, Transformer};
 use crate::record::ShardContext;
+use crate::renewal::{HeldLeases, Renewals};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::shard::{
     LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
@@ -74,16 +75,43 @@ fn is_transient(error: &Error) -> bool {
     }
 }
 
+/// Reports kept per shard in a [`StreamReport`]: a shard restarted every
+/// minute for months must not grow it without end.
+pub const REPORTS_KEPT_PER_SHARD: usize = 16;
+
 /// What a stream consumer did, shard by shard, when it returned.
 #[derive(Debug, Default)]
 pub struct StreamReport {
-    /// One report per shard task that ran, in the order they ended.
+    /// Reports of the shard tasks that ran, in the order they ended: the
+    /// last [`REPORTS_KEPT_PER_SHARD`] of each shard.
     pub shards: Vec<ShardReport>,
+    /// Older reports left out of `shards`; their counts are still in
+    /// [`totals`](Self::totals).
+    pub reports_dropped: u64,
+    dropped_totals: ShardStats,
 }
 
 impl StreamReport {
+    /// Adds the report of a task that ended, dropping the shard's oldest
+    /// one beyond [`REPORTS_KEPT_PER_SHARD`].
+    fn push(&mut self, report: ShardReport) {
+        let mut same_shard = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, kept)| kept.shard_id == report.shard_id);
+        if let Some((oldest, _)) = same_shard.next()
+            && same_shard.count() + 1 >= REPORTS_KEPT_PER_SHARD
+        {
+            let dropped = self.shards.remove(oldest);
+            self.dropped_totals = add(self.dropped_totals, dropped.stats);
+            self.reports_dropped += 1;
+        }
+        self.shards.push(report);
+    }
+
     /// Reports of shard tasks that stopped on an error, restarted ones
-    /// included.
+    /// included (of the reports kept).
     pub fn failures(&self) -> impl Iterator<Item = (&str, &Error)> {
         self.shards
             .iter()
@@ -118,18 +146,24 @@ impl StreamReport {
         self.totals().records_emitted
     }
 
-    /// What all shard tasks did, added up.
+    /// What all shard tasks did, added up (dropped reports included).
     pub fn totals(&self) -> ShardStats {
         self.shards
             .iter()
-            .fold(ShardStats::default(), |total, report| ShardStats {
-                records_read: total.records_read + report.stats.records_read,
-                records_filtered: total.records_filtered + report.stats.records_filtered,
-                records_emitted: total.records_emitted + report.stats.records_emitted,
-                records_failed: total.records_failed + report.stats.records_failed,
-                batches_emitted: total.batches_emitted + report.stats.batches_emitted,
-                checkpoints_written: total.checkpoints_written + report.stats.checkpoints_written,
+            .fold(self.dropped_totals, |total, report| {
+                add(total, report.stats)
             })
+    }
+}
+
+fn add(a: ShardStats, b: ShardStats) -> ShardStats {
+    ShardStats {
+        records_read: a.records_read + b.records_read,
+        records_filtered: a.records_filtered + b.records_filtered,
+        records_emitted: a.records_emitted + b.records_emitted,
+        records_failed: a.records_failed + b.records_failed,
+        batches_emitted: a.batches_emitted + b.batches_emitted,
+        checkpoints_written: a.checkpoints_written + b.checkpoints_written,
     }
 }
 
@@ -403,6 +437,10 @@ struct State {
     running: HashMap<String, Running>,
     /// Leases held for shards waiting on their parents.
     waiting: HashMap<String, LeaseHandle>,
+    /// Every lease held (running and waiting), as the renewal task sees them.
+    held: HeldLeases,
+    /// The last `ListShards`, for lease rounds between discoveries.
+    listing: Vec<ShardInfo>,
     /// Shards that reached SHARD_END, or that this run will not read.
     finished: HashSet<String>,
     /// Failed shards and when each may start again.
@@ -433,73 +471,97 @@ impl<T: Transformer> StreamConsumer<T> {
     }
 
     async fn run_inner(self, cancel: CancellationToken) -> Result<StreamReport> {
+        let mut state = State::default();
+        let mut tasks: JoinSet<ShardReport> = JoinSet::new();
+        let mut report = StreamReport::default();
+        // Renewals go on through the shutdown below, until every lease is released.
+        let renewals = Renewals::start(Arc::clone(&self.assigner), state.held.clone());
+        let outcome = self
+            .supervise(&mut state, &mut tasks, &mut report, &cancel)
+            .await;
+        cancel.cancel();
+        self.drain(&mut state, &mut tasks, &mut report).await;
+        renewals.stop().await;
+        outcome.map(|()| report)
+    }
+
+    /// Discovers shards, takes leases, starts shard tasks and books their
+    /// ends until `cancel` fires (`Ok`) or something stops the consumer.
+    async fn supervise(
+        &self,
+        state: &mut State,
+        tasks: &mut JoinSet<ShardReport>,
+        report: &mut StreamReport,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
         let env = ShardEnv {
             source: Arc::clone(&self.source),
             store: Arc::clone(&self.store),
             config: self.config,
         };
-        let mut state = State::default();
-        let mut tasks: JoinSet<ShardReport> = JoinSet::new();
-        let mut report = StreamReport::default();
         let mut next_discovery = Instant::now();
-        let renew_interval = self.assigner.renew_interval();
-        let mut next_renewal = renew_interval.map(|every| Instant::now() + every);
+        let scan_interval = self.assigner.lease_scan_interval();
+        let mut next_acquire: Option<Instant> = None;
         let mut delays = self.config.retry.delays();
 
         loop {
-            if Instant::now() >= next_discovery {
-                match self.discover(&env, &mut state, &mut tasks, &cancel).await {
+            let now = Instant::now();
+            if now >= next_discovery {
+                match self.discover(&env, state, tasks, cancel).await {
                     Ok(()) => {
                         delays = self.config.retry.delays();
-                        next_discovery = next_round(&state, self.discovery_interval);
+                        next_discovery = next_round(state, self.discovery_interval);
+                        next_acquire = scan_interval.map(|every| Instant::now() + every);
                     }
                     Err(error) if error.is_retryable() => {
                         let delay = delays.next_delay();
                         warn!(%error, ?delay, "shard discovery failed; retrying");
                         next_discovery = Instant::now() + delay;
                     }
-                    Err(error) => {
-                        cancel.cancel();
-                        self.drain(&mut state, &mut tasks, &mut report).await;
-                        return Err(error);
-                    }
+                    Err(error) => return Err(error),
                 }
+            } else if next_acquire.is_some_and(|at| now >= at) {
+                // A lease round between discoveries, on the last listing:
+                // expired leases are noticed within the lease timing, not
+                // the discovery interval.
+                let shards = std::mem::take(&mut state.listing);
+                let assigned = self.assign(&env, state, tasks, cancel, &shards).await;
+                state.listing = shards;
+                match assigned {
+                    Ok(()) => {}
+                    Err(error) if error.is_retryable() => {
+                        warn!(%error, "taking leases failed; trying again next round");
+                    }
+                    Err(error) => return Err(error),
+                }
+                next_acquire = scan_interval.map(|every| Instant::now() + every);
             }
             tokio::select! {
-                () = cancel.cancelled() => break,
+                () = cancel.cancelled() => return Ok(()),
                 () = sleep_until(next_discovery) => {}
-                () = sleep_until(next_renewal.unwrap_or(next_discovery)), if next_renewal.is_some() => {
-                    self.renew(&mut state).await;
-                    next_renewal = renew_interval.map(|every| Instant::now() + every);
-                }
+                () = sleep_until(next_acquire.unwrap_or(next_discovery)), if next_acquire.is_some() => {}
                 Some(joined) = tasks.join_next_with_id() => {
                     let shard_report = match joined {
                         Ok((_, shard_report)) => shard_report,
-                        Err(join_error) => match unreported(&state, join_error, self.shutdown_timeout) {
+                        Err(join_error) => match unreported(state, join_error, self.shutdown_timeout) {
                             Some(shard_report) => shard_report,
                             None => continue,
                         },
                     };
-                    let ended = self.task_ended(&mut state, &shard_report).await;
-                    report.shards.push(shard_report);
+                    let ended = self.task_ended(state, &shard_report).await;
+                    report.push(shard_report);
                     match ended {
                         Ended::Finished => {
                             // A shard ended: its children may be ready now.
                             next_discovery = Instant::now();
                         }
                         Ended::Restart(at) => next_discovery = next_discovery.min(at),
-                        Ended::Stop(error) => {
-                            cancel.cancel();
-                            self.drain(&mut state, &mut tasks, &mut report).await;
-                            return Err(error);
-                        }
+                        Ended::Stop(error) => return Err(error),
                         Ended::Other => {}
                     }
                 }
             }
         }
-        self.drain(&mut state, &mut tasks, &mut report).await;
-        Ok(report)
     }
 
     /// Lists shards, takes leases and starts every shard that may run.
@@ -524,6 +586,30 @@ impl<T: Transformer> StreamConsumer<T> {
         if state.initial.is_none() {
             state.initial = Some(shards.iter().map(|s| s.shard_id.clone()).collect());
         }
+        self.assign(env, state, tasks, cancel, &shards).await?;
+        state.listing = shards;
+        Ok(())
+    }
+
+    /// Takes leases of `shards` (the last listing) and starts every shard
+    /// that may run.
+    async fn assign(
+        &self,
+        env: &ShardEnv,
+        state: &mut State,
+        tasks: &mut JoinSet<ShardReport>,
+        cancel: &CancellationToken,
+        shards: &[ShardInfo],
+    ) -> Result<()> {
+        // Shards waiting on their parents simply drop a lost lease.
+        state.waiting.retain(|shard_id, handle| {
+            let held = !handle.is_lost();
+            if !held {
+                self.status.remove(shard_id);
+                state.held.forget(shard_id);
+            }
+            held
+        });
         let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
         let mut held = Vec::with_capacity(state.running.len() + state.waiting.len());
         for handle in state
@@ -553,11 +639,12 @@ impl<T: Transformer> StreamConsumer<T> {
         )
         .await?;
         for lease in acquired {
-            state
-                .waiting
-                .insert(lease.shard_id.clone(), LeaseHandle::new(lease));
+            let shard_id = lease.shard_id.clone();
+            let handle = LeaseHandle::new(lease);
+            state.held.hold(&shard_id, &handle);
+            state.waiting.insert(shard_id, handle);
         }
-        for shard in &shards {
+        for shard in shards {
             let id = &shard.shard_id;
             if state.running.contains_key(id) || !state.waiting.contains_key(id) {
                 continue;
@@ -598,7 +685,7 @@ impl<T: Transformer> StreamConsumer<T> {
             let pipeline = match self.factory.pipeline(&context) {
                 Ok(pipeline) => pipeline,
                 Err(error) => {
-                    self.release(&handle).await;
+                    self.release(&state.held, &handle).await;
                     return match self.failed(state, id, &error, false) {
                         Ended::Stop(stop) => Err(stop),
                         _ => Ok(()),
@@ -638,12 +725,12 @@ impl<T: Transformer> StreamConsumer<T> {
                 self.status
                     .set_state(&report.shard_id, ShardState::Finished);
                 state.finished.insert(report.shard_id.clone());
-                self.release(&running.lease).await;
+                self.release(&state.held, &running.lease).await;
                 Ended::Finished
             }
             ShardOutcome::Failed(error) => {
                 // Released while it waits, so another worker may take it.
-                self.release(&running.lease).await;
+                self.release(&state.held, &running.lease).await;
                 let progressed = report.stats.checkpoints_written > 0;
                 self.failed(state, &report.shard_id, error, progressed)
             }
@@ -651,10 +738,11 @@ impl<T: Transformer> StreamConsumer<T> {
                 state.restarting.remove(&report.shard_id);
                 self.status.remove(&report.shard_id);
                 // Graceful handoff: free the lease now rather than at expiry.
-                self.release(&running.lease).await;
+                self.release(&state.held, &running.lease).await;
                 Ended::Other
             }
             ShardOutcome::LeaseLost => {
+                state.held.forget(&report.shard_id);
                 state.restarting.remove(&report.shard_id);
                 self.status.remove(&report.shard_id);
                 Ended::Other
@@ -706,45 +794,14 @@ impl<T: Transformer> StreamConsumer<T> {
         Ended::Restart(restart.not_before)
     }
 
-    /// Renews every held lease; a lost one stops its shard at once.
-    async fn renew(&self, state: &mut State) {
-        let handles = state
-            .running
-            .values()
-            .map(|r| &r.lease)
-            .chain(state.waiting.values());
-        for handle in handles {
-            let mut lease = handle.lock().await;
-            let renewed = within(
-                self.config.checkpoint_timeout,
-                self.assigner.renew(&lease),
-                |after| lease_call_timed_out("renewing a lease", after),
-            );
-            match renewed.await {
-                Ok(renewed) => *lease = renewed,
-                Err(Error::LeaseLost { .. }) => {
-                    info!(shard = %lease.shard_id, "lease taken by another worker");
-                    handle.mark_lost();
-                }
-                Err(error) => warn!(shard = %lease.shard_id, %error, "lease renewal failed"),
-            }
-        }
-        // Shards waiting on their parents simply drop a lost lease.
-        state.waiting.retain(|shard_id, handle| {
-            let held = !handle.is_lost();
-            if !held {
-                self.status.remove(shard_id);
-            }
-            held
-        });
-    }
-
-    /// Gives a lease back unless it was lost (then it is not ours to give).
-    async fn release(&self, handle: &LeaseHandle) {
+    /// Stops renewing a lease and gives it back, unless it was lost (then
+    /// it is not ours to give).
+    async fn release(&self, held: &HeldLeases, handle: &LeaseHandle) {
+        let lease = handle.lock().await;
+        held.forget(&lease.shard_id);
         if handle.is_lost() {
             return;
         }
-        let lease = handle.lock().await;
         let released = within(
             self.config.checkpoint_timeout,
             self.assigner.release(&lease),
@@ -790,19 +847,22 @@ impl<T: Transformer> StreamConsumer<T> {
             };
             // Draining: a failure is reported, never restarted.
             self.status.remove(&shard_report.shard_id);
-            if let Some(running) = state.running.remove(&shard_report.shard_id)
-                && !matches!(shard_report.outcome, ShardOutcome::LeaseLost)
-            {
-                self.release(&running.lease).await;
+            if let Some(running) = state.running.remove(&shard_report.shard_id) {
+                if matches!(shard_report.outcome, ShardOutcome::LeaseLost) {
+                    // Another worker's now: not renewed, not given back.
+                    state.held.forget(&shard_report.shard_id);
+                } else {
+                    self.release(&state.held, &running.lease).await;
+                }
             }
-            report.shards.push(shard_report);
+            report.push(shard_report);
         }
         for (_, running) in state.running.drain() {
-            self.release(&running.lease).await;
+            self.release(&state.held, &running.lease).await;
         }
         for (shard_id, handle) in state.waiting.drain() {
             self.status.remove(&shard_id);
-            self.release(&handle).await;
+            self.release(&state.held, &handle).await;
         }
         // Shards waiting to restart hold no lease; they are no longer ours.
         for shard_id in state.restarting.keys() {
@@ -815,6 +875,28 @@ impl<T: Transformer> StreamConsumer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_keeps_the_last_reports_of_each_shard_and_counts_all() {
+        let mut report = StreamReport::default();
+        let ended = |shard: &str| ShardReport {
+            shard_id: shard.to_owned(),
+            outcome: ShardOutcome::Failed(Error::Config("boom".into())),
+            stats: ShardStats {
+                records_read: 1,
+                ..ShardStats::default()
+            },
+            checkpoint: None,
+        };
+        for _ in 0..100 {
+            report.push(ended("a"));
+        }
+        report.push(ended("b"));
+        assert_eq!(report.shards.len(), REPORTS_KEPT_PER_SHARD + 1);
+        assert_eq!(report.reports_dropped, 100 - REPORTS_KEPT_PER_SHARD as u64);
+        assert_eq!(report.totals().records_read, 101);
+        assert_eq!(report.unrecovered().len(), 2);
+    }
 
     fn restart_at(not_before: Instant) -> Restart {
         Restart {

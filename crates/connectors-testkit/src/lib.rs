@@ -19,6 +19,6 @@ pub use fixtures::{TEST_APPLICATION, TEST_STREAM, batch, records, shard_context}
 pub use futures::future::BoxFuture;
 pub use in_flight::InFlightProbe;
 pub use lease_conformance::LeaseCapabilities;
-pub use lease_faults::RenewalAppliedButFailed;
+pub use lease_faults::{OutageStore, RenewalAppliedButFailed};
 pub use source::{Fault, ScriptedSource};
 pub use unreachable::unreachable_sdk_config;
