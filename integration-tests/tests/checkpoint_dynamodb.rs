@@ -454,11 +454,19 @@ async fn checkpoint_dynamodb_kcl_items_are_read_fenced_and_never_overwritten_bac
         vec!["shardId-000000000001", "shardId-000000000002"],
         "only free leases at first"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let later = coordinator
-        .acquire("kcl-stream", &shards, &first)
-        .await
-        .unwrap();
+    // Listed every 125 ms, as the stream consumer does: a coordinator judges
+    // expiry only while it watches the store.
+    let mut later = Vec::new();
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(125)).await;
+        later = coordinator
+            .acquire("kcl-stream", &shards, &first)
+            .await
+            .unwrap();
+        if !later.is_empty() {
+            break;
+        }
+    }
     assert_eq!(later.len(), 1, "{later:?}");
     assert_eq!(later[0].shard_id, "shardId-000000000000");
     assert_eq!(later[0].counter, 43);
