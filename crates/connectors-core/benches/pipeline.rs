@@ -321,11 +321,11 @@ fn pipeline_stages<M: Clock>(c: &mut Criterion<M>) {
 /// Reads the whole scripted shard with a fresh [`ShardConsumer`] and
 /// checkpoint store; returns the items emitted.
 async fn consume<T: Transformer>(source: &ScriptedSource, pipeline: Pipeline<T>) -> u64 {
-    let env = ShardEnv {
-        source: Arc::new(source.clone()),
-        store: Arc::new(MemoryCheckpointStore::new()),
-        config: ShardConfig::default(),
-    };
+    let env = ShardEnv::new(
+        Arc::new(source.clone()),
+        Arc::new(MemoryCheckpointStore::new()),
+        ShardConfig::default(),
+    );
     let context = ShardContext::new("bench-app", "bench-stream", SHARD);
     let lease = LeaseHandle::new(Lease::unfenced(SHARD, "bench-worker"));
     let report = ShardConsumer::new(env, context, lease, pipeline)

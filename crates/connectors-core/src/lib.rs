@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod budget;
 mod buffer;
 mod checkpoint;
 mod error;
@@ -20,6 +21,7 @@ mod transform;
 pub use async_trait::async_trait;
 pub use tokio_util::sync::CancellationToken;
 
+pub use budget::MemoryBudget;
 pub use buffer::{Buffer, BufferLimits, RecordBuffer};
 pub use checkpoint::{Checkpoint, CheckpointStore, MemoryCheckpointStore, ShardKey};
 pub use error::{BoxError, Error, Result, SourceErrorKind};

@@ -2,7 +2,8 @@
 //!
 //! Install any `metrics` recorder (Prometheus, StatsD…) to collect them;
 //! without one they cost next to nothing. Every metric carries the labels
-//! `stream` and `shard_id`, except the stream-wide maximum lag.
+//! `stream` and `shard_id`, except the stream-wide maximum lag and the memory
+//! budget in use.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
@@ -51,6 +52,10 @@ pub const KPL_SUB_RECORDS_OUTSIDE_SHARD: &str =
 /// Counter: records that start with the KPL magic but are not valid
 /// aggregates; a reader hands them on whole, as the KCL does.
 pub const KPL_INVALID_AGGREGATES: &str = "kinesis_connectors_kpl_invalid_aggregates_total";
+/// Gauge (no labels): bytes of the worker's
+/// [`MemoryBudget`](crate::MemoryBudget) reserved now; at the budget's size,
+/// readers wait for room.
+pub const MEMORY_BUDGET_IN_USE: &str = "kinesis_connectors_memory_budget_in_use_bytes";
 /// Histogram: seconds one successful `emit` call took.
 pub const EMIT_LATENCY: &str = "kinesis_connectors_emit_latency_seconds";
 

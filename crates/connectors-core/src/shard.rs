@@ -6,7 +6,12 @@
 //! filters, buffers, emits and checkpoints. The reader reserves the slot
 //! before it calls Kinesis, so at most one page waits while a batch is being
 //! emitted: memory per shard is bounded by one batch in flight plus one
-//! read ahead, and reading overlaps emitting.
+//! read ahead, and reading overlaps emitting. Across shards, the reader also
+//! reserves room for the page in the worker's [`MemoryBudget`]; the
+//! reservation travels with the page, shrinks to what the buffer keeps, and
+//! is given back once the batch is checkpointed. While any reader of the
+//! worker waits for room, every processor flushes what it buffered, so
+//! waiting always ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +21,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::budget::{MemoryBudget, Reservation, caught_up_estimate, page_worst_case, record_cost};
 use crate::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
 use crate::error::{Error, Result, SourceErrorKind};
 use crate::lease::Lease;
@@ -264,12 +270,39 @@ pub struct ShardEnv {
     pub store: Arc<dyn CheckpointStore>,
     /// How the shard is read.
     pub config: ShardConfig,
+    /// The bytes of records this shard may hold, shared with the other
+    /// shards of the worker.
+    pub memory: MemoryBudget,
+}
+
+impl ShardEnv {
+    /// An environment reading from `source` with `config`, checkpointing to
+    /// `store`, under a [`MemoryBudget`] of its own at the default size.
+    pub fn new(
+        source: Arc<dyn RecordSource>,
+        store: Arc<dyn CheckpointStore>,
+        config: ShardConfig,
+    ) -> Self {
+        Self {
+            source,
+            store,
+            config,
+            memory: MemoryBudget::default(),
+        }
+    }
+
+    /// This environment under `memory` (share one budget between shards).
+    pub fn with_memory_budget(mut self, memory: MemoryBudget) -> Self {
+        self.memory = memory;
+        self
+    }
 }
 
 impl std::fmt::Debug for ShardEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShardEnv")
             .field("config", &self.config)
+            .field("memory", &self.memory)
             .finish_non_exhaustive()
     }
 }
@@ -342,8 +375,9 @@ impl<T: Transformer> ShardConsumer<T> {
     }
 }
 
-/// What the reader hands to the processor.
-type Page = Result<RecordsPage>;
+/// What the reader hands to the processor: a page (or the error that ended
+/// reading) and the room the page holds in the memory budget.
+type Page = (Result<RecordsPage>, Reservation);
 
 /// The state of one shard's processing half.
 struct Processor<T: Transformer> {
@@ -364,6 +398,10 @@ struct Processor<T: Transformer> {
     replay_until: Option<Position>,
     /// Whether time-cut batches record their end first.
     record_pending: bool,
+    /// The budget held for records buffered since the last flush.
+    buffered: Reservation,
+    /// What those records cost.
+    buffered_cost: usize,
 }
 
 /// Why a batch is cut.
@@ -417,6 +455,7 @@ impl<T: Transformer> Processor<T> {
     ) -> Self {
         let key = ShardKey::new(&*context.application, &*context.stream, &*context.shard_id);
         let metrics = ShardMetrics::new(&context);
+        let buffered = env.memory.nothing();
         Self {
             env,
             context,
@@ -430,6 +469,8 @@ impl<T: Transformer> Processor<T> {
             status,
             replay_until: None,
             record_pending: false,
+            buffered,
+            buffered_cost: 0,
         }
     }
 
@@ -476,6 +517,7 @@ impl<T: Transformer> Processor<T> {
             shard_id: self.context.shard_id.to_string(),
             start,
             config: self.env.config,
+            memory: self.env.memory.clone(),
             stop: reader_stop.clone(),
             status: self.status.clone(),
         };
@@ -513,19 +555,43 @@ impl<T: Transformer> Processor<T> {
         cancel: &CancellationToken,
     ) -> ShardOutcome {
         let lost = self.lease.lost.clone();
+        let mut waiting_for_memory = self.env.memory.waiting();
+        let mut waiting_for_memory_in_replay = self.env.memory.waiting();
         loop {
             let deadline = self.pipeline.buffer.deadline();
+            let buffering = !self.pipeline.buffer.is_empty();
+            let replaying = self.replay_until.is_some();
             let step = tokio::select! {
                 biased;
                 () = lost.cancelled() => return ShardOutcome::LeaseLost,
                 () = cancel.cancelled() => break,
-                // A replayed batch ignores its age: it ends where it ended before.
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)),
-                    if deadline.is_some() && self.replay_until.is_none() => {
+                    if deadline.is_some() && !replaying => {
+                    self.flush(Cut::ByTime).await
+                }
+                // A replayed batch ignores its age: it ends where it ended
+                // before, unless it has aged and the budget is spent, so
+                // that the reader could never bring its end.
+                () = async {
+                    sleep_until(deadline.unwrap_or_else(Instant::now)).await;
+                    let _spent = waiting_for_memory_in_replay.wait_for(|n| *n > 0).await;
+                }, if deadline.is_some() && replaying => {
+                    self.replay_until = None;
+                    warn!(
+                        "the memory budget is spent and the replayed batch has reached its age: \
+                         it is cut here, not where it was cut before"
+                    );
+                    self.flush(Cut::ByTime).await
+                }
+                // A reader of this worker waits for room in the budget: what
+                // is buffered goes out now, so that its room comes back.
+                true = async { waiting_for_memory.wait_for(|n| *n > 0).await.is_ok() },
+                    if buffering && !replaying => {
+                    debug!("the memory budget is spent; flushing early");
                     self.flush(Cut::ByTime).await
                 }
                 page = pages.recv() => match page {
-                    Some(Ok(page)) => match self.handle_page(page).await {
+                    Some((Ok(page), reservation)) => match self.handle_page(page, reservation).await {
                         Ok(Some(children)) => return match self.finish_shard().await {
                             Ok(()) => ShardOutcome::ShardEnd { children },
                             Err(stop) => stop.into(),
@@ -533,7 +599,7 @@ impl<T: Transformer> Processor<T> {
                         Ok(None) => Ok(()),
                         Err(stop) => Err(stop),
                     },
-                    Some(Err(error)) => {
+                    Some((Err(error), _)) => {
                         // Deliver what was read before giving up on the shard.
                         return match self.flush_unless_replaying().await {
                             Ok(()) => ShardOutcome::Failed(error),
@@ -597,7 +663,12 @@ impl<T: Transformer> Processor<T> {
     }
 
     /// Runs a page through the pipeline; `Some(children)` at shard end.
-    async fn handle_page(&mut self, page: RecordsPage) -> Result<Option<Vec<String>>, Stop> {
+    /// The page's room in the budget shrinks to what the buffer keeps of it.
+    async fn handle_page(
+        &mut self,
+        page: RecordsPage,
+        reservation: Reservation,
+    ) -> Result<Option<Vec<String>>, Stop> {
         if let Some(behind) = page.millis_behind_latest {
             self.metrics.millis_behind_latest.set(behind as f64);
             self.status.update(&self.context.shard_id, |shard| {
@@ -607,6 +678,8 @@ impl<T: Transformer> Processor<T> {
         for record in &page.records {
             self.handle_record(record).await?;
         }
+        self.buffered.merge(reservation);
+        self.buffered.shrink_to(self.buffered_cost);
         Ok(page.next_iterator.is_none().then_some(page.child_shards))
     }
 
@@ -642,6 +715,9 @@ impl<T: Transformer> Processor<T> {
         };
         // Failed and filtered records are pushed as `None`: the batch still
         // covers them, so the checkpoint moves past them.
+        if item.is_some() {
+            self.buffered_cost += record_cost(record);
+        }
         self.pipeline.buffer.push(record, item);
         match &self.replay_until {
             // A replayed batch ends at its recorded end, whatever the limits.
@@ -745,7 +821,13 @@ impl<T: Transformer> Processor<T> {
             debug!(first = %batch.first, last = %batch.last, items = batch.len(), "batch emitted");
             self.rejected(&batch, outcome).await?;
         }
-        self.checkpoint(Checkpoint::At(batch.last)).await
+        let last = batch.last.clone();
+        drop(batch);
+        self.checkpoint(Checkpoint::At(last)).await?;
+        // Emitted and checkpointed: the batch's room goes back to the budget.
+        self.buffered_cost = 0;
+        self.buffered.shrink_to(0);
+        Ok(())
     }
 
     /// Hands items an emitter rejected one by one to the bad-record policy.
@@ -981,6 +1063,7 @@ struct Reader {
     shard_id: String,
     start: StartPosition,
     config: ShardConfig,
+    memory: MemoryBudget,
     stop: CancellationToken,
     status: ConsumerStatus,
 }
@@ -993,6 +1076,9 @@ impl Reader {
         let mut delays = self.config.retry.delays();
         // Whether the board shows this shard backing off a failed read.
         let mut backing_off = false;
+        // When the last call found the shard caught up; until then a page
+        // may hold the most a call returns.
+        let mut caught_up_at: Option<Instant> = None;
         loop {
             // Wait for the processor to take the previous page before
             // reading the next one: one read ahead, no more.
@@ -1030,13 +1116,20 @@ impl Reader {
                                 }
                                 continue;
                             }
-                            Err(error) => break Err(error),
+                            Err(error) => break (Err(error), self.memory.nothing()),
                         }
                     }
                 };
                 if self.pause_until(next_call).await {
                     return;
                 }
+                let max_records = self.config.max_records_per_call;
+                let estimate = caught_up_at.map_or(page_worst_case(max_records), |at| {
+                    caught_up_estimate(at.elapsed(), max_records)
+                });
+                let Some(mut reservation) = self.reserve(estimate).await else {
+                    return;
+                };
                 let result = within(
                     self.config.read_timeout,
                     self.source
@@ -1059,11 +1152,21 @@ impl Reader {
                         if page.records.is_empty() && caught_up {
                             next_call = Instant::now() + self.config.idle_delay;
                         }
+                        caught_up_at = caught_up.then(Instant::now);
+                        let cost = page.records.iter().map(record_cost).sum();
+                        if cost > reservation.bytes() {
+                            // More than the shard's write limit allows (an
+                            // emulator): the page waits for its room.
+                            if self.wait_for_room(reservation.grow_to(cost)).await {
+                                return;
+                            }
+                        }
+                        reservation.shrink_to(cost);
                         if let Some(last) = page.records.last() {
                             last_read = Some(last.sequence_number.clone());
                         }
                         iterator = page.next_iterator.clone();
-                        break Ok(page);
+                        break (Ok(page), reservation);
                     }
                     Err(error) if error.source_kind() == Some(SourceErrorKind::ExpiredIterator) => {
                         debug!("shard iterator expired; getting a new one");
@@ -1077,16 +1180,34 @@ impl Reader {
                             return;
                         }
                     }
-                    Err(error) => break Err(error),
+                    Err(error) => break (Err(error), self.memory.nothing()),
                 }
             };
             let finished = page
+                .0
                 .as_ref()
                 .map_or(true, |page| page.next_iterator.is_none());
             permit.send(page);
             if finished {
                 return;
             }
+        }
+    }
+
+    /// Reserves `bytes` for the next page; `None` if the reader was stopped
+    /// while it waited for room.
+    async fn reserve(&self, bytes: usize) -> Option<Reservation> {
+        let mut reservation = self.memory.nothing();
+        let stopped = self.wait_for_room(reservation.grow_to(bytes)).await;
+        (!stopped).then_some(reservation)
+    }
+
+    /// Runs `wait` (a reservation growing); true if the reader was stopped
+    /// meanwhile.
+    async fn wait_for_room(&self, wait: impl Future<Output = ()>) -> bool {
+        tokio::select! {
+            () = self.stop.cancelled() => true,
+            () = wait => false,
         }
     }
 

@@ -9,6 +9,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::budget::MemoryBudget;
 use crate::checkpoint::{CheckpointStore, ShardKey, parents_finished};
 use crate::error::{BoxError, Error, Result, SourceErrorKind};
 use crate::lease::{ShardAssigner, SingleWorker};
@@ -211,6 +212,7 @@ pub struct StreamConsumer<T: Transformer> {
     assigner: Arc<dyn ShardAssigner>,
     factory: Arc<dyn PipelineFactory<T>>,
     config: ShardConfig,
+    memory: MemoryBudget,
     discovery_interval: Duration,
     on_failure: ShardFailurePolicy,
     restart_backoff: RetryPolicy,
@@ -230,6 +232,7 @@ impl<T: Transformer> std::fmt::Debug for StreamConsumer<T> {
             .field("application", &self.application)
             .field("stream", &self.stream)
             .field("config", &self.config)
+            .field("memory", &self.memory)
             .field("discovery_interval", &self.discovery_interval)
             .field("on_failure", &self.on_failure)
             .field("restart_backoff", &self.restart_backoff)
@@ -263,6 +266,7 @@ impl<T: Transformer> StreamConsumer<T> {
                 assigner: Arc::new(SingleWorker::default()),
                 factory: Arc::new(factory),
                 config: ShardConfig::default(),
+                memory: MemoryBudget::default(),
                 discovery_interval: Duration::from_secs(60),
                 on_failure: ShardFailurePolicy::default(),
                 restart_backoff: DEFAULT_RESTART_BACKOFF,
@@ -273,6 +277,16 @@ impl<T: Transformer> StreamConsumer<T> {
 }
 
 impl<T: Transformer> StreamConsumerBuilder<T> {
+    /// The bytes of records all this worker's shards may hold at once
+    /// (default [`MemoryBudget::DEFAULT_BYTES`], 256 MiB): pages read
+    /// ahead, buffered records and batches until they are checkpointed.
+    /// When it is spent, shards read less; nothing is dropped. Give two
+    /// consumers in one process clones of one budget to share it.
+    pub fn memory_budget(mut self, memory: MemoryBudget) -> Self {
+        self.consumer.memory = memory;
+        self
+    }
+
     /// How shards are read (batch size, idle delay, retries, initial position).
     pub fn shard_config(mut self, config: ShardConfig) -> Self {
         self.consumer.config = config;
@@ -494,11 +508,12 @@ impl<T: Transformer> StreamConsumer<T> {
         report: &mut StreamReport,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let env = ShardEnv {
-            source: Arc::clone(&self.source),
-            store: Arc::clone(&self.store),
-            config: self.config,
-        };
+        let env = ShardEnv::new(
+            Arc::clone(&self.source),
+            Arc::clone(&self.store),
+            self.config,
+        )
+        .with_memory_budget(self.memory.clone());
         let mut next_discovery = Instant::now();
         let scan_interval = self.assigner.lease_scan_interval();
         let mut next_acquire: Option<Instant> = None;

@@ -46,11 +46,11 @@ fn consumer(
         .with_initial_delay(Duration::from_millis(100))
         .with_max_attempts(1);
     ShardConsumer::new(
-        ShardEnv {
-            source: Arc::new(source.clone()),
-            store: Arc::new(store.clone()),
-            config: ShardConfig::default().with_retry(retry),
-        },
+        ShardEnv::new(
+            Arc::new(source.clone()),
+            Arc::new(store.clone()),
+            ShardConfig::default().with_retry(retry),
+        ),
         shard_context(SHARD),
         LeaseHandle::new(Lease::unfenced(SHARD, "w")),
         Pipeline::builder(Utf8Transformer, emitter)

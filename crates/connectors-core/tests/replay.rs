@@ -63,11 +63,7 @@ fn consumer(
         .build()
         .unwrap();
     ShardConsumer::new(
-        ShardEnv {
-            source: Arc::new(source.clone()),
-            store,
-            config,
-        },
+        ShardEnv::new(Arc::new(source.clone()), store, config),
         shard_context(SHARD),
         lease,
         pipeline,

@@ -30,11 +30,7 @@ fn key() -> ShardKey {
 }
 
 fn env(source: &ScriptedSource, store: &MemoryCheckpointStore, config: ShardConfig) -> ShardEnv {
-    ShardEnv {
-        source: Arc::new(source.clone()),
-        store: Arc::new(store.clone()),
-        config,
-    }
+    ShardEnv::new(Arc::new(source.clone()), Arc::new(store.clone()), config)
 }
 
 fn fast_retry() -> RetryPolicy {
@@ -690,11 +686,7 @@ async fn shutdown_returns_after_bounded_retries_when_the_store_stays_down() {
     }));
     let emitter = RecordingEmitter::new();
     let consumer = ShardConsumer::new(
-        ShardEnv {
-            source: Arc::new(source.clone()),
-            store: store.clone(),
-            config: config(),
-        },
+        ShardEnv::new(Arc::new(source.clone()), store.clone(), config()),
         shard_context(SHARD),
         LeaseHandle::new(Lease::unfenced(SHARD, "w")),
         pipeline_to(Arc::new(emitter.clone()), 1_000),

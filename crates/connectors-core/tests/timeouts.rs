@@ -97,11 +97,7 @@ fn shard_consumer(
         .build()
         .unwrap();
     ShardConsumer::new(
-        ShardEnv {
-            source: Arc::new(source.clone()),
-            store,
-            config: config(),
-        },
+        ShardEnv::new(Arc::new(source.clone()), store, config()),
         shard_context(SHARD),
         lease,
         pipeline,
@@ -240,11 +236,11 @@ async fn a_stalled_read_times_out_and_is_retried() {
         .build()
         .unwrap();
     let consumer = ShardConsumer::new(
-        ShardEnv {
-            source: stalls.clone(),
-            store: Arc::new(MemoryCheckpointStore::new()),
-            config: config(),
-        },
+        ShardEnv::new(
+            stalls.clone(),
+            Arc::new(MemoryCheckpointStore::new()),
+            config(),
+        ),
         shard_context(SHARD),
         LeaseHandle::new(Lease::unfenced(SHARD, "w")),
         pipeline,

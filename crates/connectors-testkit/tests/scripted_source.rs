@@ -402,11 +402,11 @@ fn adding_a_shard_twice_panics() {
 // ------------------------------------------------ driving the core's shard consumer
 
 fn consumer_env(source: &ScriptedSource) -> ShardEnv {
-    ShardEnv {
-        source: Arc::new(source.clone()),
-        store: Arc::new(MemoryCheckpointStore::new()),
-        config: ShardConfig::default(),
-    }
+    ShardEnv::new(
+        Arc::new(source.clone()),
+        Arc::new(MemoryCheckpointStore::new()),
+        ShardConfig::default(),
+    )
 }
 
 fn lease(shard: &str) -> LeaseHandle {

@@ -97,11 +97,11 @@ pub(crate) async fn run_shard(
     max_records: usize,
 ) -> ShardReport {
     let consumer = ShardConsumer::new(
-        ShardEnv {
-            source: Arc::new(source.clone()),
-            store: Arc::new(store.clone()),
-            config: shard_config(),
-        },
+        ShardEnv::new(
+            Arc::new(source.clone()),
+            Arc::new(store.clone()),
+            shard_config(),
+        ),
         ShardContext::new(APPLICATION, STREAM, shard),
         LeaseHandle::new(Lease::unfenced(shard, "worker-1")),
         pipeline(emitter, max_records),
