@@ -442,18 +442,24 @@ async fn large_batches_go_up_in_parts(gzip: bool) {
         .with_max_records(10_000)
         .with_max_bytes(7 * MIB + MIB / 2)
         .with_max_age(Duration::from_secs(10));
-    let running = RunningConsumer::start(consumer(
+    let consumer = consumer(
         &kinesis,
         &stream,
         Arc::new(MemoryCheckpointStore::new()),
         Arc::new(emitter),
         limits,
-    ));
+    );
+    let status = consumer.status();
+    let running = RunningConsumer::start(consumer);
     wait_until("the large batches in S3", || async {
         let lines = count_lines(&s3, &bucket, prefix).await?;
         Ok((
             lines >= written.len(),
-            format!("{lines} of {} lines", written.len()),
+            format!(
+                "{lines} of {} lines; shards: {:?}",
+                written.len(),
+                status.shards()
+            ),
         ))
     })
     .await;

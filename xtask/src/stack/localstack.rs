@@ -33,6 +33,10 @@ pub(super) fn start(log: PathBuf, port: u16) -> Result<Svc> {
         .env("DISABLE_EVENTS", "1")
         .env("KINESIS_LATENCY", "0")
         .env("KINESIS_SHARD_LIMIT", "1000")
+        // kinesis-mock otherwise writes its whole state to disk every 5 s,
+        // which stalls its GetRecords answers past the read timeout once
+        // the tests have put some hundred MiB into it.
+        .env("KINESIS_PERSISTENCE", "0")
         .env("DNS_ADDRESS", "0")
         .env("SKIP_SSL_CERT_DOWNLOAD", "1")
         .env("NODE_OPTIONS", node_options)
