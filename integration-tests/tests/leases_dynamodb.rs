@@ -28,13 +28,13 @@ use integration_tests::{
 };
 use kinesis_checkpoint_dynamodb::DynamoDbCheckpointStore;
 use kinesis_connectors_core::{
-    BadRecordPolicy, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Error, Lease,
+    BadRecordPolicy, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, Error,
     LeaseCoordinator, LeaseStore, Pipeline, Position, Record, Result, SequenceNumber,
     ShardAssigner, ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome, StoredLease,
     StreamConsumer, StreamReport, Utf8Transformer, async_trait, kpl,
 };
 use kinesis_connectors_kinesis::PollingSource;
-use kinesis_connectors_testkit::RecordingEmitter;
+use kinesis_connectors_testkit::{BoxFuture, HookedStore, RecordingEmitter, StoreHooks};
 use tokio::task::JoinHandle;
 
 /// Failover time of most tests: leases are renewed every second.
@@ -191,53 +191,18 @@ impl Pause {
     }
 }
 
-/// A worker's store with a [`Pause`] in front of its fenced writes.
-struct PausableStore {
-    inner: Arc<DynamoDbCheckpointStore>,
-    pause: Arc<Pause>,
-}
+/// A [`Pause`] in front of a worker's fenced writes.
+struct Paused(Arc<Pause>);
 
 #[async_trait]
-impl CheckpointStore for PausableStore {
-    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
-        self.inner.get(key).await
-    }
-    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
-        self.inner.set(key, checkpoint).await
-    }
-    async fn set_fenced(
+impl StoreHooks for Paused {
+    async fn around_fenced_write(
         &self,
-        key: &ShardKey,
         checkpoint: &Checkpoint,
-        lease: &Lease,
+        write: BoxFuture<'_, Result<()>>,
     ) -> Result<()> {
-        let waited = self.pause.gate(checkpoint).await;
-        let result = self.inner.set_fenced(key, checkpoint, lease).await;
-        self.pause.after(waited, result)
-    }
-}
-
-#[async_trait]
-impl LeaseStore for PausableStore {
-    async fn list_leases(&self, application: &str, stream: &str) -> Result<Vec<StoredLease>> {
-        self.inner.list_leases(application, stream).await
-    }
-    async fn create_lease(&self, key: &ShardKey, parent_shard_ids: &[String]) -> Result<()> {
-        self.inner.create_lease(key, parent_shard_ids).await
-    }
-    async fn take_lease(
-        &self,
-        key: &ShardKey,
-        expected_counter: u64,
-        owner: &str,
-    ) -> Result<Option<Lease>> {
-        self.inner.take_lease(key, expected_counter, owner).await
-    }
-    async fn renew_lease(&self, key: &ShardKey, lease: &Lease) -> Result<Lease> {
-        self.inner.renew_lease(key, lease).await
-    }
-    async fn release_lease(&self, key: &ShardKey, lease: &Lease) -> Result<()> {
-        self.inner.release_lease(key, lease).await
+        let waited = self.0.gate(checkpoint).await;
+        self.0.after(waited, write.await)
     }
 }
 
@@ -266,16 +231,15 @@ fn spawn_worker(fx: &Fixture, id: &str, failover: Duration, pause: Option<Arc<Pa
             .build()
             .await
             .map_err(Error::from)?;
-        let store = Arc::new(store);
         let (checkpoints, leases): (Arc<dyn CheckpointStore>, Arc<dyn LeaseStore>) = match pause {
             Some(pause) => {
-                let paused = Arc::new(PausableStore {
-                    inner: store,
-                    pause,
-                });
+                let paused = Arc::new(HookedStore::with_hooks(store, Paused(pause)));
                 (paused.clone(), paused)
             }
-            None => (store.clone(), store),
+            None => {
+                let store = Arc::new(store);
+                (store.clone(), store)
+            }
         };
         let coordinator =
             LeaseCoordinator::new(leases, &app, &stream, &worker_id).failover_time(failover);

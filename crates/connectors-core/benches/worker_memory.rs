@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kinesis_connectors_core::{
     Batch, BytesTransformer, CancellationToken, EmitOutcome, Emitter, MemoryBudget,
-    MemoryCheckpointStore, Pipeline, RecordSource, RecordsPage, ShardContext, ShardInfo,
-    StartPosition, StreamConsumer, async_trait,
+    MemoryCheckpointStore, Pipeline, RecordsPage, ShardContext, ShardInfo, StreamConsumer,
+    async_trait,
 };
-use kinesis_connectors_testkit::ScriptedSource;
+use kinesis_connectors_testkit::{HookedSource, ScriptedSource, SourceHooks};
 
 const MIB: usize = 1024 * 1024;
 
@@ -67,34 +67,15 @@ static PAYLOAD: [u8; RECORD_SIZE] = [b'x'; RECORD_SIZE];
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
-/// The scripted source, handing out pages that own their payloads.
-struct Copying(ScriptedSource);
+/// Gives every record of a page its own payload, as a real `GetRecords`
+/// response owns its bytes.
+struct OwnPayloads;
 
-#[async_trait]
-impl RecordSource for Copying {
-    async fn list_shards(&self, stream: &str) -> kinesis_connectors_core::Result<Vec<ShardInfo>> {
-        self.0.list_shards(stream).await
-    }
-
-    async fn shard_iterator(
-        &self,
-        stream: &str,
-        shard_id: &str,
-        position: &StartPosition,
-    ) -> kinesis_connectors_core::Result<String> {
-        self.0.shard_iterator(stream, shard_id, position).await
-    }
-
-    async fn get_records(
-        &self,
-        iterator: &str,
-        limit: u32,
-    ) -> kinesis_connectors_core::Result<RecordsPage> {
-        let mut page = self.0.get_records(iterator, limit).await?;
+impl SourceHooks for OwnPayloads {
+    fn on_page(&self, page: &mut RecordsPage) {
         for record in &mut page.records {
             record.data = Bytes::copy_from_slice(&record.data);
         }
-        Ok(page)
     }
 }
 
@@ -149,7 +130,7 @@ fn child(shards: usize, records: usize) -> BoxResult<()> {
     let consumer = StreamConsumer::builder(
         "worker-memory-bench",
         "bench-stream",
-        Arc::new(Copying(source)),
+        Arc::new(HookedSource::new(source, OwnPayloads)),
         Arc::new(MemoryCheckpointStore::new()),
         move |_: &ShardContext| {
             Pipeline::builder(

@@ -12,12 +12,12 @@ use bytes::Bytes;
 use kinesis_connectors_core::{
     Batch, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, EmitOutcome, Emitter,
     Error, Lease, LeaseCoordinator, LeaseStore, MemoryCheckpointStore, Pipeline, Position,
-    RecordSource, RecordsPage, ShardAssigner, ShardConfig, ShardContext, ShardInfo, ShardKey,
-    ShardOutcome, StartPosition, StreamConsumer, StreamReport, Utf8Transformer, async_trait,
+    RecordSource, ShardAssigner, ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome,
+    StreamConsumer, StreamReport, Utf8Transformer, async_trait,
 };
 use kinesis_connectors_testkit::{
-    LeaseCapabilities, OutageStore, RecordingEmitter, RenewalAppliedButFailed, ScriptedSource,
-    lease_conformance,
+    HookedSource, LeaseCapabilities, OutageStore, RecordingEmitter, RenewalAppliedButFailed,
+    ScriptedSource, SourceHooks, lease_conformance,
 };
 
 const APP: &str = "test-app";
@@ -570,10 +570,10 @@ async fn a_listing_slower_than_failover_does_not_delay_renewals() {
         source.add_shard(shard);
     }
     let total = produce(&source, 6, 0, 20);
-    let slow = Arc::new(SlowListing {
-        inner: source.clone(),
-        delay: Duration::from_secs(25),
-    });
+    let slow = Arc::new(HookedSource::new(
+        source.clone(),
+        SlowListing(Duration::from_secs(25)),
+    ));
     let run = Outage::start(slow, source.clone()).await;
     assert!(wait_for_distinct(&run.emitter, total, Duration::from_secs(300)).await);
     run.wait_balanced(Duration::from_secs(300)).await;
@@ -601,33 +601,12 @@ async fn a_listing_slower_than_failover_does_not_delay_renewals() {
 }
 
 /// Lists shards slowly; reads as fast as the scripted source.
-struct SlowListing {
-    inner: ScriptedSource,
-    delay: Duration,
-}
+struct SlowListing(Duration);
 
 #[async_trait]
-impl RecordSource for SlowListing {
-    async fn list_shards(&self, stream: &str) -> kinesis_connectors_core::Result<Vec<ShardInfo>> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.list_shards(stream).await
-    }
-
-    async fn shard_iterator(
-        &self,
-        stream: &str,
-        shard_id: &str,
-        position: &StartPosition,
-    ) -> kinesis_connectors_core::Result<String> {
-        self.inner.shard_iterator(stream, shard_id, position).await
-    }
-
-    async fn get_records(
-        &self,
-        iterator: &str,
-        limit: u32,
-    ) -> kinesis_connectors_core::Result<RecordsPage> {
-        self.inner.get_records(iterator, limit).await
+impl SourceHooks for SlowListing {
+    async fn before_list_shards(&self) {
+        tokio::time::sleep(self.0).await;
     }
 }
 

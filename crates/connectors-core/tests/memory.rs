@@ -14,10 +14,12 @@ use bytes::Bytes;
 use kinesis_connectors_core::{
     Batch, BufferLimits, BytesTransformer, CancellationToken, CheckpointStore, EmitOutcome,
     Emitter, Lease, LeaseHandle, MemoryBudget, MemoryCheckpointStore, Pipeline, Position,
-    RecordSource, RecordsPage, Result, SequenceNumber, ShardConfig, ShardConsumer, ShardEnv,
-    ShardInfo, ShardKey, ShardOutcome, StartPosition, StreamConsumer, async_trait,
+    RecordsPage, Result, SequenceNumber, ShardConfig, ShardConsumer, ShardEnv, ShardInfo, ShardKey,
+    ShardOutcome, StreamConsumer, async_trait,
 };
-use kinesis_connectors_testkit::{RecordingEmitter, ScriptedSource, shard_context};
+use kinesis_connectors_testkit::{
+    HookedSource, RecordingEmitter, ScriptedSource, SourceHooks, shard_context,
+};
 
 const MIB: usize = 1024 * 1024;
 const RECORD: usize = 64 * 1024;
@@ -37,32 +39,13 @@ impl Outstanding {
     }
 }
 
-/// The scripted source, counting the payload of every page it returns.
-struct Counting {
-    inner: ScriptedSource,
-    outstanding: Arc<Outstanding>,
-}
+/// Counts the payload of every page the source returns.
+struct CountPages(Arc<Outstanding>);
 
-#[async_trait]
-impl RecordSource for Counting {
-    async fn list_shards(&self, stream: &str) -> Result<Vec<ShardInfo>> {
-        self.inner.list_shards(stream).await
-    }
-
-    async fn shard_iterator(
-        &self,
-        stream: &str,
-        shard_id: &str,
-        position: &StartPosition,
-    ) -> Result<String> {
-        self.inner.shard_iterator(stream, shard_id, position).await
-    }
-
-    async fn get_records(&self, iterator: &str, limit: u32) -> Result<RecordsPage> {
-        let page = self.inner.get_records(iterator, limit).await?;
+impl SourceHooks for CountPages {
+    fn on_page(&self, page: &mut RecordsPage) {
         let bytes: usize = page.records.iter().map(|r| r.data.len()).sum();
-        self.outstanding.add(bytes as i64);
-        Ok(page)
+        self.0.add(bytes as i64);
     }
 }
 
@@ -129,10 +112,10 @@ async fn shards_hold_no_more_than_the_budget_and_drop_nothing() {
     let consumer = StreamConsumer::builder(
         "test-app",
         "test-stream",
-        Arc::new(Counting {
-            inner: source.clone(),
-            outstanding: Arc::clone(&outstanding),
-        }),
+        Arc::new(HookedSource::new(
+            source.clone(),
+            CountPages(Arc::clone(&outstanding)),
+        )),
         Arc::new(MemoryCheckpointStore::new()),
         move |_: &_| {
             Pipeline::builder(

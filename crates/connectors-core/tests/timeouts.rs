@@ -14,11 +14,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use kinesis_connectors_core::{
     Batch, BufferLimits, CancellationToken, Checkpoint, CheckpointStore, EmitOutcome, Emitter,
-    Error, Lease, LeaseHandle, MemoryCheckpointStore, Pipeline, RecordSource, RecordsPage, Result,
-    RetryPolicy, ShardConfig, ShardConsumer, ShardContext, ShardEnv, ShardInfo, ShardKey,
-    ShardOutcome, StartPosition, StreamConsumer, Utf8Transformer, async_trait,
+    Error, Lease, LeaseHandle, MemoryCheckpointStore, Pipeline, Result, RetryPolicy, ShardConfig,
+    ShardConsumer, ShardContext, ShardEnv, ShardInfo, ShardKey, ShardOutcome, StreamConsumer,
+    Utf8Transformer, async_trait,
 };
-use kinesis_connectors_testkit::{RecordingEmitter, ScriptedSource, shard_context};
+use kinesis_connectors_testkit::{
+    HookedSource, RecordingEmitter, ScriptedSource, SourceHooks, shard_context,
+};
 use tokio::time::Instant;
 
 use support::{InterceptedStore, Write};
@@ -196,40 +198,25 @@ async fn a_hung_checkpoint_write_times_out_and_is_retried() {
     assert_eq!(stored, Some(Checkpoint::At(last)));
 }
 
-/// A source whose first `GetRecords` call never answers.
+/// The first `GetRecords` call never answers.
+#[derive(Default)]
 struct StallsOnce {
-    inner: ScriptedSource,
     calls: AtomicUsize,
 }
 
 #[async_trait]
-impl RecordSource for StallsOnce {
-    async fn list_shards(&self, stream: &str) -> Result<Vec<ShardInfo>> {
-        self.inner.list_shards(stream).await
-    }
-    async fn shard_iterator(
-        &self,
-        stream: &str,
-        shard_id: &str,
-        position: &StartPosition,
-    ) -> Result<String> {
-        self.inner.shard_iterator(stream, shard_id, position).await
-    }
-    async fn get_records(&self, iterator: &str, limit: u32) -> Result<RecordsPage> {
+impl SourceHooks for StallsOnce {
+    async fn before_get_records(&self) {
         if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
             std::future::pending::<()>().await;
         }
-        self.inner.get_records(iterator, limit).await
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_stalled_read_times_out_and_is_retried() {
     let scripted = source_with(10);
-    let stalls = Arc::new(StallsOnce {
-        inner: scripted,
-        calls: AtomicUsize::new(0),
-    });
+    let stalls = Arc::new(HookedSource::new(scripted, StallsOnce::default()));
     let delivered = RecordingEmitter::new();
     let pipeline = Pipeline::builder(Utf8Transformer, Arc::new(delivered.clone()))
         .buffer_limits(BufferLimits::default().with_max_records(5))
@@ -248,7 +235,7 @@ async fn a_stalled_read_times_out_and_is_retried() {
     let outcome = run_until(consumer, &delivered, 10).await;
     assert!(matches!(outcome, ShardOutcome::Shutdown), "{outcome:?}");
     assert_eq!(delivered.items(), expected(10));
-    assert!(stalls.calls.load(Ordering::SeqCst) >= 2);
+    assert!(stalls.hooks().calls.load(Ordering::SeqCst) >= 2);
 }
 
 #[tokio::test(start_paused = true)]

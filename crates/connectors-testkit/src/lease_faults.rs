@@ -1,13 +1,218 @@
-//! Lease stores that fail on purpose: a renewal applied but answered with
-//! an error, and a store that goes down or turns slow.
+//! Lease stores that fail on purpose: [`HookedStore`] passes every call
+//! through to another store, with hooks where a test wants a call to fail,
+//! wait or answer differently; [`RenewalAppliedButFailed`] (a renewal
+//! applied but answered with an error) and [`OutageStore`] (a store that goes
+//! down or turns slow) are two sets of such hooks.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use kinesis_connectors_core::{
     Checkpoint, CheckpointStore, Error, Lease, LeaseStore, Position, Result, ShardKey, StoredLease,
 };
+
+/// A call a [`HookedStore`] is about to pass through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreCall {
+    /// `CheckpointStore::get`.
+    Get,
+    /// `CheckpointStore::set`.
+    Set,
+    /// `CheckpointStore::set_fenced`.
+    SetFenced,
+    /// `CheckpointStore::pending_batch`.
+    PendingBatch,
+    /// `CheckpointStore::set_pending_batch`.
+    SetPendingBatch,
+    /// `LeaseStore::list_leases`.
+    ListLeases,
+    /// `LeaseStore::create_lease`.
+    CreateLease,
+    /// `LeaseStore::take_lease`.
+    TakeLease,
+    /// `LeaseStore::renew_lease`.
+    RenewLease,
+    /// `LeaseStore::release_lease`.
+    ReleaseLease,
+}
+
+/// What a [`HookedStore`] does around the calls it passes through; every
+/// hook passes the call through unchanged unless a test overrides it.
+#[async_trait]
+pub trait StoreHooks: Send + Sync {
+    /// Runs before every call; an error answers the call instead of the store.
+    async fn before(&self, call: StoreCall) -> Result<()> {
+        let _ = call;
+        Ok(())
+    }
+
+    /// Runs a fenced checkpoint write (`write`, already past
+    /// [`before`](Self::before)) and answers for it.
+    async fn around_fenced_write(
+        &self,
+        checkpoint: &Checkpoint,
+        write: BoxFuture<'_, Result<()>>,
+    ) -> Result<()> {
+        let _ = checkpoint;
+        write.await
+    }
+
+    /// Runs a renewal (`renew`, already past [`before`](Self::before)) and
+    /// answers for it.
+    async fn around_renewal(&self, renew: BoxFuture<'_, Result<Lease>>) -> Result<Lease> {
+        renew.await
+    }
+}
+
+/// `inner` with `hooks` around its calls.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use kinesis_connectors_core::{
+///     CheckpointStore, MemoryCheckpointStore, Result, ShardKey, async_trait,
+/// };
+/// use kinesis_connectors_testkit::{HookedStore, StoreCall, StoreHooks};
+///
+/// /// Counts checkpoint reads.
+/// #[derive(Default)]
+/// struct Reads(AtomicUsize);
+///
+/// #[async_trait]
+/// impl StoreHooks for Reads {
+///     async fn before(&self, call: StoreCall) -> Result<()> {
+///         if call == StoreCall::Get {
+///             self.0.fetch_add(1, Ordering::SeqCst);
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let store = HookedStore::with_hooks(MemoryCheckpointStore::new(), Reads::default());
+/// store.get(&ShardKey::new("app", "stream", "shard-0")).await?;
+/// assert_eq!(store.hooks().0.load(Ordering::SeqCst), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct HookedStore<S, H> {
+    inner: S,
+    hooks: H,
+}
+
+impl<S, H> HookedStore<S, H> {
+    /// `inner` with `hooks` around its calls.
+    pub fn with_hooks(inner: S, hooks: H) -> Self {
+        Self { inner, hooks }
+    }
+
+    /// The hooks, to steer them or read what they saw.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl<S: LeaseStore, H: StoreHooks> CheckpointStore for HookedStore<S, H> {
+    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
+        self.hooks.before(StoreCall::Get).await?;
+        self.inner.get(key).await
+    }
+
+    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
+        self.hooks.before(StoreCall::Set).await?;
+        self.inner.set(key, checkpoint).await
+    }
+
+    async fn set_fenced(
+        &self,
+        key: &ShardKey,
+        checkpoint: &Checkpoint,
+        lease: &Lease,
+    ) -> Result<()> {
+        self.hooks.before(StoreCall::SetFenced).await?;
+        let write = self.inner.set_fenced(key, checkpoint, lease);
+        self.hooks.around_fenced_write(checkpoint, write).await
+    }
+
+    fn keeps_pending_batches(&self) -> bool {
+        self.inner.keeps_pending_batches()
+    }
+
+    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
+        self.hooks.before(StoreCall::PendingBatch).await?;
+        self.inner.pending_batch(key).await
+    }
+
+    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
+        self.hooks.before(StoreCall::SetPendingBatch).await?;
+        self.inner.set_pending_batch(key, end, lease).await
+    }
+}
+
+#[async_trait]
+impl<S: LeaseStore, H: StoreHooks> LeaseStore for HookedStore<S, H> {
+    async fn list_leases(&self, application: &str, stream: &str) -> Result<Vec<StoredLease>> {
+        self.hooks.before(StoreCall::ListLeases).await?;
+        self.inner.list_leases(application, stream).await
+    }
+
+    async fn create_lease(&self, key: &ShardKey, parent_shard_ids: &[String]) -> Result<()> {
+        self.hooks.before(StoreCall::CreateLease).await?;
+        self.inner.create_lease(key, parent_shard_ids).await
+    }
+
+    async fn take_lease(
+        &self,
+        key: &ShardKey,
+        expected_counter: u64,
+        owner: &str,
+    ) -> Result<Option<Lease>> {
+        self.hooks.before(StoreCall::TakeLease).await?;
+        self.inner.take_lease(key, expected_counter, owner).await
+    }
+
+    async fn renew_lease(&self, key: &ShardKey, lease: &Lease) -> Result<Lease> {
+        self.hooks.before(StoreCall::RenewLease).await?;
+        let renew = self.inner.renew_lease(key, lease);
+        self.hooks.around_renewal(renew).await
+    }
+
+    async fn release_lease(&self, key: &ShardKey, lease: &Lease) -> Result<()> {
+        self.hooks.before(StoreCall::ReleaseLease).await?;
+        self.inner.release_lease(key, lease).await
+    }
+}
+
+/// The hooks of [`RenewalAppliedButFailed`]: the next renewal's answer.
+#[derive(Debug, Default)]
+pub struct LostRenewalReply {
+    next_answer: Mutex<Option<Error>>,
+}
+
+#[async_trait]
+impl StoreHooks for LostRenewalReply {
+    async fn around_renewal(&self, renew: BoxFuture<'_, Result<Lease>>) -> Result<Lease> {
+        let renewed = renew.await;
+        let answer = self
+            .next_answer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match answer {
+            Some(error) => Err(error),
+            None => renewed,
+        }
+    }
+}
 
 /// Wraps a lease store: the next renewal is applied by the inner store and
 /// then answered with a chosen error, as a store answers whose reply was
@@ -29,102 +234,22 @@ use kinesis_connectors_core::{
 /// assert_eq!(worker.renew(&lease).await.unwrap().counter, lease.counter + 2);
 /// # }
 /// ```
-#[derive(Debug)]
-pub struct RenewalAppliedButFailed<S> {
-    inner: S,
-    next_answer: Mutex<Option<Error>>,
-}
+pub type RenewalAppliedButFailed<S> = HookedStore<S, LostRenewalReply>;
 
-impl<S> RenewalAppliedButFailed<S> {
+impl<S> HookedStore<S, LostRenewalReply> {
     /// Wraps `inner`; renewals pass through until
     /// [`answer_next_renewal_with`](Self::answer_next_renewal_with).
     pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            next_answer: Mutex::new(None),
-        }
+        Self::with_hooks(inner, LostRenewalReply::default())
     }
 
     /// The next renewal is applied, then answered with `error`.
     pub fn answer_next_renewal_with(&self, error: Error) {
         *self
+            .hooks
             .next_answer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
-    }
-
-    /// The wrapped store.
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
-}
-
-#[async_trait]
-impl<S: LeaseStore> CheckpointStore for RenewalAppliedButFailed<S> {
-    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
-        self.inner.get(key).await
-    }
-
-    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
-        self.inner.set(key, checkpoint).await
-    }
-
-    async fn set_fenced(
-        &self,
-        key: &ShardKey,
-        checkpoint: &Checkpoint,
-        lease: &Lease,
-    ) -> Result<()> {
-        self.inner.set_fenced(key, checkpoint, lease).await
-    }
-
-    fn keeps_pending_batches(&self) -> bool {
-        self.inner.keeps_pending_batches()
-    }
-
-    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
-        self.inner.pending_batch(key).await
-    }
-
-    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
-        self.inner.set_pending_batch(key, end, lease).await
-    }
-}
-
-#[async_trait]
-impl<S: LeaseStore> LeaseStore for RenewalAppliedButFailed<S> {
-    async fn list_leases(&self, application: &str, stream: &str) -> Result<Vec<StoredLease>> {
-        self.inner.list_leases(application, stream).await
-    }
-
-    async fn create_lease(&self, key: &ShardKey, parent_shard_ids: &[String]) -> Result<()> {
-        self.inner.create_lease(key, parent_shard_ids).await
-    }
-
-    async fn take_lease(
-        &self,
-        key: &ShardKey,
-        expected_counter: u64,
-        owner: &str,
-    ) -> Result<Option<Lease>> {
-        self.inner.take_lease(key, expected_counter, owner).await
-    }
-
-    async fn renew_lease(&self, key: &ShardKey, lease: &Lease) -> Result<Lease> {
-        let renewed = self.inner.renew_lease(key, lease).await;
-        let answer = self
-            .next_answer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        match answer {
-            Some(error) => Err(error),
-            None => renewed,
-        }
-    }
-
-    async fn release_lease(&self, key: &ShardKey, lease: &Lease) -> Result<()> {
-        self.inner.release_lease(key, lease).await
     }
 }
 
@@ -157,50 +282,27 @@ enum Condition {
 /// store.up();
 /// # }
 /// ```
+pub type OutageStore<S> = HookedStore<S, Outage>;
+
+/// The hooks of [`OutageStore`]: what calls meet now.
 #[derive(Debug)]
-pub struct OutageStore<S> {
-    inner: S,
+pub struct Outage {
     condition: Mutex<Condition>,
 }
 
-impl<S> OutageStore<S> {
-    /// Wraps `inner`, up.
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            condition: Mutex::new(Condition::Up),
-        }
-    }
-
-    /// Every call fails at once with a retryable error from now on.
-    pub fn down(&self) {
-        self.set(Condition::Down);
-    }
-
-    /// Every call waits `delay` before it goes through, from now on.
-    pub fn slow(&self, delay: Duration) {
-        self.set(Condition::Slow(delay));
-    }
-
-    /// Calls go through again.
-    pub fn up(&self) {
-        self.set(Condition::Up);
-    }
-
-    /// The wrapped store.
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
-
+impl Outage {
     fn set(&self, condition: Condition) {
         *self
             .condition
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = condition;
     }
+}
 
+#[async_trait]
+impl StoreHooks for Outage {
     /// Lets a call through, late or not at all, as the condition says.
-    async fn gate(&self) -> Result<()> {
+    async fn before(&self, _call: StoreCall) -> Result<()> {
         let condition = *self
             .condition
             .lock()
@@ -218,72 +320,29 @@ impl<S> OutageStore<S> {
     }
 }
 
-#[async_trait]
-impl<S: LeaseStore> CheckpointStore for OutageStore<S> {
-    async fn get(&self, key: &ShardKey) -> Result<Option<Checkpoint>> {
-        self.gate().await?;
-        self.inner.get(key).await
+impl<S> HookedStore<S, Outage> {
+    /// Wraps `inner`, up.
+    pub fn new(inner: S) -> Self {
+        Self::with_hooks(
+            inner,
+            Outage {
+                condition: Mutex::new(Condition::Up),
+            },
+        )
     }
 
-    async fn set(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<()> {
-        self.gate().await?;
-        self.inner.set(key, checkpoint).await
+    /// Every call fails at once with a retryable error from now on.
+    pub fn down(&self) {
+        self.hooks.set(Condition::Down);
     }
 
-    async fn set_fenced(
-        &self,
-        key: &ShardKey,
-        checkpoint: &Checkpoint,
-        lease: &Lease,
-    ) -> Result<()> {
-        self.gate().await?;
-        self.inner.set_fenced(key, checkpoint, lease).await
+    /// Every call waits `delay` before it goes through, from now on.
+    pub fn slow(&self, delay: Duration) {
+        self.hooks.set(Condition::Slow(delay));
     }
 
-    fn keeps_pending_batches(&self) -> bool {
-        self.inner.keeps_pending_batches()
-    }
-
-    async fn pending_batch(&self, key: &ShardKey) -> Result<Option<Position>> {
-        self.gate().await?;
-        self.inner.pending_batch(key).await
-    }
-
-    async fn set_pending_batch(&self, key: &ShardKey, end: &Position, lease: &Lease) -> Result<()> {
-        self.gate().await?;
-        self.inner.set_pending_batch(key, end, lease).await
-    }
-}
-
-#[async_trait]
-impl<S: LeaseStore> LeaseStore for OutageStore<S> {
-    async fn list_leases(&self, application: &str, stream: &str) -> Result<Vec<StoredLease>> {
-        self.gate().await?;
-        self.inner.list_leases(application, stream).await
-    }
-
-    async fn create_lease(&self, key: &ShardKey, parent_shard_ids: &[String]) -> Result<()> {
-        self.gate().await?;
-        self.inner.create_lease(key, parent_shard_ids).await
-    }
-
-    async fn take_lease(
-        &self,
-        key: &ShardKey,
-        expected_counter: u64,
-        owner: &str,
-    ) -> Result<Option<Lease>> {
-        self.gate().await?;
-        self.inner.take_lease(key, expected_counter, owner).await
-    }
-
-    async fn renew_lease(&self, key: &ShardKey, lease: &Lease) -> Result<Lease> {
-        self.gate().await?;
-        self.inner.renew_lease(key, lease).await
-    }
-
-    async fn release_lease(&self, key: &ShardKey, lease: &Lease) -> Result<()> {
-        self.gate().await?;
-        self.inner.release_lease(key, lease).await
+    /// Calls go through again.
+    pub fn up(&self) {
+        self.hooks.set(Condition::Up);
     }
 }
