@@ -84,9 +84,10 @@ pub(crate) fn caught_up_estimate(since: Duration, max_records: u32) -> usize {
 /// drops a record. Before a shard's first pages, a reader reserves the most
 /// a page can hold (10 MiB plus the per-record overhead); once the shard is
 /// caught up, what Kinesis lets producers write since its last call. On AWS
-/// that makes the budget a bound; an emulator that takes writes faster than
-/// a shard's limit can overshoot it by the excess of pages that are waiting
-/// for room.
+/// that makes the budget a bound. A page larger than its reservation (an
+/// emulator that takes writes faster than a shard's limit) takes what room
+/// is free and goes on without waiting, so the budget can be overshot by
+/// that page's excess.
 ///
 /// ```
 /// use kinesis_connectors_core::MemoryBudget;
@@ -303,13 +304,19 @@ impl Reservation {
         }
     }
 
-    /// Waits for room until this reservation holds at least `bytes` (at most
-    /// the whole budget).
-    pub(crate) async fn grow_to(&mut self, bytes: usize) {
+    /// Grows this reservation to `bytes` (at most the whole budget) if that
+    /// much room is free now; true if it holds `bytes` afterwards.
+    pub(crate) fn try_grow_to(&mut self, bytes: usize) -> bool {
         let missing = bytes.saturating_sub(self.bytes());
-        if missing > 0 {
-            let more = self.budget.reserve(missing).await;
-            self.merge(more);
+        if missing == 0 {
+            return true;
+        }
+        match self.budget.try_reserve(missing) {
+            Some(more) => {
+                self.merge(more);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -344,8 +351,10 @@ mod tests {
         let mut held = budget.nothing();
         held.merge(page);
         assert_eq!(budget.in_use(), 10 * UNIT);
-        held.grow_to(2 * MIB).await;
+        assert!(held.try_grow_to(2 * MIB));
         assert_eq!(budget.in_use(), 2 * MIB);
+        assert!(!held.try_grow_to(5 * MIB), "only 4 MiB in all");
+        assert_eq!(held.bytes(), 2 * MIB, "a failed grow takes nothing");
         drop(held);
         assert_eq!(budget.in_use(), 0);
         assert_eq!(budget.high_water(), 3 * MIB);

@@ -1154,13 +1154,11 @@ impl Reader {
                         }
                         caught_up_at = caught_up.then(Instant::now);
                         let cost = page.records.iter().map(record_cost).sum();
-                        if cost > reservation.bytes() {
-                            // More than the shard's write limit allows (an
-                            // emulator): the page waits for its room.
-                            if self.wait_for_room(reservation.grow_to(cost)).await {
-                                return;
-                            }
-                        }
+                        // More than the shard's write limit allows (an
+                        // emulator): the page takes what room is free. It
+                        // does not wait, holding its records, for room that
+                        // other waiting readers may hold.
+                        reservation.try_grow_to(cost);
                         reservation.shrink_to(cost);
                         if let Some(last) = page.records.last() {
                             last_read = Some(last.sequence_number.clone());
@@ -1197,17 +1195,9 @@ impl Reader {
     /// Reserves `bytes` for the next page; `None` if the reader was stopped
     /// while it waited for room.
     async fn reserve(&self, bytes: usize) -> Option<Reservation> {
-        let mut reservation = self.memory.nothing();
-        let stopped = self.wait_for_room(reservation.grow_to(bytes)).await;
-        (!stopped).then_some(reservation)
-    }
-
-    /// Runs `wait` (a reservation growing); true if the reader was stopped
-    /// meanwhile.
-    async fn wait_for_room(&self, wait: impl Future<Output = ()>) -> bool {
         tokio::select! {
-            () = self.stop.cancelled() => true,
-            () = wait => false,
+            () = self.stop.cancelled() => None,
+            reservation = self.memory.reserve(bytes) => Some(reservation),
         }
     }
 
