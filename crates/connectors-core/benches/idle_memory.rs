@@ -14,6 +14,9 @@
 //! `cargo test --all-targets` does) it idles 2 s as a smoke test.
 //! Linux only: elsewhere the RSS figures read as unavailable.
 
+#[path = "support/proc_status.rs"]
+mod proc_status;
+
 use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ use kinesis_connectors_core::{
     Pipeline, ShardConfig, ShardContext, ShardInfo, StreamConsumer, async_trait,
 };
 use kinesis_connectors_testkit::ScriptedSource;
+use proc_status::status_bytes;
 
 /// Open shards the consumer idles on.
 const SHARDS: usize = 100;
@@ -49,13 +53,7 @@ impl Emitter<Bytes> for NoopEmitter {
 
 /// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`), in MiB.
 fn status_mib(field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| {
-        line.strip_prefix(field)
-            .is_some_and(|rest| rest.starts_with(':'))
-    })?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    status_bytes(field).map(|bytes| bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn mib(value: Option<f64>) -> String {

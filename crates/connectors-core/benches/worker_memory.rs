@@ -16,14 +16,17 @@
 //! the consumer starts. Each child prints its figures; the parent prints a
 //! table and exits non-zero when a child reads less than the whole backlog
 //! or goes over the bound. `WORKER_MEMORY_BUDGET_MIB` sets another budget
-//! (64 MiB by default); a budget too large to bite shows what the shards
+//! (64 MiB by default, 8 MiB in the smoke test); a budget too large to bite shows what the shards
 //! hold without one.
 //!
 //! Run with `cargo bench -p kinesis-connectors-core --bench worker_memory`
 //! (400,000 records per count). Run without `--bench` (as `cargo test
-//! --all-targets` does) it reads 20,000 records through 1 and 100 shards as
-//! a smoke test. Linux only: elsewhere the RSS figures read as unavailable
+//! --all-targets` does) it reads 20,000 records through 1 and 100 shards
+//! under an 8 MiB budget as a smoke test. Linux only: elsewhere the RSS figures read as unavailable
 //! and nothing is checked.
+
+#[path = "support/proc_status.rs"]
+mod proc_status;
 
 use std::error::Error;
 use std::process::Command;
@@ -38,6 +41,7 @@ use kinesis_connectors_core::{
     async_trait,
 };
 use kinesis_connectors_testkit::{HookedSource, ScriptedSource, SourceHooks};
+use proc_status::status_bytes;
 
 const MIB: usize = 1024 * 1024;
 
@@ -45,10 +49,15 @@ const MIB: usize = 1024 * 1024;
 /// otherwise (a large one shows what the shards hold without a bound).
 const DEFAULT_BUDGET: usize = 64 * MIB;
 
-fn budget_bytes() -> BoxResult<usize> {
+/// The smoke test's budget: smaller than its backlog, so that the budget
+/// bites there too (and part-full batches do not wait for their age).
+const SMOKE_BUDGET: usize = 8 * MIB;
+
+fn budget_bytes(bench: bool) -> BoxResult<usize> {
     match std::env::var("WORKER_MEMORY_BUDGET_MIB") {
         Ok(mib) => Ok(mib.parse::<usize>()? * MIB),
-        Err(_) => Ok(DEFAULT_BUDGET),
+        Err(_) if bench => Ok(DEFAULT_BUDGET),
+        Err(_) => Ok(SMOKE_BUDGET),
     }
 }
 
@@ -91,23 +100,12 @@ impl Emitter<Bytes> for Counting {
     }
 }
 
-/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes.
-fn status_bytes(field: &str) -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| {
-        line.strip_prefix(field)
-            .is_some_and(|rest| rest.starts_with(':'))
-    })?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / MIB as f64
 }
 
 /// One count of shards, in this process: prints a `result` line.
-fn child(shards: usize, records: usize) -> BoxResult<()> {
+fn child(shards: usize, records: usize, budget: usize) -> BoxResult<()> {
     let source = ScriptedSource::new();
     source.set_page_size(10_000);
     let per_shard = records / shards;
@@ -121,7 +119,7 @@ fn child(shards: usize, records: usize) -> BoxResult<()> {
     }
     let total = (per_shard * shards) as u64;
     let emitted = Arc::new(AtomicU64::new(0));
-    let budget = MemoryBudget::new(budget_bytes()?)?;
+    let budget = MemoryBudget::new(budget)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
@@ -204,10 +202,11 @@ fn main() -> BoxResult<()> {
     if let Some(at) = args.iter().position(|arg| arg == "--child") {
         let shards = args.get(at + 1).ok_or("--child needs a shard count")?;
         let records = args.get(at + 2).ok_or("--child needs a record count")?;
-        return child(shards.parse()?, records.parse()?);
+        let budget = args.get(at + 3).ok_or("--child needs a budget")?;
+        return child(shards.parse()?, records.parse()?, budget.parse()?);
     }
     let bench = args.iter().any(|arg| arg == "--bench");
-    let budget = budget_bytes()?;
+    let budget = budget_bytes(bench)?;
     let (counts, records): (&[usize], usize) = if bench {
         (&[1, 100, 1_000], 400_000)
     } else {
@@ -234,7 +233,12 @@ fn main() -> BoxResult<()> {
     let mut failures = Vec::new();
     for &shards in counts {
         let output = Command::new(std::env::current_exe()?)
-            .args(["--child", &shards.to_string(), &records.to_string()])
+            .args([
+                "--child",
+                &shards.to_string(),
+                &records.to_string(),
+                &budget.to_string(),
+            ])
             .output()?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
