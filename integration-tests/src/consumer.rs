@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kinesis_connectors_core::RecordSource;
 use kinesis_connectors_core::{
     BadRecordPolicy, BufferLimits, CancellationToken, CheckpointStore, Emitter, Pipeline,
     ShardConfig, ShardContext, ShardFailurePolicy, StreamConsumer, StreamConsumerBuilder,
     StreamReport, Transformer, Utf8Transformer,
 };
-use kinesis_connectors_kinesis::PollingSource;
+use kinesis_connectors_kinesis::{FanOutConsumer, FanOutSource, PollingSource};
 use tokio::task::JoinHandle;
 
 /// The idle delay of [`fast_shard_config`]: how long a shard task waits after
@@ -36,11 +37,56 @@ pub fn fast<T: Transformer>(builder: StreamConsumerBuilder<T>) -> StreamConsumer
         .discovery_interval(FAST_DISCOVERY_INTERVAL)
 }
 
+/// How a test consumer reads its stream: the tests of what the loop
+/// guarantees run with both retrievals.
+#[derive(Debug, Clone, Default)]
+pub enum Retrieval {
+    /// `GetRecords` ([`PollingSource`]).
+    #[default]
+    Polling,
+    /// Enhanced fan-out through this registration ([`FanOutSource`]).
+    FanOut(FanOutConsumer),
+}
+
+impl Retrieval {
+    /// Polling, or fan-out through a consumer named `name` registered on
+    /// `stream` now, as `fan_out` says.
+    ///
+    /// # Panics
+    ///
+    /// When the registration fails.
+    #[allow(clippy::expect_used)] // test support: a failed registration fails the test
+    pub async fn on(
+        fan_out: bool,
+        kinesis: &aws_sdk_kinesis::Client,
+        stream: &str,
+        name: &str,
+    ) -> Self {
+        if !fan_out {
+            return Self::Polling;
+        }
+        let consumer = FanOutConsumer::register(kinesis, stream, name)
+            .await
+            .expect("registering the fan-out consumer");
+        Self::FanOut(consumer)
+    }
+
+    /// The source that reads with this retrieval through `kinesis`.
+    pub fn source(&self, kinesis: &aws_sdk_kinesis::Client) -> Arc<dyn RecordSource> {
+        match self {
+            Self::Polling => Arc::new(PollingSource::new(kinesis.clone())),
+            Self::FanOut(consumer) => Arc::new(FanOutSource::new(kinesis.clone(), consumer)),
+        }
+    }
+}
+
 /// What a consumer of UTF-8 records ([`utf8_consumer`]) is made of.
 #[derive(Clone)]
 pub struct Utf8ConsumerSpec<'a> {
     /// The Kinesis client the consumer reads with.
     pub kinesis: &'a aws_sdk_kinesis::Client,
+    /// How it reads.
+    pub retrieval: Retrieval,
     /// The application name (checkpoint namespace).
     pub application: &'a str,
     /// The stream read.
@@ -68,6 +114,7 @@ pub struct Utf8ConsumerSpec<'a> {
 pub fn utf8_consumer(spec: Utf8ConsumerSpec<'_>) -> StreamConsumer<Utf8Transformer> {
     let Utf8ConsumerSpec {
         kinesis,
+        retrieval,
         application,
         stream,
         store,
@@ -79,7 +126,7 @@ pub fn utf8_consumer(spec: Utf8ConsumerSpec<'_>) -> StreamConsumer<Utf8Transform
     fast(StreamConsumer::builder(
         application,
         stream,
-        Arc::new(PollingSource::new(kinesis.clone())),
+        retrieval.source(kinesis),
         store,
         move |_: &ShardContext| {
             Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))

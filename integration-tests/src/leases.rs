@@ -10,7 +10,7 @@ use kinesis_connectors_core::{
 };
 
 use crate::RunningConsumer;
-use crate::consumer::{Utf8ConsumerSpec, utf8_consumer};
+use crate::consumer::{Retrieval, Utf8ConsumerSpec, utf8_consumer};
 use kinesis_connectors_testkit::{OutageStore, RenewalAppliedButFailed};
 
 /// Checks that a renewal `store` applied but answered with an error (a
@@ -111,6 +111,7 @@ where
         .expect("the new lease is free");
     let consumer = utf8_consumer(Utf8ConsumerSpec {
         kinesis,
+        retrieval: Retrieval::Polling,
         application,
         stream,
         store,

@@ -27,6 +27,7 @@
 pub mod consumer;
 pub mod leases;
 pub mod one_at_a_time;
+pub mod proxy;
 pub mod records;
 pub mod s3;
 pub mod wait;

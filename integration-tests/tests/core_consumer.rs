@@ -1,5 +1,6 @@
-//! The core consumer (`StreamConsumer` + `PollingSource`) against the local
-//! Kinesis of the stack (kinesis-local): a clean run delivers every record
+//! The core consumer (`StreamConsumer` with `PollingSource`, and again with
+//! the fan-out `FanOutSource`) against the local Kinesis of the stack
+//! (kinesis-local, or LocalStack's): a clean run delivers every record
 //! exactly once in per-key order, a restart from the checkpoint store loses
 //! nothing and replays only what was delivered but not checkpointed, and
 //! resharding (split, then merge) while records are written loses nothing and
@@ -26,7 +27,9 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
-use integration_tests::consumer::{STOP_WAIT, Utf8ConsumerSpec, assert_no_failures, utf8_consumer};
+use integration_tests::consumer::{
+    Retrieval, STOP_WAIT, Utf8ConsumerSpec, assert_no_failures, utf8_consumer,
+};
 use integration_tests::{RunningConsumer, create_stream, kinesis_client, unique_name, wait_until};
 use kinesis_connectors_core::{
     BadRecordPolicy, Batch, BufferLimits, CancellationToken, Checkpoint, EmitOutcome, Emitter,
@@ -251,6 +254,7 @@ impl Producer {
 /// 1 s discovery interval, so the tests finish fast.
 fn consumer(
     client: &aws_sdk_kinesis::Client,
+    retrieval: &Retrieval,
     stream: &str,
     store: &MemoryCheckpointStore,
     emitter: Arc<dyn Emitter<String>>,
@@ -258,6 +262,7 @@ fn consumer(
 ) -> StreamConsumer<Utf8Transformer> {
     utf8_consumer(Utf8ConsumerSpec {
         kinesis: client,
+        retrieval: retrieval.clone(),
         application: APP,
         stream,
         store: Arc::new(store.clone()),
@@ -611,17 +616,29 @@ async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<(
 /// the graceful stop every shard's checkpoint is its last record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_consumer_clean_run_emits_every_record_once_in_order() {
+    clean_run(false).await;
+}
+
+/// The same with enhanced fan-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_consumer_fan_out_clean_run_emits_every_record_once_in_order() {
+    clean_run(true).await;
+}
+
+async fn clean_run(fan_out: bool) {
     const SHARDS: usize = 4;
     const RECORDS: usize = 5_000;
     let started = Instant::now();
     let client = kinesis_client().await;
     let guard = TestStream::create(&client, "core-clean", SHARDS as i32).await;
     let stream = guard.name.clone();
+    let retrieval = Retrieval::on(fan_out, &client, &stream, APP).await;
 
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::<String>::new();
     let running = RunningConsumer::start(consumer(
         &client,
+        &retrieval,
         &stream,
         &store,
         Arc::new(emitter.clone()),
@@ -711,7 +728,7 @@ const RESTART_MAX_RECORDS: usize = 100;
 /// while a batch is delivered but not yet acknowledged, starts a second
 /// consumer on the same checkpoint store and waits until the union of both
 /// runs holds every record. Returns what the checks need.
-async fn restart(kind: StopKind) {
+async fn restart(kind: StopKind, fan_out: bool) {
     let started = Instant::now();
     let client = kinesis_client().await;
     let guard = TestStream::create(
@@ -721,6 +738,7 @@ async fn restart(kind: StopKind) {
     )
     .await;
     let stream = guard.name.clone();
+    let retrieval = Retrieval::on(fan_out, &client, &stream, APP).await;
     let store = MemoryCheckpointStore::new();
     // A slow acknowledgement keeps batches in flight long enough to stop
     // the consumer while one is delivered and not yet checkpointed.
@@ -729,6 +747,7 @@ async fn restart(kind: StopKind) {
 
     let running = RunningConsumer::start(consumer(
         &client,
+        &retrieval,
         &stream,
         &store,
         Arc::new(first.clone()),
@@ -790,6 +809,7 @@ async fn restart(kind: StopKind) {
 
     let running = RunningConsumer::start(consumer(
         &client,
+        &retrieval,
         &stream,
         &store,
         Arc::new(second.clone()),
@@ -919,7 +939,13 @@ async fn restart(kind: StopKind) {
 /// checkpointed each shard at the last record it emitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_consumer_restart_after_graceful_stop_loses_and_repeats_nothing() {
-    restart(StopKind::Graceful).await;
+    restart(StopKind::Graceful, false).await;
+}
+
+/// The same with enhanced fan-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_consumer_fan_out_restart_after_graceful_stop_loses_and_repeats_nothing() {
+    restart(StopKind::Graceful, true).await;
 }
 
 /// `JoinHandle::abort()` mid-stream while batches are delivered but not
@@ -928,7 +954,13 @@ async fn core_consumer_restart_after_graceful_stop_loses_and_repeats_nothing() {
 /// shards × max_records records).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_consumer_restart_after_abort_replays_only_unacknowledged_batches() {
-    restart(StopKind::Abort).await;
+    restart(StopKind::Abort, false).await;
+}
+
+/// The same with enhanced fan-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_consumer_fan_out_restart_after_abort_replays_only_unacknowledged_batches() {
+    restart(StopKind::Abort, true).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -942,15 +974,28 @@ async fn core_consumer_restart_after_abort_replays_only_unacknowledged_batches()
 /// and every closed shard is checkpointed at SHARD_END.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_consumer_follows_split_and_merge_without_loss_or_reordering() {
+    split_and_merge(false).await;
+}
+
+/// The same with enhanced fan-out: each closed shard's last event carries
+/// its children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_consumer_fan_out_follows_split_and_merge_without_loss_or_reordering() {
+    split_and_merge(true).await;
+}
+
+async fn split_and_merge(fan_out: bool) {
     let started = Instant::now();
     let client = kinesis_client().await;
     let guard = TestStream::create(&client, "core-reshard", 2).await;
     let stream = guard.name.clone();
+    let retrieval = Retrieval::on(fan_out, &client, &stream, APP).await;
 
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::<String>::new();
     let running = RunningConsumer::start(consumer(
         &client,
+        &retrieval,
         &stream,
         &store,
         Arc::new(emitter.clone()),

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use integration_tests::consumer::{Utf8ConsumerSpec, utf8_consumer};
+use integration_tests::consumer::{Retrieval, Utf8ConsumerSpec, utf8_consumer};
 use integration_tests::records::{self, PutOptions, put_records};
 use integration_tests::{
     RunningConsumer, create_stream, kinesis_client, unique_name, wait_for_progress,
@@ -63,6 +63,7 @@ fn consumer(
 ) -> StreamConsumer<Utf8Transformer> {
     utf8_consumer(Utf8ConsumerSpec {
         kinesis,
+        retrieval: Retrieval::Polling,
         application: APP,
         stream,
         store: Arc::new(MemoryCheckpointStore::new()),

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration_tests::consumer::{Utf8ConsumerSpec, utf8_consumer};
+use integration_tests::consumer::{Retrieval, Utf8ConsumerSpec, utf8_consumer};
 use integration_tests::records::{self, PutOptions, put_records};
 use integration_tests::{RunningConsumer, create_stream, kinesis_client, unique_name, wait_until};
 use kinesis_connectors_core::{
@@ -45,6 +45,7 @@ fn consumer(
 ) -> StreamConsumer<Utf8Transformer> {
     utf8_consumer(Utf8ConsumerSpec {
         kinesis,
+        retrieval: Retrieval::Polling,
         application,
         stream,
         store: Arc::new(store.clone()),

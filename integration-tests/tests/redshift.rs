@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use integration_tests::consumer::{Utf8ConsumerSpec, failures, utf8_consumer};
+use integration_tests::consumer::{Retrieval, Utf8ConsumerSpec, failures, utf8_consumer};
 use integration_tests::s3::list_objects;
 use integration_tests::{
     PutOptions, RunningConsumer, create_stream, database_url, kinesis_client, put_records,
@@ -217,6 +217,7 @@ fn consumer(
 ) -> StreamConsumer<Utf8Transformer> {
     utf8_consumer(Utf8ConsumerSpec {
         kinesis,
+        retrieval: Retrieval::Polling,
         application,
         stream,
         store: Arc::new(store.clone()),

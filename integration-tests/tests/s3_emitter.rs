@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use aws_sdk_kinesis::error::DisplayErrorContext;
-use integration_tests::consumer::{Utf8ConsumerSpec, utf8_consumer};
+use integration_tests::consumer::{Retrieval, Utf8ConsumerSpec, utf8_consumer};
 use integration_tests::records::{self, PutOptions, put_records};
 use integration_tests::s3::list_objects;
 use integration_tests::{
@@ -105,6 +105,7 @@ fn consumer(
 ) -> StreamConsumer<Utf8Transformer> {
     utf8_consumer(Utf8ConsumerSpec {
         kinesis,
+        retrieval: Retrieval::Polling,
         application: APP,
         stream,
         store,

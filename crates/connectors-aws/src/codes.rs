@@ -20,8 +20,15 @@ pub enum Service {
 
 impl Service {
     /// The class of `code`, when this service's table or the codes every
-    /// service uses list it.
-    pub(crate) fn class_of(self, code: &str) -> Option<ErrorClass> {
+    /// service uses list it: for errors that arrive without an HTTP answer
+    /// of their own, such as those inside a `SubscribeToShard` event stream.
+    ///
+    /// ```
+    /// use kinesis_connectors_aws::{ErrorClass, Service};
+    /// assert_eq!(Service::Kinesis.class_of("InternalFailureException"), Some(ErrorClass::Transient));
+    /// assert_eq!(Service::Kinesis.class_of("NoSuchCode"), None);
+    /// ```
+    pub fn class_of(self, code: &str) -> Option<ErrorClass> {
         let table = match self {
             Self::Kinesis => KINESIS,
             Self::S3 => S3,

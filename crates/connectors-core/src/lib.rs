@@ -35,7 +35,7 @@ pub use retry::{Backoff, RetryPolicy};
 pub use shard::{
     LeaseHandle, ShardConfig, ShardConsumer, ShardEnv, ShardOutcome, ShardReport, ShardStats,
 };
-pub use source::{InitialPosition, RecordSource, RecordsPage, ShardInfo, StartPosition};
+pub use source::{Delivery, InitialPosition, RecordSource, RecordsPage, ShardInfo, StartPosition};
 pub use status::{ConsumerStatus, ShardState, ShardStatus};
 pub use stream::{
     PipelineFactory, REPORTS_KEPT_PER_SHARD, ShardFailurePolicy, StreamConsumer,

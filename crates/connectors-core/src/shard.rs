@@ -31,7 +31,7 @@ use crate::pipeline::{
 };
 use crate::record::{Position, Record, SequenceNumber, ShardContext};
 use crate::retry::RetryPolicy;
-use crate::source::{InitialPosition, RecordSource, RecordsPage, StartPosition};
+use crate::source::{Delivery, InitialPosition, RecordSource, RecordsPage, StartPosition};
 use crate::status::{ConsumerStatus, ShardState};
 use crate::timeout::within;
 
@@ -1137,7 +1137,15 @@ impl Reader {
                     |after| self.timed_out("GetRecords", after),
                 )
                 .await;
-                next_call = Instant::now() + MIN_CALL_INTERVAL;
+                // A pushing source waits for records itself; only polling
+                // keeps to the service's calls per second.
+                let polled = self.source.delivery() == Delivery::Polled;
+                next_call = Instant::now()
+                    + if polled {
+                        MIN_CALL_INTERVAL
+                    } else {
+                        Duration::ZERO
+                    };
                 match result {
                     Ok(page) => {
                         delays = self.config.retry.delays();
@@ -1149,7 +1157,7 @@ impl Reader {
                             });
                         }
                         let caught_up = page.millis_behind_latest.is_none_or(|behind| behind <= 0);
-                        if page.records.is_empty() && caught_up {
+                        if polled && page.records.is_empty() && caught_up {
                             next_call = Instant::now() + self.config.idle_delay;
                         }
                         caught_up_at = caught_up.then(Instant::now);

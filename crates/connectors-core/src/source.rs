@@ -107,6 +107,25 @@ pub struct RecordsPage {
     pub child_shards: Vec<String>,
 }
 
+/// How a source gets its records, which decides how the shard's reader
+/// paces its calls to [`RecordSource::get_records`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Every `get_records` call is a request to the service (`GetRecords`,
+    /// at most 5 calls per second per shard, shared by every consumer of
+    /// the stream): the reader waits 200 ms between calls, and
+    /// [`idle_delay`](crate::ShardConfig::idle_delay) after a page that
+    /// found the shard caught up.
+    #[default]
+    Polled,
+    /// The service pushes records (enhanced fan-out's `SubscribeToShard`):
+    /// `get_records` waits for the next pushed records itself and returns an
+    /// empty page after a bounded wait, so the reader calls it again at once.
+    /// Not calling it is what slows the subscription down.
+    Pushed,
+}
+
 /// What the consumer needs from a stream: list shards, get iterators, get records.
 ///
 /// Errors are [`Error::Source`](crate::Error::Source) values whose
@@ -127,6 +146,11 @@ pub trait RecordSource: Send + Sync {
 
     /// Up to `limit` records from `iterator`.
     async fn get_records(&self, iterator: &str, limit: u32) -> Result<RecordsPage>;
+
+    /// How this source gets its records (default: [`Delivery::Polled`]).
+    fn delivery(&self) -> Delivery {
+        Delivery::Polled
+    }
 }
 
 #[cfg(test)]

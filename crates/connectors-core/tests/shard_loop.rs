@@ -12,13 +12,14 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use kinesis_connectors_core::{
     BadRecordPolicy, BufferLimits, BytesTransformer, CancellationToken, Checkpoint,
-    CheckpointStore, Error, FailedRecord, InitialPosition, JsonTransformer, Lease, LeaseHandle,
-    MemoryCheckpointStore, Pipeline, Position, RetryPolicy, SequenceNumber, ShardConfig,
-    ShardConsumer, ShardEnv, ShardInfo, ShardKey, ShardOutcome, ShardReport, StartPosition,
-    Transformer, Utf8Transformer,
+    CheckpointStore, Delivery, Error, FailedRecord, InitialPosition, JsonTransformer, Lease,
+    LeaseHandle, MemoryCheckpointStore, Pipeline, Position, RetryPolicy, SequenceNumber,
+    ShardConfig, ShardConsumer, ShardEnv, ShardInfo, ShardKey, ShardOutcome, ShardReport,
+    StartPosition, Transformer, Utf8Transformer,
 };
 use kinesis_connectors_testkit::{
-    FailingEmitter, Fault, RecordingEmitter, RejectingEmitter, ScriptedSource, shard_context,
+    FailingEmitter, Fault, PUSH_WAIT, RecordingEmitter, RejectingEmitter, ScriptedSource,
+    shard_context,
 };
 
 use support::{InterceptedStore, Write, sub_records};
@@ -283,6 +284,42 @@ async fn never_more_than_five_calls_per_second_and_idle_delay_when_caught_up() {
         assert!(*pair[1] - *pair[0] >= Duration::from_secs(1));
     }
     assert!(!idle_calls.is_empty(), "the idle shard is still polled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pushing_source_is_called_again_at_once() {
+    let (source, _) = source_with(30);
+    source.set_page_size(1);
+    source.set_delivery(Delivery::Pushed);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::new();
+    let consumer = shard_consumer(
+        &source,
+        &store,
+        config(),
+        pipeline_to(Arc::new(emitter.clone()), 1),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    let started = tokio::time::Instant::now();
+    emitter.wait_for_items(30, Duration::from_secs(600)).await;
+    // Polled, 30 pages take at least 29 × 200 ms; pushed, no pause at all.
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "30 pushed pages took {:?}",
+        started.elapsed()
+    );
+    // Caught up: the source's own wait paces the calls, not the idle delay.
+    let before = source.get_records_calls(SHARD).len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_calls = source.get_records_calls(SHARD).len() - before;
+    let expected = (Duration::from_secs(2).as_millis() / PUSH_WAIT.as_millis()) as usize;
+    assert!(
+        idle_calls.abs_diff(expected) <= 1,
+        "{idle_calls} calls in 2 s on a caught-up pushing source, expected about {expected}"
+    );
+    cancel.cancel();
+    task.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

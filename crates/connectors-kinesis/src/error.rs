@@ -3,9 +3,11 @@
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use kinesis_connectors_aws::Service;
 
-/// Errors of the Kinesis emitter.
+/// Errors of this crate: of the Kinesis emitter and of registering
+/// enhanced fan-out consumers (the sources report theirs as the core's
+/// [`Error::Source`](kinesis_connectors_core::Error::Source)).
 ///
-/// Every variant names the target stream and says whether retrying may
+/// Every variant names the stream or consumer and says whether retrying may
 /// succeed ([`Error::is_retryable`]). Converted into the core's
 /// [`Error::Emit`](kinesis_connectors_core::Error::Emit) (or
 /// [`Error::Config`](kinesis_connectors_core::Error::Config)) by `From`.
@@ -55,14 +57,48 @@ pub enum Error {
         /// Its error message.
         message: String,
     },
+
+    /// A call that registers, describes or deregisters an enhanced fan-out
+    /// consumer failed: throttling or a network error (retryable), or a
+    /// refusal (the stream does not exist, access denied, 20 consumers on
+    /// the stream already: not retryable).
+    #[error(
+        "{call} for fan-out consumer {consumer} failed{}{}: {message}",
+        code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
+        if *.retryable { ", retryable" } else { "" }
+    )]
+    Registration {
+        /// The Kinesis operation.
+        call: &'static str,
+        /// The consumer's name or ARN.
+        consumer: String,
+        /// The Kinesis error code, when Kinesis answered with one.
+        code: Option<String>,
+        /// Whether the same call may succeed later.
+        retryable: bool,
+        /// The SDK's description of the failure.
+        message: String,
+    },
+
+    /// A fan-out consumer is not ACTIVE: it is being deleted, or it did
+    /// not become ACTIVE within the wait. Retryable.
+    #[error("fan-out consumer {consumer} is {status}, not ACTIVE, after waiting {waited:?}")]
+    NotActive {
+        /// The consumer's name.
+        consumer: String,
+        /// Its status (`CREATING`, `DELETING`).
+        status: String,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
 }
 
 impl Error {
     /// Whether retrying the same batch may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Request { retryable, .. } => *retryable,
-            Self::PartialFailure { .. } => true,
+            Self::Request { retryable, .. } | Self::Registration { retryable, .. } => *retryable,
+            Self::PartialFailure { .. } | Self::NotActive { .. } => true,
             Self::Config(_) => false,
         }
     }

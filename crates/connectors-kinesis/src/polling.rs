@@ -61,15 +61,15 @@ const TAG: &str = "kc1|";
 /// them before calling Kinesis. That keeps `get_records` free of shared
 /// state: no map from iterators to shards to grow with every page and leak
 /// iterators the loop abandons (expired, shard ended).
-struct Tagged<'a> {
-    stream: &'a str,
-    shard_id: &'a str,
-    range: Option<HashKeyRange>,
-    iterator: &'a str,
+pub(crate) struct Tagged<'a> {
+    pub(crate) stream: &'a str,
+    pub(crate) shard_id: &'a str,
+    pub(crate) range: Option<HashKeyRange>,
+    pub(crate) iterator: &'a str,
 }
 
 impl<'a> Tagged<'a> {
-    fn parse(text: &'a str) -> Option<Self> {
+    pub(crate) fn parse(text: &'a str) -> Option<Self> {
         let mut parts = text.strip_prefix(TAG)?.splitn(4, '|');
         let stream = parts.next()?;
         let shard_id = parts.next()?;
@@ -87,7 +87,7 @@ impl<'a> Tagged<'a> {
         })
     }
 
-    fn tag(&self, iterator: &str) -> String {
+    pub(crate) fn tag(&self, iterator: &str) -> String {
         let range = self
             .range
             .map(|range| format!("{}-{}", range.start, range.end))
@@ -140,7 +140,7 @@ impl PollingSource {
 
     /// The shard's hash-key range, listing the stream once if the shard was
     /// not seen yet (a `ShardConsumer` used without a `StreamConsumer`).
-    async fn range(&self, stream: &str, shard_id: &str) -> Result<Option<HashKeyRange>> {
+    pub(crate) async fn range(&self, stream: &str, shard_id: &str) -> Result<Option<HashKeyRange>> {
         let key = (stream.to_owned(), shard_id.to_owned());
         if let Some(range) = self.cached_range(&key) {
             return Ok(Some(range));
@@ -156,81 +156,119 @@ impl PollingSource {
             .and_then(|ranges| ranges.get(key).copied())
     }
 
-    /// Replaces each aggregate by its sub-records that belong to the shard.
-    fn deaggregate_page(&self, tagged: &Tagged<'_>, records: Vec<Record>) -> Vec<Record> {
-        let mut out = Vec::with_capacity(records.len());
-        let mut outside = 0u64;
-        for record in records {
-            // Plain records skip `deaggregate` (which would clone them).
-            if !kpl::is_aggregated(&record.data) {
-                out.push(record);
-                continue;
-            }
-            match kpl::deaggregate(&record) {
-                // As the KCL does, an aggregate with any sub-record outside
-                // the shard is dropped whole: the KPL only packs records
-                // bound for one shard, and when its shard map was stale it
-                // puts the whole aggregate again, to the right shards.
-                Ok(subs) => match &tagged.range {
-                    Some(range) if !subs.iter().all(|sub| range.owns(sub)) => {
-                        outside += subs.len() as u64;
-                    }
-                    _ => out.extend(subs),
-                },
-                Err(err) => {
-                    tracing::warn!(
-                        stream = tagged.stream,
-                        shard_id = tagged.shard_id,
-                        error = %err,
-                        "handing on a record that is not a valid KPL aggregate as an ordinary record"
-                    );
-                    ::metrics::counter!(
-                        metrics::KPL_INVALID_AGGREGATES,
-                        "stream" => tagged.stream.to_owned(),
-                        "shard_id" => tagged.shard_id.to_owned()
-                    )
-                    .increment(1);
-                    out.push(record);
-                }
-            }
+    /// The records of one response as the loop gets them: de-aggregated
+    /// (see [`deaggregate`](Self::deaggregate)) unless that is off.
+    pub(crate) fn unpack(&self, shard: &ShardRef<'_>, records: Vec<Record>) -> Vec<Record> {
+        if self.deaggregate {
+            deaggregate_page(shard, records)
+        } else {
+            records
         }
-        if outside > 0 {
-            tracing::warn!(
-                stream = tagged.stream,
-                shard_id = tagged.shard_id,
-                dropped = outside,
-                "dropped KPL aggregates with a sub-record whose hash key belongs to another shard"
-            );
-            ::metrics::counter!(
-                metrics::KPL_SUB_RECORDS_OUTSIDE_SHARD,
-                "stream" => tagged.stream.to_owned(),
-                "shard_id" => tagged.shard_id.to_owned()
-            )
-            .increment(outside);
-        }
-        out
     }
+}
+
+/// The shard a response came from, as far as the source knows it.
+pub(crate) struct ShardRef<'a> {
+    pub(crate) stream: &'a str,
+    pub(crate) shard_id: &'a str,
+    pub(crate) range: Option<HashKeyRange>,
+}
+
+/// Replaces each aggregate by its sub-records, dropping the aggregates with
+/// a sub-record that belongs to another shard.
+fn deaggregate_page(tagged: &ShardRef<'_>, records: Vec<Record>) -> Vec<Record> {
+    let mut out = Vec::with_capacity(records.len());
+    let mut outside = 0u64;
+    for record in records {
+        // Plain records skip `deaggregate` (which would clone them).
+        if !kpl::is_aggregated(&record.data) {
+            out.push(record);
+            continue;
+        }
+        match kpl::deaggregate(&record) {
+            // As the KCL does, an aggregate with any sub-record outside
+            // the shard is dropped whole: the KPL only packs records
+            // bound for one shard, and when its shard map was stale it
+            // puts the whole aggregate again, to the right shards.
+            Ok(subs) => match &tagged.range {
+                Some(range) if !subs.iter().all(|sub| range.owns(sub)) => {
+                    outside += subs.len() as u64;
+                }
+                _ => out.extend(subs),
+            },
+            Err(err) => {
+                tracing::warn!(
+                    stream = tagged.stream,
+                    shard_id = tagged.shard_id,
+                    error = %err,
+                    "handing on a record that is not a valid KPL aggregate as an ordinary record"
+                );
+                ::metrics::counter!(
+                    metrics::KPL_INVALID_AGGREGATES,
+                    "stream" => tagged.stream.to_owned(),
+                    "shard_id" => tagged.shard_id.to_owned()
+                )
+                .increment(1);
+                out.push(record);
+            }
+        }
+    }
+    if outside > 0 {
+        tracing::warn!(
+            stream = tagged.stream,
+            shard_id = tagged.shard_id,
+            dropped = outside,
+            "dropped KPL aggregates with a sub-record whose hash key belongs to another shard"
+        );
+        ::metrics::counter!(
+            metrics::KPL_SUB_RECORDS_OUTSIDE_SHARD,
+            "stream" => tagged.stream.to_owned(),
+            "shard_id" => tagged.shard_id.to_owned()
+        )
+        .increment(outside);
+    }
+    out
 }
 
 /// Maps an SDK error to the loop's classes with the workspace's shared
 /// classification: throttling and network trouble are retried, an expired
 /// iterator is renewed, the rest stops the shard.
-fn classify<E>(err: SdkError<E, HttpResponse>) -> Error
+pub(crate) fn classify<E>(err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let kind = match kinesis_connectors_aws::classify(Service::Kinesis, &err).class {
+    let kind = source_kind(kinesis_connectors_aws::classify(Service::Kinesis, &err).class);
+    Error::source(kind, DisplayErrorContext(err).to_string())
+}
+
+/// What the loop does after an error of `class`.
+pub(crate) fn source_kind(class: ErrorClass) -> SourceErrorKind {
+    match class {
         ErrorClass::Throttling => SourceErrorKind::Throttled,
         ErrorClass::Transient => SourceErrorKind::Transient,
         ErrorClass::ExpiredIterator => SourceErrorKind::ExpiredIterator,
         ErrorClass::NotFound => SourceErrorKind::NotFound,
         _ => SourceErrorKind::Other,
-    };
-    Error::source(kind, DisplayErrorContext(err).to_string())
+    }
 }
 
 fn parse_sequence(text: &str) -> Result<SequenceNumber> {
     SequenceNumber::parse(text)
+}
+
+/// The loop's record for one the SDK returned (from `GetRecords` or a
+/// `SubscribeToShard` event).
+pub(crate) fn record_from_sdk(record: aws_sdk_kinesis::types::Record) -> Result<Record> {
+    Ok(Record {
+        sequence_number: parse_sequence(&record.sequence_number)?,
+        data: Bytes::from(record.data.into_inner()),
+        partition_key: record.partition_key.unwrap_or_default(),
+        sub_sequence_number: None,
+        approximate_arrival: record
+            .approximate_arrival_timestamp
+            .and_then(|at| SystemTime::try_from(at).ok()),
+        explicit_hash_key: None,
+    })
 }
 
 #[async_trait]
@@ -333,33 +371,26 @@ impl RecordSource for PollingSource {
             .send()
             .await
             .map_err(classify)?;
-        let mut records = Vec::with_capacity(output.records.len());
-        for record in output.records {
-            records.push(Record {
-                sequence_number: parse_sequence(&record.sequence_number)?,
-                data: Bytes::from(record.data.into_inner()),
-                partition_key: record.partition_key.unwrap_or_default(),
-                sub_sequence_number: None,
-                approximate_arrival: record
-                    .approximate_arrival_timestamp
-                    .and_then(|at| SystemTime::try_from(at).ok()),
-                explicit_hash_key: None,
-            });
-        }
+        let records = output
+            .records
+            .into_iter()
+            .map(record_from_sdk)
+            .collect::<Result<Vec<_>>>()?;
         // An iterator this source did not tag (one a caller got from Kinesis
         // directly) is still de-aggregated, only without the shard's range.
-        let untagged = Tagged {
-            stream: "",
-            shard_id: "",
-            range: None,
-            iterator,
+        let shard = match &tagged {
+            Some(tagged) => ShardRef {
+                stream: tagged.stream,
+                shard_id: tagged.shard_id,
+                range: tagged.range,
+            },
+            None => ShardRef {
+                stream: "",
+                shard_id: "",
+                range: None,
+            },
         };
-        let shard = tagged.as_ref().unwrap_or(&untagged);
-        let records = if self.deaggregate {
-            self.deaggregate_page(shard, records)
-        } else {
-            records
-        };
+        let records = self.unpack(&shard, records);
         let next_iterator = match &tagged {
             Some(tagged) => output.next_shard_iterator.map(|next| tagged.tag(&next)),
             None => output.next_shard_iterator,

@@ -2,7 +2,9 @@
 //! test wants to slow a call down, stall it or look at what it answered.
 
 use async_trait::async_trait;
-use kinesis_connectors_core::{RecordSource, RecordsPage, Result, ShardInfo, StartPosition};
+use kinesis_connectors_core::{
+    Delivery, RecordSource, RecordsPage, Result, ShardInfo, StartPosition,
+};
 
 /// What a [`HookedSource`] does around the calls it passes through; every
 /// hook does nothing unless a test overrides it.
@@ -94,5 +96,9 @@ impl<S: RecordSource, H: SourceHooks> RecordSource for HookedSource<S, H> {
         let mut page = self.inner.get_records(iterator, limit).await?;
         self.hooks.on_page(&mut page);
         Ok(page)
+    }
+
+    fn delivery(&self) -> Delivery {
+        self.inner.delivery()
     }
 }

@@ -25,5 +25,5 @@ pub use lease_faults::{
     HookedStore, LostRenewalReply, Outage, OutageStore, RenewalAppliedButFailed, StoreCall,
     StoreHooks,
 };
-pub use source::{Fault, ScriptedSource};
+pub use source::{Fault, PUSH_WAIT, ScriptedSource};
 pub use unreachable::unreachable_sdk_config;

@@ -8,13 +8,17 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kinesis_connectors_core::{
-    Error, Record, RecordSource, RecordsPage, Result, SequenceNumber, ShardInfo, SourceErrorKind,
-    StartPosition,
+    Delivery, Error, Record, RecordSource, RecordsPage, Result, SequenceNumber, ShardInfo,
+    SourceErrorKind, StartPosition,
 };
 use tokio::time::Instant;
 
 /// Prefix of the iterators a [`ScriptedSource`] hands out.
 const ITERATOR_PREFIX: &str = "scripted-iterator";
+
+/// How long a pushing [`ScriptedSource`] waits on a caught-up shard before
+/// it returns an empty page (see [`ScriptedSource::set_delivery`]).
+pub const PUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A failure a [`ScriptedSource`] returns instead of a response.
 ///
@@ -115,6 +119,7 @@ struct State {
     /// At most this many records per page (`None`: as many as asked for).
     page_size: Option<usize>,
     list_shards_faults: VecDeque<Fault>,
+    delivery: Delivery,
 }
 
 impl State {
@@ -213,6 +218,7 @@ impl ScriptedSource {
                 next_sequence: 1,
                 page_size: None,
                 list_shards_faults: VecDeque::new(),
+                delivery: Delivery::Polled,
             })),
         }
     }
@@ -340,6 +346,15 @@ impl ScriptedSource {
         self.lock().page_size = Some(n);
     }
 
+    /// Makes the source say it pushes records ([`Delivery::Pushed`], like
+    /// enhanced fan-out) instead of being polled (the default). A pushing
+    /// source's `get_records` on a caught-up open shard waits
+    /// [`PUSH_WAIT`] before it returns the empty page, as a subscription
+    /// waits for the next event.
+    pub fn set_delivery(&self, delivery: Delivery) {
+        self.lock().delivery = delivery;
+    }
+
     /// Queues a fault for the shard: each `GetRecords` call on it pops one
     /// queued fault, if any, and fails with it instead of reading.
     ///
@@ -443,6 +458,24 @@ impl RecordSource for ScriptedSource {
     }
 
     async fn get_records(&self, iterator: &str, limit: u32) -> Result<RecordsPage> {
+        let page = self.read_page(iterator, limit)?;
+        let waits = self.delivery() == Delivery::Pushed
+            && page.records.is_empty()
+            && page.next_iterator.is_some();
+        if waits {
+            tokio::time::sleep(PUSH_WAIT).await;
+        }
+        Ok(page)
+    }
+
+    fn delivery(&self) -> Delivery {
+        self.lock().delivery
+    }
+}
+
+impl ScriptedSource {
+    /// One page from `iterator`, without waiting.
+    fn read_page(&self, iterator: &str, limit: u32) -> Result<RecordsPage> {
         let (shard_id, index) = decode_iterator(iterator)?;
         let mut state = self.lock();
         let page_size = state.page_size;
