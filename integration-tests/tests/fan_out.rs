@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use integration_tests::consumer::{STOP_WAIT, fast};
@@ -24,11 +25,12 @@ use integration_tests::{
     put_records, sdk_config, stack, unique_name, wait_until,
 };
 use kinesis_connectors_core::{
-    BufferLimits, InitialPosition, MemoryCheckpointStore, Pipeline, ShardContext, StreamConsumer,
-    Utf8Transformer,
+    Batch, BufferLimits, EmitOutcome, Emitter, InitialPosition, MemoryBudget,
+    MemoryCheckpointStore, Pipeline, RecordsPage, ShardContext, StreamConsumer, Utf8Transformer,
+    async_trait,
 };
 use kinesis_connectors_kinesis::{Error, FanOutConsumer, FanOutSource};
-use kinesis_connectors_testkit::RecordingEmitter;
+use kinesis_connectors_testkit::{HookedSource, RecordingEmitter, SourceHooks};
 
 /// The bound of every wait for records.
 const WAIT: Duration = Duration::from_secs(120);
@@ -398,6 +400,124 @@ async fn fan_out_two_registrations_each_read_the_whole_stream() {
         let report = running.stop_within(STOP_WAIT).await;
         integration_tests::consumer::assert_no_failures(&report);
     }
+    client
+        .delete_stream()
+        .stream_name(&stream)
+        .enforce_consumer_deletion(true)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Counts the records the source handed to the loop, and the largest page.
+#[derive(Default)]
+struct ReadCount {
+    records: AtomicUsize,
+    largest_page: AtomicUsize,
+}
+
+impl SourceHooks for ReadCount {
+    fn on_page(&self, page: &mut RecordsPage) {
+        self.records.fetch_add(page.records.len(), Ordering::SeqCst);
+        self.largest_page
+            .fetch_max(page.records.len(), Ordering::SeqCst);
+    }
+}
+
+/// Sleeps before every batch it records, like a slow sink.
+#[derive(Clone)]
+struct SlowSink {
+    recording: RecordingEmitter<String>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Emitter<String> for SlowSink {
+    async fn emit(&self, batch: &Batch<String>) -> kinesis_connectors_core::Result<EmitOutcome> {
+        tokio::time::sleep(self.delay).await;
+        self.recording.emit(batch).await
+    }
+}
+
+/// A producer writes three times faster than a slow emitter takes batches,
+/// under a 2 MiB memory budget: the subscription is read only as fast as
+/// the emitter goes, so the loop holds no more than the page it read ahead
+/// and two batches, while the backlog waits at the server (or in the
+/// connection's window); the budget's high-water mark stays within it, and
+/// every record arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_a_slow_emitter_slows_the_subscription_within_the_memory_budget() {
+    const RECORDS: usize = 1_500;
+    const BATCH: usize = 50;
+    let client = kinesis_client().await;
+    let stream = unique_name("efo-backpressure");
+    create_stream(&client, &stream, 1).await.unwrap();
+    let registration = FanOutConsumer::register(&client, &stream, "slow")
+        .await
+        .unwrap();
+
+    let budget = MemoryBudget::new(2 * 1024 * 1024).unwrap();
+    let source = Arc::new(HookedSource::new(
+        FanOutSource::new(client.clone(), &registration),
+        ReadCount::default(),
+    ));
+    let reads = Arc::clone(&source);
+    // 50 records per 300 ms: ~170 records/s, a third of what the emulator
+    // takes from the producer.
+    let sink = SlowSink {
+        recording: RecordingEmitter::new(),
+        delay: Duration::from_millis(300),
+    };
+    let emitter = sink.clone();
+    let consumer = fast(StreamConsumer::builder(
+        "slow",
+        &stream,
+        source,
+        Arc::new(MemoryCheckpointStore::new()),
+        move |_: &ShardContext| {
+            Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
+                .buffer_limits(BufferLimits::default().with_max_records(BATCH))
+                .build()
+        },
+    ))
+    .memory_budget(budget.clone())
+    .build()
+    .unwrap();
+    let running = RunningConsumer::start(consumer);
+    tokio::time::sleep(SUBSCRIBED).await;
+
+    let padding = "x".repeat(4_000);
+    let expected: Vec<String> = (0..RECORDS)
+        .map(|i| format!("slow-{i:05} {padding}"))
+        .collect();
+    for chunk in expected.chunks(100) {
+        put(&client, &stream, chunk).await;
+    }
+    let read = reads.hooks().records.load(Ordering::SeqCst);
+    let emitted = sink.recording.item_count();
+    let largest = reads.hooks().largest_page.load(Ordering::SeqCst);
+    eprintln!(
+        "all {RECORDS} written: {read} read by the loop, {emitted} emitted; largest page \
+         {largest}; budget high-water {} of {} bytes",
+        budget.high_water(),
+        budget.bytes()
+    );
+    // kinesis-mock puts what accumulated since the last event into the
+    // next one, so a page may be large; the loop still holds no more
+    // than the page it read ahead and the batches it buffers.
+    assert!(
+        read - emitted <= 2 * BATCH + 2 * largest,
+        "{} records read ahead of a slow emitter (pages of at most {largest})",
+        read - emitted
+    );
+    assert_each_once("behind a slow emitter", &sink.recording, &expected).await;
+    running.stop().await;
+    assert!(
+        budget.high_water() <= budget.bytes(),
+        "budget high-water {} over {}",
+        budget.high_water(),
+        budget.bytes()
+    );
     client
         .delete_stream()
         .stream_name(&stream)

@@ -1,7 +1,8 @@
 //! KPL-aggregated data through whole pipelines on the local stack
 //! (kinesis-local): a stream-to-stream stage packs items into aggregates
 //! with `KinesisEmitter::aggregate`, and a second consumer reads the target
-//! stream item by item with `PollingSource`'s de-aggregation, its batches
+//! stream item by item with `PollingSource`'s de-aggregation (and again
+//! with `FanOutSource`'s), its batches
 //! cut inside aggregates, across a restart: every item arrives exactly
 //! once and the checkpoints land inside aggregates.
 //!
@@ -37,6 +38,7 @@ const READ_BATCH: usize = 7;
 /// A consumer of `stream` named `application`, checkpointing in `store`.
 fn consumer(
     kinesis: &aws_sdk_kinesis::Client,
+    retrieval: &Retrieval,
     application: &str,
     stream: &str,
     store: &MemoryCheckpointStore,
@@ -45,7 +47,7 @@ fn consumer(
 ) -> StreamConsumer<Utf8Transformer> {
     utf8_consumer(Utf8ConsumerSpec {
         kinesis,
-        retrieval: Retrieval::Polling,
+        retrieval: retrieval.clone(),
         application,
         stream,
         store: Arc::new(store.clone()),
@@ -74,12 +76,23 @@ async fn shard_ids(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kpl_pipeline_aggregated_items_are_read_back_once_across_a_restart() {
+    read_back_across_a_restart(false).await;
+}
+
+/// The same, the aggregates read back with enhanced fan-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpl_pipeline_fan_out_reads_aggregated_items_back_once_across_a_restart() {
+    read_back_across_a_restart(true).await;
+}
+
+async fn read_back_across_a_restart(fan_out: bool) {
     let started = Instant::now();
     let kinesis = kinesis_client().await;
     let source = unique_name("kpl-src");
     let target = unique_name("kpl-dst");
     create_stream(&kinesis, &source, 2).await.unwrap();
     create_stream(&kinesis, &target, 3).await.unwrap();
+    let reading = Retrieval::on(fan_out, &kinesis, &target, "kpl-read").await;
     let items: Vec<(String, String)> = (0..ITEMS)
         .map(|i| (format!("pk-{:02}", i % 40), format!("item {i:05}")))
         .collect();
@@ -94,6 +107,7 @@ async fn kpl_pipeline_aggregated_items_are_read_back_once_across_a_restart() {
         .unwrap();
     let stage1 = RunningConsumer::start(consumer(
         &kinesis,
+        &Retrieval::Polling,
         "kpl-pack",
         &source,
         &MemoryCheckpointStore::new(),
@@ -108,6 +122,7 @@ async fn kpl_pipeline_aggregated_items_are_read_back_once_across_a_restart() {
     let start_reader = || {
         RunningConsumer::start(consumer(
             &kinesis,
+            &reading,
             "kpl-read",
             &target,
             &store,

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use integration_tests::consumer::Retrieval;
 use integration_tests::one_at_a_time::dynamodb_client;
 use integration_tests::{
     PutOptions, Written, create_stream, kinesis_client, put_records, unique_name, wait_until,
@@ -33,7 +34,6 @@ use kinesis_connectors_core::{
     ShardAssigner, ShardConfig, ShardContext, ShardInfo, ShardKey, ShardOutcome, StoredLease,
     StreamConsumer, StreamReport, Utf8Transformer, async_trait, kpl,
 };
-use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_testkit::{BoxFuture, HookedStore, RecordingEmitter, StoreHooks};
 use tokio::task::JoinHandle;
 
@@ -60,12 +60,20 @@ struct Fixture {
     kinesis: aws_sdk_kinesis::Client,
     dynamodb: aws_sdk_dynamodb::Client,
     store: DynamoDbCheckpointStore,
+    /// How every worker reads (one registration shared by all workers).
+    retrieval: Retrieval,
 }
 
 async fn fixture(prefix: &str, shards: i32) -> Fixture {
+    fixture_reading(prefix, shards, false).await
+}
+
+/// A fixture whose workers read with enhanced fan-out when `fan_out`.
+async fn fixture_reading(prefix: &str, shards: i32, fan_out: bool) -> Fixture {
     let kinesis = kinesis_client().await;
     let stream = unique_name(prefix);
     create_stream(&kinesis, &stream, shards).await.unwrap();
+    let retrieval = Retrieval::on(fan_out, &kinesis, &stream, "leases").await;
     let app = format!("{stream}-app");
     let table = format!("{stream}-leases");
     let dynamodb = dynamodb_client().await;
@@ -82,6 +90,7 @@ async fn fixture(prefix: &str, shards: i32) -> Fixture {
         kinesis,
         dynamodb,
         store,
+        retrieval,
     }
 }
 
@@ -224,6 +233,7 @@ fn spawn_worker(fx: &Fixture, id: &str, failover: Duration, pause: Option<Arc<Pa
         id.to_owned(),
     );
     let (run_cancel, emitter) = (cancel.clone(), emitted.clone());
+    let retrieval = fx.retrieval.clone();
     let task = tokio::spawn(async move {
         let kinesis = kinesis_client().await;
         let store = DynamoDbCheckpointStore::builder(dynamodb_client().await, &app, &stream)
@@ -246,7 +256,7 @@ fn spawn_worker(fx: &Fixture, id: &str, failover: Duration, pause: Option<Arc<Pa
         let consumer = StreamConsumer::builder(
             &app,
             &stream,
-            Arc::new(PollingSource::new(kinesis)),
+            retrieval.source(&kinesis),
             checkpoints,
             move |_: &ShardContext| {
                 Pipeline::builder(Utf8Transformer, Arc::new(emitter.clone()))
@@ -345,8 +355,19 @@ fn assert_no_failures(id: &str, report: &StreamReport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_dynamodb_three_workers_share_eight_shards_and_emit_every_record() {
+    three_workers_share_eight_shards(false).await;
+}
+
+/// The same with enhanced fan-out: leases move between live workers while
+/// they balance, and each new owner subscribes where the old one stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_dynamodb_fan_out_three_workers_share_eight_shards_and_emit_every_record() {
+    three_workers_share_eight_shards(true).await;
+}
+
+async fn three_workers_share_eight_shards(fan_out: bool) {
     const RECORDS: usize = 10_000;
-    let fx = fixture("leases-share", 8).await;
+    let fx = fixture_reading("leases-share", 8, fan_out).await;
     let names = ["w1", "w2", "w3"];
     let workers: Vec<Worker> = names
         .iter()

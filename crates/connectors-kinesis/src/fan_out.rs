@@ -46,6 +46,10 @@ pub const EVENT_WAIT: Duration = Duration::from_secs(1);
 /// whether the shard was read to its end.
 const END_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A subscription no call read for this long is closed at the next
+/// discovery round.
+const IDLE_SESSION: Duration = Duration::from_secs(10);
+
 /// Counter of `SubscribeToShard` calls that opened a subscription, labelled
 /// `stream` and `shard_id`: one per shard per [`SESSION_LIMIT`] in a calm
 /// run, more after cut connections and restarts.
@@ -127,6 +131,8 @@ struct Session {
     opened: Instant,
     /// The token a call carries to read on from this subscription.
     resume: String,
+    /// When a call last put the subscription back.
+    used: Instant,
     /// When the source last asked `GetRecords` whether this closed shard
     /// was read to its end (see [`FanOutSource::ended_without_event`]).
     end_checked: Option<Instant>,
@@ -217,7 +223,8 @@ impl FanOutSource {
             .then_some(session)
     }
 
-    fn keep(&self, shard_id: &str, session: Session) {
+    fn keep(&self, shard_id: &str, mut session: Session) {
+        session.used = Instant::now();
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions.insert(shard_id.to_owned(), session);
         }
@@ -305,6 +312,7 @@ impl FanOutSource {
         Ok(Session {
             subscription: output,
             opened: Instant::now(),
+            used: Instant::now(),
             resume: token.to_owned(),
             end_checked: None,
         })
@@ -399,9 +407,14 @@ impl RecordSource for FanOutSource {
             );
         }
         // Discovery runs every round: the time to close subscriptions no
-        // shard task reads any more (the lease moved, the shard ended).
+        // shard task reads any more (its lease moved to another worker,
+        // whose subscription this one would hold off). One that is merely
+        // waiting for a slow emitter is opened again where it stood.
         if let Ok(mut sessions) = self.sessions.lock() {
-            sessions.retain(|_, session| session.opened.elapsed() < self.session_limit);
+            sessions.retain(|_, session| {
+                session.opened.elapsed() < self.session_limit
+                    && session.used.elapsed() < IDLE_SESSION
+            });
         }
         Ok(shards)
     }
