@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime};
 use integration_tests::consumer::{STOP_WAIT, fast};
 use integration_tests::proxy::CutProxy;
 use integration_tests::{
-    PutOptions, RunningConsumer, create_stream, fast_shard_config, host_port, kinesis_client,
-    put_records, sdk_config, stack, unique_name, wait_until,
+    PutOptions, RunningConsumer, create_stream, example_binary, fast_shard_config, host_port,
+    kinesis_client, put_records, sdk_config, stack, unique_name, wait_until,
 };
 use kinesis_connectors_core::{
     Batch, BufferLimits, EmitOutcome, Emitter, InitialPosition, MemoryBudget,
@@ -129,6 +129,24 @@ async fn assert_each_once(what: &str, emitter: &RecordingEmitter<String>, expect
     assert_eq!(items.len(), expected.len(), "{what}: unexpected records");
 }
 
+/// A new stream of `shards` shards named after `prefix`.
+async fn new_stream(client: &aws_sdk_kinesis::Client, prefix: &str, shards: i32) -> String {
+    let stream = unique_name(prefix);
+    create_stream(client, &stream, shards).await.unwrap();
+    stream
+}
+
+/// Deletes `stream` with its registrations.
+async fn delete_stream(client: &aws_sdk_kinesis::Client, stream: &str) {
+    client
+        .delete_stream()
+        .stream_name(stream)
+        .enforce_consumer_deletion(true)
+        .send()
+        .await
+        .unwrap();
+}
+
 /// A Kinesis client that reaches the stack through `proxy`.
 async fn client_through(proxy: &CutProxy) -> aws_sdk_kinesis::Client {
     let config = sdk_config().await;
@@ -167,8 +185,7 @@ async fn listed(client: &aws_sdk_kinesis::Client, stream_arn: &str) -> Vec<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_registration_is_idempotent_and_deregistration_explicit() {
     let client = kinesis_client().await;
-    let stream = unique_name("efo-registration");
-    create_stream(&client, &stream, 1).await.unwrap();
+    let stream = new_stream(&client, "efo-registration", 1).await;
 
     let first = FanOutConsumer::register(&client, &stream, "archiver")
         .await
@@ -225,13 +242,7 @@ async fn fan_out_registration_is_idempotent_and_deregistration_explicit() {
         missing.to_string().contains("DescribeStreamSummary"),
         "{missing}"
     );
-    client
-        .delete_stream()
-        .stream_name(&stream)
-        .enforce_consumer_deletion(true)
-        .send()
-        .await
-        .unwrap();
+    delete_stream(&client, &stream).await;
 }
 
 /// Shards without checkpoint start where `InitialPosition` says:
@@ -240,8 +251,7 @@ async fn fan_out_registration_is_idempotent_and_deregistration_explicit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_starts_at_timestamp_and_at_latest() {
     let client = kinesis_client().await;
-    let stream = unique_name("efo-positions");
-    create_stream(&client, &stream, 2).await.unwrap();
+    let stream = new_stream(&client, "efo-positions", 2).await;
     let registration = FanOutConsumer::register(&client, &stream, "positions")
         .await
         .unwrap();
@@ -280,13 +290,7 @@ async fn fan_out_starts_at_timestamp_and_at_latest() {
     put(&client, &stream, &late).await;
     assert_each_once("LATEST", &emitter, &late).await;
     running.stop().await;
-    client
-        .delete_stream()
-        .stream_name(&stream)
-        .enforce_consumer_deletion(true)
-        .send()
-        .await
-        .unwrap();
+    delete_stream(&client, &stream).await;
 }
 
 /// A live producer while the proxy in front of Kinesis cuts every
@@ -357,13 +361,7 @@ async fn fan_out_survives_cut_subscriptions_and_renews_sessions() {
         "{renewals} subscriptions in 12 s with a 5 s session limit on {SHARDS} shards"
     );
     running.stop().await;
-    direct
-        .delete_stream()
-        .stream_name(&stream)
-        .enforce_consumer_deletion(true)
-        .send()
-        .await
-        .unwrap();
+    delete_stream(&direct, &stream).await;
 }
 
 /// Two applications, each with its own registration, read one stream at the
@@ -371,8 +369,7 @@ async fn fan_out_survives_cut_subscriptions_and_renews_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_two_registrations_each_read_the_whole_stream() {
     let client = kinesis_client().await;
-    let stream = unique_name("efo-two");
-    create_stream(&client, &stream, 2).await.unwrap();
+    let stream = new_stream(&client, "efo-two", 2).await;
     let mut readers = Vec::new();
     for application in ["billing", "search"] {
         let registration = FanOutConsumer::register(&client, &stream, application)
@@ -400,13 +397,7 @@ async fn fan_out_two_registrations_each_read_the_whole_stream() {
         let report = running.stop_within(STOP_WAIT).await;
         integration_tests::consumer::assert_no_failures(&report);
     }
-    client
-        .delete_stream()
-        .stream_name(&stream)
-        .enforce_consumer_deletion(true)
-        .send()
-        .await
-        .unwrap();
+    delete_stream(&client, &stream).await;
 }
 
 /// Counts the records the source handed to the loop, and the largest page.
@@ -450,8 +441,7 @@ async fn fan_out_a_slow_emitter_slows_the_subscription_within_the_memory_budget(
     const RECORDS: usize = 1_500;
     const BATCH: usize = 50;
     let client = kinesis_client().await;
-    let stream = unique_name("efo-backpressure");
-    create_stream(&client, &stream, 1).await.unwrap();
+    let stream = new_stream(&client, "efo-backpressure", 1).await;
     let registration = FanOutConsumer::register(&client, &stream, "slow")
         .await
         .unwrap();
@@ -518,11 +508,59 @@ async fn fan_out_a_slow_emitter_slows_the_subscription_within_the_memory_budget(
         budget.high_water(),
         budget.bytes()
     );
-    client
-        .delete_stream()
-        .stream_name(&stream)
-        .enforce_consumer_deletion(true)
-        .send()
+    delete_stream(&client, &stream).await;
+}
+
+/// Runs the `fan-out` command of the examples with `args`; its stdout.
+async fn fan_out_command(args: &[&str]) -> String {
+    let binary = tokio::task::spawn_blocking(|| example_binary("example-support", "fan-out"))
         .await
         .unwrap();
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run fan-out")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "fan-out failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The `fan-out` command registers a consumer (printing its ARN), lists it
+/// as ACTIVE, and deregisters it; deregistering a missing one says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_command_registers_lists_and_deregisters() {
+    let client = kinesis_client().await;
+    let stream = new_stream(&client, "efo-command", 1).await;
+    let arn = fan_out_command(&["register", "--stream", &stream, "--consumer", "cli"]).await;
+    let registered = FanOutConsumer::find(&client, &stream, "cli")
+        .await
+        .unwrap()
+        .expect("registered by the command");
+    assert_eq!(arn.trim(), registered.arn());
+    let listed = fan_out_command(&["list", "--stream", &stream]).await;
+    assert!(
+        listed.contains(&format!("cli\tACTIVE\t{}", registered.arn())),
+        "{listed}"
+    );
+    let removed = fan_out_command(&["deregister", "--stream", &stream, "--consumer", "cli"]).await;
+    assert!(removed.contains(registered.arn()), "{removed}");
+    wait_until("deregistered", WAIT, Duration::from_millis(200), || async {
+        FanOutConsumer::find(&client, &stream, "cli")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    let again = fan_out_command(&["deregister", "--stream", &stream, "--consumer", "cli"]).await;
+    assert!(again.contains("nothing to deregister"), "{again}");
+    delete_stream(&client, &stream).await;
 }

@@ -71,21 +71,7 @@ impl FanOutConsumer {
         stream: &str,
         name: &str,
     ) -> Result<Self> {
-        let stream_arn = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .map_err(|error| registration_error("DescribeStreamSummary", name, error))?
-            .stream_description_summary
-            .map(|summary| summary.stream_arn)
-            .ok_or_else(|| Error::Registration {
-                call: "DescribeStreamSummary",
-                consumer: name.to_owned(),
-                code: None,
-                retryable: true,
-                message: format!("no description of stream {stream} in the answer"),
-            })?;
+        let stream_arn = stream_arn(client, stream, name).await?;
         let registered = client
             .register_stream_consumer()
             .stream_arn(&stream_arn)
@@ -113,6 +99,30 @@ impl FanOutConsumer {
         };
         consumer.wait_until_active(client).await?;
         Ok(consumer)
+    }
+
+    /// The consumer `name` of `stream` as it is now, in whatever status;
+    /// `None` when no such consumer is registered. Waits for nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Registration`] when a call fails (the stream does not
+    /// exist, access is denied, …).
+    pub async fn find(
+        client: &aws_sdk_kinesis::Client,
+        stream: &str,
+        name: &str,
+    ) -> Result<Option<Self>> {
+        let stream_arn = stream_arn(client, stream, name).await?;
+        match Self::describe(client, Lookup::Name(&stream_arn, name)).await {
+            Ok((consumer, _)) => Ok(Some(consumer)),
+            Err(Error::Registration { code, .. })
+                if code.as_deref() == Some("ResourceNotFoundException") =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The consumer registered with the ARN `arn` (one registered by other
@@ -234,6 +244,30 @@ impl FanOutConsumer {
             }
         }
     }
+}
+
+/// The ARN of `stream` (registrations name streams by ARN); `consumer`
+/// names the registration in errors.
+async fn stream_arn(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    consumer: &str,
+) -> Result<String> {
+    client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|error| registration_error("DescribeStreamSummary", consumer, error))?
+        .stream_description_summary
+        .map(|summary| summary.stream_arn)
+        .ok_or_else(|| Error::Registration {
+            call: "DescribeStreamSummary",
+            consumer: consumer.to_owned(),
+            code: None,
+            retryable: true,
+            message: format!("no description of stream {stream} in the answer"),
+        })
 }
 
 /// How `DescribeStreamConsumer` names the consumer.

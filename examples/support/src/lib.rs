@@ -12,7 +12,9 @@
 //! - [`shutdown_signal`]: Ctrl-C and SIGTERM cancel the consumer, which
 //!   flushes, emits and checkpoints before it returns.
 //! - [`ConsumerSettings::consumer`]: the `StreamConsumer` those settings
-//!   describe, given how to build a shard's pipeline.
+//!   describe, given how to build a shard's pipeline; polling or enhanced
+//!   fan-out by [`RetrievalSettings`]. The `fan-out` binary registers,
+//!   lists and deregisters fan-out consumers.
 //! - `s3` (feature `s3`): an S3 client for emulators (path-style URLs) and
 //!   bucket checks.
 //! - [`init_tracing`], [`sdk_config`], [`Progress`] and [`check_report`].
@@ -34,10 +36,10 @@ use kinesis_checkpoint_dynamodb::DynamoDbCheckpointStore;
 use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_connectors_core::{
     BufferLimits, CancellationToken, CheckpointStore, InitialPosition, LeaseCoordinator,
-    MemoryCheckpointStore, Pipeline, ShardAssigner, ShardContext, SingleWorker, StreamConsumer,
-    StreamReport, Transformer,
+    MemoryCheckpointStore, Pipeline, RecordSource, ShardAssigner, ShardContext, SingleWorker,
+    StreamConsumer, StreamReport, Transformer,
 };
-use kinesis_connectors_kinesis::PollingSource;
+use kinesis_connectors_kinesis::{FanOutConsumer, FanOutSource, PollingSource};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
@@ -149,6 +151,10 @@ async fn next_signal() -> Option<&'static str> {
 ///
 /// [checkpoints]
 /// store = "redis"                   # "redis", "dynamodb" or "memory"
+///
+/// [retrieval]
+/// kind = "polling"                  # or "fan_out" (enhanced fan-out)
+/// consumer = "clicks-archiver"      # fan-out registration (default: application)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +175,60 @@ pub struct ConsumerSettings {
     /// Where checkpoints (and leases) are kept.
     #[serde(default)]
     pub checkpoints: CheckpointSettings,
+    /// How the stream is read.
+    #[serde(default)]
+    pub retrieval: RetrievalSettings,
+}
+
+/// How an example reads its stream: polling (`GetRecords`, the default) or
+/// enhanced fan-out through a registration that the example registers (or
+/// finds) at start and never deregisters (`fan-out deregister` does).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalSettings {
+    /// `polling` or `fan_out`.
+    #[serde(default)]
+    pub kind: RetrievalKind,
+    /// The fan-out registration's name (default: the application name).
+    pub consumer: Option<String>,
+}
+
+/// The retrieval of [`RetrievalSettings`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrievalKind {
+    /// `PollingSource`.
+    #[default]
+    Polling,
+    /// `FanOutSource`.
+    FanOut,
+}
+
+impl RetrievalSettings {
+    /// The source these settings describe for `stream`; registers the
+    /// fan-out consumer (or finds it registered) first.
+    pub async fn source(
+        &self,
+        client: aws_sdk_kinesis::Client,
+        application: &str,
+        stream: &str,
+    ) -> Result<Arc<dyn RecordSource>> {
+        Ok(match self.kind {
+            RetrievalKind::Polling => Arc::new(PollingSource::new(client)),
+            RetrievalKind::FanOut => {
+                let name = self.consumer.as_deref().unwrap_or(application);
+                let registration = FanOutConsumer::register(&client, stream, name)
+                    .await
+                    .with_context(|| format!("registering fan-out consumer {name} on {stream}"))?;
+                info!(
+                    consumer = name,
+                    arn = registration.arn(),
+                    "reading with enhanced fan-out"
+                );
+                Arc::new(FanOutSource::new(client, &registration))
+            }
+        })
+    }
 }
 
 fn default_discovery_secs() -> u64 {
@@ -221,10 +281,19 @@ impl ConsumerSettings {
             .open(&self.application, &self.stream, aws)
             .await
             .with_context(|| format!("{table}.checkpoints"))?;
+        let source = self
+            .retrieval
+            .source(
+                aws_sdk_kinesis::Client::new(aws),
+                &self.application,
+                &self.stream,
+            )
+            .await
+            .with_context(|| format!("{table}.retrieval"))?;
         StreamConsumer::builder(
             &self.application,
             &self.stream,
-            Arc::new(PollingSource::new(aws_sdk_kinesis::Client::new(aws))),
+            source,
             checkpoints.store,
             move |_: &ShardContext| pipeline(limits),
         )
@@ -619,6 +688,24 @@ mod tests {
             parse_config::<ConsumerSettings>("application = \"a\"\nstream = \"s\"\nstrem = 1\n")
                 .unwrap_err();
         assert!(format!("{error:#}").contains("strem"), "{error:#}");
+    }
+
+    #[test]
+    fn retrieval_is_polling_unless_fan_out_is_asked_for() {
+        let settings: ConsumerSettings =
+            parse_config("application = \"a\"\nstream = \"s\"\n").unwrap();
+        assert_eq!(settings.retrieval.kind, RetrievalKind::Polling);
+        let settings: ConsumerSettings = parse_config(
+            "application = \"a\"\nstream = \"s\"\n[retrieval]\nkind = \"fan_out\"\nconsumer = \"c\"\n",
+        )
+        .unwrap();
+        assert_eq!(settings.retrieval.kind, RetrievalKind::FanOut);
+        assert_eq!(settings.retrieval.consumer.as_deref(), Some("c"));
+        let error = parse_config::<ConsumerSettings>(
+            "application = \"a\"\nstream = \"s\"\n[retrieval]\nkind = \"efo\"\n",
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("efo"), "{error:#}");
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub(super) fn start(log: PathBuf, port: u16) -> Result<Svc> {
     cmd.args(["-m", "localstack.runtime.main"])
         .current_dir(&root)
         .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("GATEWAY_SERVER", "hypercorn")
+        // Twisted, LocalStack's default: LocalStack serves SubscribeToShard
+        // from a generator that sleeps 3 s on an idle shard, and under the
+        // hypercorn gateway that sleep holds up every other request.
+        .env("GATEWAY_SERVER", "twisted")
         .env("OVERRIDE_IN_DOCKER", "0")
         .env("FILESYSTEM_ROOT", &root)
         .env("DISABLE_EVENTS", "1")
