@@ -546,6 +546,9 @@ async fn fan_out_command_registers_lists_and_deregisters() {
         .unwrap()
         .expect("registered by the command");
     assert_eq!(arn.trim(), registered.arn());
+    let found = FanOutConsumer::list(&client, &stream).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, registered);
     let listed = fan_out_command(&["list", "--stream", &stream]).await;
     assert!(
         listed.contains(&format!("cli\tACTIVE\t{}", registered.arn())),

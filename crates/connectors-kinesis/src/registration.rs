@@ -125,6 +125,44 @@ impl FanOutConsumer {
         }
     }
 
+    /// Every consumer registered on `stream`, with its status (`ACTIVE`,
+    /// `CREATING`, `DELETING`), following all pages.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Registration`] when a call fails.
+    pub async fn list(
+        client: &aws_sdk_kinesis::Client,
+        stream: &str,
+    ) -> Result<Vec<(Self, ConsumerStatus)>> {
+        let stream_arn = stream_arn(client, stream, "(listing)").await?;
+        let mut consumers = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let output = client
+                .list_stream_consumers()
+                .stream_arn(&stream_arn)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|error| registration_error("ListStreamConsumers", "(listing)", error))?;
+            for consumer in output.consumers.unwrap_or_default() {
+                consumers.push((
+                    Self {
+                        name: consumer.consumer_name,
+                        arn: consumer.consumer_arn,
+                        stream_arn: stream_arn.clone(),
+                    },
+                    consumer.consumer_status,
+                ));
+            }
+            match output.next_token {
+                Some(token) if !token.is_empty() => next_token = Some(token),
+                _ => return Ok(consumers),
+            }
+        }
+    }
+
     /// The consumer registered with the ARN `arn` (one registered by other
     /// means: the console, CloudFormation, the CLI), once it is ACTIVE (at
     /// most [`ACTIVE_WAIT`]).

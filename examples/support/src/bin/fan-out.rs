@@ -11,7 +11,7 @@
 //! (`AWS_ENDPOINT_URL_KINESIS` for an emulator). The library never
 //! deregisters a consumer by itself: other workers may read through it.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use example_support::sdk_config;
 use kinesis_connectors_kinesis::FanOutConsumer;
@@ -62,19 +62,12 @@ async fn main() -> Result<()> {
             println!("{}", registered.arn());
         }
         Command::List { stream } => {
-            let arn = stream_arn(&client, &stream).await?;
-            let listed = client
-                .list_stream_consumers()
-                .stream_arn(&arn)
-                .send()
-                .await
-                .with_context(|| format!("ListStreamConsumers of {stream}"))?;
-            for consumer in listed.consumers() {
+            for (consumer, status) in FanOutConsumer::list(&client, &stream).await? {
                 println!(
                     "{}\t{}\t{}",
-                    consumer.consumer_name(),
-                    consumer.consumer_status().as_str(),
-                    consumer.consumer_arn()
+                    consumer.name(),
+                    status.as_str(),
+                    consumer.arn()
                 );
             }
         }
@@ -89,16 +82,4 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
-}
-
-async fn stream_arn(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<String> {
-    client
-        .describe_stream_summary()
-        .stream_name(stream)
-        .send()
-        .await
-        .with_context(|| format!("DescribeStreamSummary of {stream}"))?
-        .stream_description_summary
-        .map(|summary| summary.stream_arn)
-        .with_context(|| format!("no description of stream {stream}"))
 }
