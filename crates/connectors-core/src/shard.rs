@@ -1079,6 +1079,9 @@ impl Reader {
         // When the last call found the shard caught up; until then a page
         // may hold the most a call returns.
         let mut caught_up_at: Option<Instant> = None;
+        // A pushing source waits for records itself; only polling keeps to
+        // the service's calls per second.
+        let polled = self.source.delivery() == Delivery::Polled;
         loop {
             // Wait for the processor to take the previous page before
             // reading the next one: one read ahead, no more.
@@ -1137,9 +1140,6 @@ impl Reader {
                     |after| self.timed_out("GetRecords", after),
                 )
                 .await;
-                // A pushing source waits for records itself; only polling
-                // keeps to the service's calls per second.
-                let polled = self.source.delivery() == Delivery::Polled;
                 next_call = Instant::now()
                     + if polled {
                         MIN_CALL_INTERVAL

@@ -11,7 +11,7 @@
 //! restart from the checkpoint, a retry after a cut connection) subscribes
 //! anew from there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -31,7 +31,7 @@ use kinesis_connectors_core::{
 use tokio::time::Instant;
 
 use crate::FanOutConsumer;
-use crate::polling::{PollingSource, ShardRef, Tagged, classify, record_from_sdk, source_kind};
+use crate::polling::{PollingSource, Tagged, classify, record_from_sdk, source_kind};
 
 /// Kinesis ends every subscription after 5 minutes; the source subscribes
 /// again from the last event's continuation a little before that, so the
@@ -118,8 +118,9 @@ pub struct FanOutSource {
     polling: PollingSource,
     /// The open subscription of each shard being read, between two calls.
     sessions: Arc<Mutex<HashMap<String, Session>>>,
-    /// The shards the last `list_shards` found closed by resharding.
-    closed: Arc<Mutex<HashSet<String>>>,
+    /// The shards the last `list_shards` found closed by resharding, with
+    /// the children that listing showed.
+    closed: Arc<Mutex<HashMap<String, Vec<String>>>>,
     session_limit: Duration,
     event_wait: Duration,
 }
@@ -245,16 +246,17 @@ impl FanOutSource {
         position: &StartPosition,
         session: &mut Session,
     ) -> Result<Option<Vec<String>>> {
-        let closed = self
+        let listed_children = self
             .closed
             .lock()
-            .is_ok_and(|closed| closed.contains(tagged.shard_id));
+            .ok()
+            .and_then(|closed| closed.get(tagged.shard_id).cloned());
         let due = session
             .end_checked
             .is_none_or(|at| at.elapsed() >= END_CHECK_INTERVAL);
-        if !closed || !due {
+        let Some(listed_children) = listed_children.filter(|_| due) else {
             return Ok(None);
-        }
+        };
         session.end_checked = Some(Instant::now());
         let iterator = self
             .polling
@@ -269,22 +271,11 @@ impl FanOutSource {
             shard_id = tagged.shard_id,
             "closed shard read to its end; its subscription named no children"
         );
-        if !probe.child_shards.is_empty() {
-            return Ok(Some(probe.child_shards));
-        }
-        let shards = self.polling.list_shards(tagged.stream).await?;
-        Ok(Some(
-            shards
-                .into_iter()
-                .filter(|shard| {
-                    shard
-                        .parents()
-                        .iter()
-                        .any(|parent| parent == tagged.shard_id)
-                })
-                .map(|shard| shard.shard_id)
-                .collect(),
-        ))
+        Ok(Some(if probe.child_shards.is_empty() {
+            listed_children
+        } else {
+            probe.child_shards
+        }))
     }
 
     async fn subscribe(
@@ -347,12 +338,7 @@ impl FanOutSource {
             .into_iter()
             .map(record_from_sdk)
             .collect::<Result<Vec<_>>>()?;
-        let shard = ShardRef {
-            stream: tagged.stream,
-            shard_id: tagged.shard_id,
-            range: tagged.range,
-        };
-        let records = self.polling.unpack(&shard, records);
+        let records = self.polling.unpack(tagged, records);
         let child_shards: Vec<String> = event
             .child_shards
             .unwrap_or_default()
@@ -398,13 +384,7 @@ impl RecordSource for FanOutSource {
         self.check_stream(stream)?;
         let shards = self.polling.list_shards(stream).await?;
         if let Ok(mut closed) = self.closed.lock() {
-            closed.clear();
-            closed.extend(
-                shards
-                    .iter()
-                    .filter(|shard| shard.is_closed())
-                    .map(|shard| shard.shard_id.clone()),
-            );
+            *closed = closed_with_children(&shards);
         }
         // Discovery runs every round: the time to close subscriptions no
         // shard task reads any more (its lease moved to another worker,
@@ -474,6 +454,23 @@ impl RecordSource for FanOutSource {
     fn delivery(&self) -> Delivery {
         Delivery::Pushed
     }
+}
+
+/// Each closed shard of a listing, with the listed shards that name it as
+/// a parent.
+fn closed_with_children(shards: &[ShardInfo]) -> HashMap<String, Vec<String>> {
+    shards
+        .iter()
+        .filter(|shard| shard.is_closed())
+        .map(|parent| {
+            let children = shards
+                .iter()
+                .filter(|shard| shard.parents().contains(&parent.shard_id))
+                .map(|shard| shard.shard_id.clone())
+                .collect();
+            (parent.shard_id.clone(), children)
+        })
+        .collect()
 }
 
 fn not_a_token(text: &str) -> Error {
@@ -672,6 +669,34 @@ mod tests {
         assert!(source().session_limit(Duration::from_secs(60)).is_ok());
         assert!(source().event_wait(Duration::ZERO).is_err());
         assert!(source().event_wait(Duration::from_millis(500)).is_ok());
+    }
+
+    #[test]
+    fn a_listing_names_each_closed_shards_children() {
+        let closed = |id: &str| ShardInfo {
+            ending_sequence_number: Some(SequenceNumber::parse("9").unwrap()),
+            ..ShardInfo::open(id)
+        };
+        let child = |id: &str, parent: &str, adjacent: Option<&str>| ShardInfo {
+            parent_shard_id: Some(parent.to_owned()),
+            adjacent_parent_shard_id: adjacent.map(str::to_owned),
+            ..ShardInfo::open(id)
+        };
+        // s0 split into s2 and s3; s1 and s3 merged into s4.
+        let mut s3 = child("s3", "s0", None);
+        s3.ending_sequence_number = Some(SequenceNumber::parse("9").unwrap());
+        let listing = vec![
+            closed("s0"),
+            closed("s1"),
+            child("s2", "s0", None),
+            s3,
+            child("s4", "s1", Some("s3")),
+        ];
+        let map = closed_with_children(&listing);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map["s0"], vec!["s2".to_owned(), "s3".to_owned()]);
+        assert_eq!(map["s1"], vec!["s4".to_owned()]);
+        assert_eq!(map["s3"], vec!["s4".to_owned()]);
     }
 
     #[test]

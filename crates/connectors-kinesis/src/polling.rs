@@ -158,7 +158,7 @@ impl PollingSource {
 
     /// The records of one response as the loop gets them: de-aggregated
     /// (see [`deaggregate`](Self::deaggregate)) unless that is off.
-    pub(crate) fn unpack(&self, shard: &ShardRef<'_>, records: Vec<Record>) -> Vec<Record> {
+    pub(crate) fn unpack(&self, shard: &Tagged<'_>, records: Vec<Record>) -> Vec<Record> {
         if self.deaggregate {
             deaggregate_page(shard, records)
         } else {
@@ -167,16 +167,9 @@ impl PollingSource {
     }
 }
 
-/// The shard a response came from, as far as the source knows it.
-pub(crate) struct ShardRef<'a> {
-    pub(crate) stream: &'a str,
-    pub(crate) shard_id: &'a str,
-    pub(crate) range: Option<HashKeyRange>,
-}
-
 /// Replaces each aggregate by its sub-records, dropping the aggregates with
 /// a sub-record that belongs to another shard.
-fn deaggregate_page(tagged: &ShardRef<'_>, records: Vec<Record>) -> Vec<Record> {
+fn deaggregate_page(tagged: &Tagged<'_>, records: Vec<Record>) -> Vec<Record> {
     let mut out = Vec::with_capacity(records.len());
     let mut outside = 0u64;
     for record in records {
@@ -378,19 +371,13 @@ impl RecordSource for PollingSource {
             .collect::<Result<Vec<_>>>()?;
         // An iterator this source did not tag (one a caller got from Kinesis
         // directly) is still de-aggregated, only without the shard's range.
-        let shard = match &tagged {
-            Some(tagged) => ShardRef {
-                stream: tagged.stream,
-                shard_id: tagged.shard_id,
-                range: tagged.range,
-            },
-            None => ShardRef {
-                stream: "",
-                shard_id: "",
-                range: None,
-            },
+        let untagged = Tagged {
+            stream: "",
+            shard_id: "",
+            range: None,
+            iterator,
         };
-        let records = self.unpack(&shard, records);
+        let records = self.unpack(tagged.as_ref().unwrap_or(&untagged), records);
         let next_iterator = match &tagged {
             Some(tagged) => output.next_shard_iterator.map(|next| tagged.tag(&next)),
             None => output.next_shard_iterator,

@@ -262,24 +262,18 @@ impl FanOutConsumer {
         loop {
             let (_, status) = Self::describe(client, Lookup::Arn(&self.arn)).await?;
             let waited = started.elapsed();
-            match status {
-                ConsumerStatus::Active => return Ok(()),
-                ConsumerStatus::Deleting => {
-                    return Err(Error::NotActive {
-                        consumer: self.name.clone(),
-                        status: status.as_str().to_owned(),
-                        waited,
-                    });
-                }
-                _ if waited >= ACTIVE_WAIT => {
-                    return Err(Error::NotActive {
-                        consumer: self.name.clone(),
-                        status: status.as_str().to_owned(),
-                        waited,
-                    });
-                }
-                _ => sleep(STATUS_POLL).await,
+            if status == ConsumerStatus::Active {
+                return Ok(());
             }
+            // Deleting never becomes ACTIVE; anything else may, in time.
+            if status == ConsumerStatus::Deleting || waited >= ACTIVE_WAIT {
+                return Err(Error::NotActive {
+                    consumer: self.name.clone(),
+                    status: status.as_str().to_owned(),
+                    waited,
+                });
+            }
+            sleep(STATUS_POLL).await;
         }
     }
 }
