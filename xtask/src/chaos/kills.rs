@@ -13,20 +13,31 @@ use super::process::Proc;
 use super::scenario::{Fault, Plan, Scenario, Sink};
 use crate::util::{say, secs};
 
-/// The kill-loop scenario.
+/// The kill-loop scenarios: polling, and enhanced fan-out (a killed
+/// process leaves its subscriptions behind; the next one subscribes again).
 pub(crate) fn scenarios(full: bool) -> Vec<Scenario> {
     let (count, max_gap) = if full { (15, 10) } else { (4, 6) };
-    vec![Scenario {
-        slug: "kill-9",
-        title: format!("consumer kill -9 ×{count}"),
-        sink: Sink::S3,
-        fault: Fault::Kills {
-            count,
-            min_gap: Duration::from_secs(2),
-            max_gap: Duration::from_secs(max_gap),
+    let fault = Fault::Kills {
+        count,
+        min_gap: Duration::from_secs(2),
+        max_gap: Duration::from_secs(max_gap),
+    };
+    vec![
+        Scenario {
+            slug: "kill-9",
+            title: format!("consumer kill -9 ×{count}"),
+            sink: Sink::S3,
+            fault: fault.clone(),
+            consumer_flags: Vec::new(),
         },
-        consumer_flags: Vec::new(),
-    }]
+        Scenario {
+            slug: "kill-9-fan-out",
+            title: format!("fan-out consumer kill -9 ×{count}"),
+            sink: Sink::S3,
+            fault,
+            consumer_flags: vec![("fan-out", "chaos".to_owned())],
+        },
+    ]
 }
 
 /// Kills the consumer `count` times, each after a random gap within `gaps`

@@ -262,17 +262,18 @@ mod tests {
     fn every_scenario_has_a_unique_short_name_and_short_runs_fit_ci() {
         for full in [false, true] {
             let all = scenarios(full);
-            assert_eq!(all.len(), 9);
+            assert_eq!(all.len(), 10);
             let mut slugs: Vec<&str> = all.iter().map(|s| s.slug).collect();
             slugs.sort_unstable();
             slugs.dedup();
             assert_eq!(slugs.len(), all.len());
         }
-        // Two lanes of about half the total each (the estimates err long):
+        // Two lanes of about half the total each (the estimates err long:
+        // 9 scenarios estimated at 384 s took 178 s in CI on 864cb28):
         // with the build and the stack's start, about 5 min at most in CI.
         let total: Duration = scenarios(false).iter().map(Scenario::estimate).sum();
         assert!(
-            total / LANES as u32 <= Duration::from_secs(200),
+            total / LANES as u32 <= Duration::from_secs(210),
             "{total:?}"
         );
     }

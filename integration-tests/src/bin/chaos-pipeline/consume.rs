@@ -7,12 +7,13 @@ use anyhow::{Context, Result, bail};
 use example_support::s3::s3_client;
 use example_support::{init_tracing, sdk_config};
 use kinesis_checkpoint_redis::RedisCheckpointStore;
+use kinesis_connectors_core::RecordSource;
 use kinesis_connectors_core::{
     BufferLimits, CancellationToken, ConsumerStatus, Emitter, LeaseCoordinator, Pipeline,
     RetryPolicy, ShardAssigner, ShardConfig, ShardContext, ShardState, SingleWorker,
     StreamConsumer, Utf8Transformer,
 };
-use kinesis_connectors_kinesis::PollingSource;
+use kinesis_connectors_kinesis::{FanOutConsumer, FanOutSource, PollingSource};
 use kinesis_connectors_redshift::{PostgresLoader, RedshiftBasicEmitter};
 use kinesis_connectors_s3::S3Emitter;
 use serde_json::json;
@@ -39,6 +40,7 @@ pub(crate) const FLAGS: &[&str] = &[
     "read-timeout",
     "worker",
     "failover",
+    "fan-out",
 ];
 
 /// Emit retries far shorter than any outage the xtask injects (about 1 s
@@ -117,12 +119,23 @@ pub(crate) async fn run(args: Args) -> Result<()> {
         .with_max_records(200)
         .with_max_age(Duration::from_secs(1));
 
+    // `--fan-out NAME`: read with enhanced fan-out through the registration
+    // NAME, registered (or found) at every start.
+    let source: Arc<dyn RecordSource> = match args.optional("fan-out") {
+        None => Arc::new(PollingSource::new(kinesis)),
+        Some(name) => {
+            let registration = FanOutConsumer::register(&kinesis, &stream, &name)
+                .await
+                .with_context(|| format!("registering fan-out consumer {name}"))?;
+            Arc::new(FanOutSource::new(kinesis, &registration))
+        }
+    };
     let store = Arc::new(store);
     let assigner = assigner(&args, &store, &application, &stream)?;
     let consumer = StreamConsumer::builder(
         application,
         stream,
-        Arc::new(PollingSource::new(kinesis)),
+        source,
         store,
         move |_: &ShardContext| {
             Pipeline::builder(Utf8Transformer, Arc::clone(&emitter))
