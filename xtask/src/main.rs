@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask demo [--count N] [--keep] [--localstack [URL]]` — the
 //!   manifest pipeline end to end on the local stack;
+//! - `cargo xtask bench [--runs N] [--records N] [--smoke] [--keep]` — the
+//!   consumer benchmark against a raw aws-sdk-kinesis loop;
 //! - `cargo xtask chaos [--full] [FILTER]` — fault scenarios on the local
 //!   stack (outages, stalls, panics, hangs, kill -9), one table;
 //! - `cargo xtask stack up | down | status | env` — the local AWS stack;
@@ -13,6 +15,7 @@
 //! Only std, anyhow and serde_json: this crate must compile in seconds.
 //! See `xtask/README.md`.
 
+mod bench;
 mod chaos;
 mod ci;
 mod demo;
@@ -26,6 +29,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
+use crate::bench::BenchOptions;
 use crate::chaos::ChaosOptions;
 use crate::demo::DemoOptions;
 use crate::it::ItOptions;
@@ -37,6 +41,10 @@ usage: cargo xtask <command>
 commands:
   demo [--count N] [--keep] [--localstack [URL]]
                                   the manifest pipeline end to end on the stack (default 20000 events)
+  bench [--runs N] [--records N] [--smoke] [--keep]
+                                  the consumer benchmark (kinesalite, moto, redis): CPU/record, peak RSS,
+                                  first-record time and live latency, with ratios to a raw SDK loop;
+                                  --smoke: debug build, few records (what CI runs)
   chaos [--full] [FILTER]         fault scenarios on the stack (outages, stalls, panics, hangs, kill -9);
                                   FILTER: only scenarios whose name contains it; --full: longer, for releases
   stack up [--localstack [URL]]   start (or reuse) the local stack on free 127.0.0.1 ports
@@ -47,7 +55,8 @@ commands:
                                   run the integration-tests package against the stack
   tidy                            check READMEs, lints, workspace dependencies, isolation
   deny                            cargo-deny's offline checks (bans, licenses, sources); installs cargo-deny
-  ci                              fmt, clippy, tests, doctests, doc, deny, tidy, it, demo, chaos, it --localstack
+  ci                              fmt, clippy, tests, doctests, doc, deny, tidy, it, demo, chaos, bench --smoke,
+                                  it --localstack
 
 --localstack      start LocalStack on this machine (Python 3.13 venv under target/stack)
 --localstack URL  use the LocalStack already running at URL (e.g. http://localhost:4566)
@@ -176,6 +185,34 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                 }
             }
             chaos::run(&opts)?;
+        }
+        "bench" => {
+            let mut opts = BenchOptions::default();
+            let mut args = args.into_iter();
+            while let Some(a) = args.next() {
+                match a.as_str() {
+                    "--smoke" => {
+                        opts = BenchOptions {
+                            keep: opts.keep,
+                            ..BenchOptions::smoke()
+                        }
+                    }
+                    "--keep" => opts.keep = true,
+                    flag @ ("--runs" | "--records") => {
+                        let n = args.next().unwrap_or_default();
+                        let value: u64 = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                            anyhow::anyhow!("{flag} needs a positive number, got `{n}`")
+                        })?;
+                        if flag == "--runs" {
+                            opts.runs = u32::try_from(value)?;
+                        } else {
+                            opts.records = value;
+                        }
+                    }
+                    other => bail!("unexpected argument `{other}`\n\n{USAGE}"),
+                }
+            }
+            bench::run(&opts)?;
         }
         "tidy" => {
             no_more(&args)?;

@@ -251,7 +251,8 @@ impl<T: Transformer> Stages<T> {
                 Ok(item) => self.filter.keep(&item).then_some(item),
                 Err(error) => panic!("bench records are valid: {error}"),
             };
-            self.buffer.push(record, item);
+            // The loop owns each record it read; a clone stands in for that.
+            self.buffer.push(record.clone(), item);
             if self.buffer.is_full() {
                 emitted += self.flush().await;
             }

@@ -15,8 +15,10 @@ use crate::record::{Position, Record, ShardContext};
 /// after each push, and also flushes at [`deadline`](Self::deadline) even
 /// when no record arrives.
 pub trait Buffer<T>: Send + Sync {
-    /// Adds one record's item (`None` if it was filtered out).
-    fn push(&mut self, record: &Record, item: Option<T>);
+    /// Adds one record's item (`None` if it was filtered out). The buffer
+    /// takes the record, so that the item's [`ItemSource`] can keep its
+    /// partition key without copying it.
+    fn push(&mut self, record: Record, item: Option<T>);
 
     /// Whether the buffer reached a size limit and must be flushed now.
     /// (Age is not checked here: the consumer flushes at
@@ -90,6 +92,9 @@ impl BufferLimits {
     }
 }
 
+/// Items a [`RecordBuffer`] makes room for when a batch opens, at most.
+const RESERVED_ITEMS: usize = 10_000;
+
 /// The default buffer: flushes on a record count, a byte count or an age,
 /// whichever comes first.
 ///
@@ -97,9 +102,9 @@ impl BufferLimits {
 /// use std::time::Duration;
 /// use kinesis_connectors_core::{Buffer, BufferLimits, Record, RecordBuffer};
 /// let mut buffer = RecordBuffer::new(BufferLimits::default().with_max_records(2))?;
-/// buffer.push(&Record::new("a", "k", 1u64), Some("a"));
+/// buffer.push(Record::new("a", "k", 1u64), Some("a"));
 /// assert!(!buffer.is_full());
-/// buffer.push(&Record::new("b", "k", 2u64), Some("b"));
+/// buffer.push(Record::new("b", "k", 2u64), Some("b"));
 /// assert!(buffer.is_full());
 /// # Ok::<(), kinesis_connectors_core::Error>(())
 /// ```
@@ -109,7 +114,9 @@ pub struct RecordBuffer<T> {
     items: Vec<T>,
     sources: Vec<ItemSource>,
     first: Option<Position>,
-    last: Option<Position>,
+    /// The last record's position when the filter dropped it; a kept last
+    /// record's is its source's.
+    last_filtered: Option<Position>,
     record_count: usize,
     byte_size: usize,
     first_arrival: Option<SystemTime>,
@@ -125,7 +132,7 @@ impl<T> RecordBuffer<T> {
             items: Vec::new(),
             sources: Vec::new(),
             first: None,
-            last: None,
+            last_filtered: None,
             record_count: 0,
             byte_size: 0,
             first_arrival: None,
@@ -140,19 +147,26 @@ impl<T> RecordBuffer<T> {
 }
 
 impl<T: Send + Sync> Buffer<T> for RecordBuffer<T> {
-    fn push(&mut self, record: &Record, item: Option<T>) {
-        let position = record.position();
+    fn push(&mut self, record: Record, item: Option<T>) {
         if self.first.is_none() {
-            self.first = Some(position.clone());
+            self.first = Some(record.position());
             self.first_arrival = record.approximate_arrival;
             self.opened_at = Some(Instant::now());
+            // A batch grows to its record limit, usually: room for that up
+            // front (within reason) instead of regrowing from empty.
+            let room = self.limits.max_records.min(RESERVED_ITEMS);
+            self.items.reserve(room);
+            self.sources.reserve(room);
         }
-        if let Some(item) = item {
-            self.byte_size += record.data.len();
-            self.items.push(item);
-            self.sources.push(ItemSource::of(record));
+        match item {
+            Some(item) => {
+                self.byte_size += record.data.len();
+                self.items.push(item);
+                self.sources.push(ItemSource::from(record));
+                self.last_filtered = None;
+            }
+            None => self.last_filtered = Some(record.position()),
         }
-        self.last = Some(position);
         self.record_count += 1;
     }
 
@@ -170,7 +184,13 @@ impl<T: Send + Sync> Buffer<T> for RecordBuffer<T> {
 
     fn take(&mut self, context: &ShardContext) -> Option<Batch<T>> {
         let first = self.first.take()?;
-        let last = self.last.take().unwrap_or_else(|| first.clone());
+        let last = match self.last_filtered.take() {
+            Some(last) => last,
+            None => self
+                .sources
+                .last()
+                .map_or_else(|| first.clone(), |source| source.position.clone()),
+        };
         let mut batch = Batch::new(context.clone(), Vec::new(), first, last);
         batch.items = std::mem::take(&mut self.items);
         batch.sources = std::mem::take(&mut self.sources);
@@ -197,18 +217,18 @@ mod tests {
             ..BufferLimits::default()
         };
         let mut buffer = RecordBuffer::new(limits).unwrap();
-        buffer.push(&Record::new("12345", "k", 1u64), Some(1));
+        buffer.push(Record::new("12345", "k", 1u64), Some(1));
         assert!(!buffer.is_full());
-        buffer.push(&Record::new("67890", "k", 2u64), Some(2));
+        buffer.push(Record::new("67890", "k", 2u64), Some(2));
         assert!(buffer.is_full());
     }
 
     #[test]
     fn filtered_records_are_covered_but_not_counted() {
         let mut buffer = RecordBuffer::new(BufferLimits::default()).unwrap();
-        buffer.push(&Record::new("a", "k", 1u64), None);
-        buffer.push(&Record::new("b", "k", 2u64), Some("b"));
-        buffer.push(&Record::new("c", "k", 3u64), None);
+        buffer.push(Record::new("a", "k", 1u64), None);
+        buffer.push(Record::new("b", "k", 2u64), Some("b"));
+        buffer.push(Record::new("c", "k", 3u64), None);
         let batch = buffer.take(&ctx()).unwrap();
         assert_eq!(batch.items, vec!["b"]);
         assert_eq!(batch.record_count, 3);
@@ -229,7 +249,7 @@ mod tests {
         let mut buffer = RecordBuffer::<u8>::new(limits).unwrap();
         assert!(buffer.deadline().is_none());
         let before = Instant::now();
-        buffer.push(&Record::new("a", "k", 1u64), None);
+        buffer.push(Record::new("a", "k", 1u64), None);
         let deadline = buffer.deadline().unwrap();
         assert!(deadline >= before + Duration::from_secs(5));
         tokio::time::advance(Duration::from_secs(5)).await;

@@ -42,6 +42,6 @@ pub use stream::{
     StreamConsumerBuilder, StreamReport,
 };
 pub use transform::{
-    BytesTransformer, EncodedItems, JsonTransformer, RecordTransformer, Utf8Transformer,
-    encode_body, encode_delimited, encode_lines,
+    BytesTransformer, Compression, DEFAULT_GZIP_LEVEL, EncodedItems, JsonTransformer,
+    RecordTransformer, Utf8Transformer, encode_body, encode_delimited, encode_lines,
 };

@@ -123,6 +123,22 @@ impl ItemSource {
     }
 }
 
+impl From<Record> for ItemSource {
+    /// The source of an item decoded from `record`, taking its partition
+    /// and explicit hash keys instead of copying them.
+    fn from(record: Record) -> Self {
+        Self {
+            size: record.data.len(),
+            position: Position {
+                sequence: record.sequence_number,
+                sub_sequence: record.sub_sequence_number,
+            },
+            partition_key: record.partition_key,
+            explicit_hash_key: record.explicit_hash_key,
+        }
+    }
+}
+
 /// A flushed buffer: the items to emit and the range of records they cover.
 ///
 /// `first` and `last` include records that the filter dropped, so an emitter

@@ -48,6 +48,13 @@ const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
 pub struct ShardConfig {
     /// Records asked for per `GetRecords` call (default 10,000, the API maximum).
     pub max_records_per_call: u32,
+    /// Records asked for by the first `GetRecords` call of each shard read
+    /// (default 100; at most `max_records_per_call`). A full first page of
+    /// 10,000 records takes Kinesis and the SDK about a second to produce
+    /// and decode; a small one brings the first records into the pipeline
+    /// within a few milliseconds of the iterator, and the next call, 200 ms
+    /// later, asks for the full `max_records_per_call` again.
+    pub first_call_records: u32,
     /// Pause after a call that found the shard caught up (default 1 s, at
     /// least 200 ms: never more than 5 calls per second per shard).
     pub idle_delay: Duration,
@@ -78,6 +85,7 @@ impl Default for ShardConfig {
     fn default() -> Self {
         Self {
             max_records_per_call: 10_000,
+            first_call_records: 100,
             idle_delay: Duration::from_secs(1),
             initial_position: InitialPosition::TrimHorizon,
             retry: RetryPolicy::default(),
@@ -94,6 +102,15 @@ impl ShardConfig {
     /// `GetRecords` call (1..=10,000).
     pub const fn with_max_records_per_call(mut self, max_records_per_call: u32) -> Self {
         self.max_records_per_call = max_records_per_call;
+        self
+    }
+
+    /// This configuration asking for `records` records in a shard's first
+    /// `GetRecords` call (1..=10,000; see
+    /// [`first_call_records`](Self::first_call_records)). Equal to
+    /// `max_records_per_call`, every call asks for the same.
+    pub const fn with_first_call_records(mut self, records: u32) -> Self {
+        self.first_call_records = records;
         self
     }
 
@@ -157,6 +174,12 @@ impl ShardConfig {
             return Err(Error::Config(format!(
                 "max_records_per_call must be within 1..=10000, got {}",
                 self.max_records_per_call
+            )));
+        }
+        if !(1..=10_000).contains(&self.first_call_records) {
+            return Err(Error::Config(format!(
+                "first_call_records must be within 1..=10000, got {}",
+                self.first_call_records
             )));
         }
         if self.idle_delay < MIN_CALL_INTERVAL {
@@ -396,6 +419,8 @@ struct Processor<T: Transformer> {
     /// Replaying: the end of a time-cut batch that may have been emitted
     /// before the last stop; the first batch is cut exactly there.
     replay_until: Option<Position>,
+    /// Whether a record past `checkpointed` was read: then every later one is.
+    past_checkpoint: bool,
     /// Whether time-cut batches record their end first.
     record_pending: bool,
     /// The budget held for records buffered since the last flush.
@@ -465,6 +490,7 @@ impl<T: Transformer> Processor<T> {
             metrics,
             stats: ShardStats::default(),
             checkpointed: None,
+            past_checkpoint: false,
             cancel,
             status,
             replay_until: None,
@@ -675,24 +701,38 @@ impl<T: Transformer> Processor<T> {
                 shard.millis_behind_latest = Some(behind);
             });
         }
-        for record in &page.records {
-            self.handle_record(record).await?;
+        // Per page, not per record: the counters and, once a record lies
+        // past the checkpoint, the check that skips what a restart reads
+        // again (a shard's records come in order, so the rest lie past it too).
+        let (mut read, mut bytes) = (0u64, 0u64);
+        let mut handled = Ok(());
+        for record in page.records {
+            if !self.past_checkpoint {
+                if let Some(Checkpoint::At(done)) = &self.checkpointed
+                    && record.position().is_covered_by(done)
+                {
+                    continue;
+                }
+                self.past_checkpoint = true;
+            }
+            read += 1;
+            bytes += record.data.len() as u64;
+            handled = self.handle_record(record).await;
+            if handled.is_err() {
+                break;
+            }
         }
+        self.stats.records_read += read;
+        self.metrics.records_read.increment(read);
+        self.metrics.bytes_read.increment(bytes);
+        handled?;
         self.buffered.merge(reservation);
         self.buffered.shrink_to(self.buffered_cost);
         Ok(page.next_iterator.is_none().then_some(page.child_shards))
     }
 
-    async fn handle_record(&mut self, record: &Record) -> Result<(), Stop> {
-        if let Some(Checkpoint::At(done)) = &self.checkpointed
-            && record.position().is_covered_by(done)
-        {
-            return Ok(());
-        }
-        self.stats.records_read += 1;
-        self.metrics.records_read.increment(1);
-        self.metrics.bytes_read.increment(record.data.len() as u64);
-        let item = match self.pipeline.transformer.to_item(record) {
+    async fn handle_record(&mut self, record: Record) -> Result<(), Stop> {
+        let item = match self.pipeline.transformer.to_item(&record) {
             Ok(item) => {
                 if self.pipeline.filter.keep(&item) {
                     Some(item)
@@ -716,12 +756,16 @@ impl<T: Transformer> Processor<T> {
         // Failed and filtered records are pushed as `None`: the batch still
         // covers them, so the checkpoint moves past them.
         if item.is_some() {
-            self.buffered_cost += record_cost(record);
+            self.buffered_cost += record_cost(&record);
         }
+        let replayed_to_end = self
+            .replay_until
+            .as_ref()
+            .is_some_and(|end| record.position() >= *end);
         self.pipeline.buffer.push(record, item);
         match &self.replay_until {
             // A replayed batch ends at its recorded end, whatever the limits.
-            Some(end) if record.position() >= *end => {
+            Some(_) if replayed_to_end => {
                 self.replay_until = None;
                 self.flush(Cut::ByRecords).await?;
             }
@@ -1082,6 +1126,11 @@ impl Reader {
         // A pushing source waits for records itself; only polling keeps to
         // the service's calls per second.
         let polled = self.source.delivery() == Delivery::Polled;
+        // The first page is small, so that the first records come soon.
+        let mut max_records = self
+            .config
+            .first_call_records
+            .min(self.config.max_records_per_call);
         loop {
             // Wait for the processor to take the previous page before
             // reading the next one: one read ahead, no more.
@@ -1126,7 +1175,6 @@ impl Reader {
                 if self.pause_until(next_call).await {
                     return;
                 }
-                let max_records = self.config.max_records_per_call;
                 let estimate = caught_up_at.map_or(page_worst_case(max_records), |at| {
                     caught_up_estimate(at.elapsed(), max_records)
                 });
@@ -1135,8 +1183,7 @@ impl Reader {
                 };
                 let result = within(
                     self.config.read_timeout,
-                    self.source
-                        .get_records(&current, self.config.max_records_per_call),
+                    self.source.get_records(&current, max_records),
                     |after| self.timed_out("GetRecords", after),
                 )
                 .await;
@@ -1149,6 +1196,7 @@ impl Reader {
                 match result {
                     Ok(page) => {
                         delays = self.config.retry.delays();
+                        max_records = self.config.max_records_per_call;
                         if backing_off {
                             backing_off = false;
                             self.status.update(&self.shard_id, |shard| {

@@ -828,3 +828,49 @@ async fn a_dead_letter_the_dead_letter_emitter_rejects_stops_the_shard() {
         "{checkpoint:?}"
     );
 }
+
+/// Notes the size of every page the consumer gets.
+#[derive(Default)]
+struct PageSizes(std::sync::Mutex<Vec<usize>>);
+
+impl kinesis_connectors_testkit::SourceHooks for PageSizes {
+    fn on_page(&self, page: &mut kinesis_connectors_core::RecordsPage) {
+        self.0.lock().unwrap().push(page.records.len());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_call_asks_for_a_small_page_and_the_next_for_full_ones() {
+    let (source, _) = source_with(25_000);
+    source.close_shard(SHARD, vec![]);
+    let run = |config: ShardConfig| {
+        let hooked = Arc::new(kinesis_connectors_testkit::HookedSource::new(
+            source.clone(),
+            PageSizes::default(),
+        ));
+        let emitter = RecordingEmitter::new();
+        let consumer = ShardConsumer::new(
+            ShardEnv::new(
+                hooked.clone(),
+                Arc::new(MemoryCheckpointStore::new()),
+                config,
+            ),
+            shard_context(SHARD),
+            LeaseHandle::new(Lease::unfenced(SHARD, "w")),
+            pipeline_to(Arc::new(emitter.clone()), 1_000),
+        );
+        async move {
+            let report = consumer.run(CancellationToken::new()).await;
+            assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
+            assert_eq!(emitter.items().len(), 25_000);
+            hooked.hooks().0.lock().unwrap().clone()
+        }
+    };
+    assert_eq!(run(config()).await, vec![100, 10_000, 10_000, 4_900]);
+    assert_eq!(
+        run(config().with_first_call_records(10_000)).await,
+        vec![10_000, 10_000, 5_000]
+    );
+    let bad = config().with_first_call_records(0).validate().unwrap_err();
+    assert!(bad.to_string().contains("first_call_records"), "{bad}");
+}

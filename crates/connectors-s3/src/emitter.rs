@@ -9,7 +9,10 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
-use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, Encoder, RejectedItem, encode_body};
+use kinesis_connectors_core::{
+    Batch, Compression, DEFAULT_GZIP_LEVEL, EmitOutcome, Emitter, Encoder, RejectedItem,
+    encode_body,
+};
 
 use crate::error::{Error, classify_s3};
 use crate::key::{DEFAULT_KEY_TEMPLATE, KeyTemplate, KeyValues};
@@ -78,6 +81,7 @@ pub struct S3Emitter<T: Encoder> {
     transformer: T,
     delimiter: Vec<u8>,
     gzip: bool,
+    gzip_level: u32,
     content_type: Option<String>,
     server_side_encryption: Option<ServerSideEncryption>,
     sse_kms_key_id: Option<String>,
@@ -94,6 +98,7 @@ impl<T: Encoder> fmt::Debug for S3Emitter<T> {
             .field("key_template", &self.template.source())
             .field("suffix", &self.suffix)
             .field("gzip", &self.gzip)
+            .field("gzip_level", &self.gzip_level)
             .field("content_type", &self.content_type)
             .field("server_side_encryption", &self.server_side_encryption)
             .field("storage_class", &self.storage_class)
@@ -131,6 +136,7 @@ impl<T: Encoder> S3Emitter<T> {
             suffix: String::new(),
             delimiter: b"\n".to_vec(),
             gzip: false,
+            gzip_level: DEFAULT_GZIP_LEVEL,
             content_type: None,
             server_side_encryption: None,
             sse_kms_key_id: None,
@@ -236,7 +242,14 @@ impl<T: Encoder> S3Emitter<T> {
             key: key.to_owned(),
             source,
         };
-        let (body, encoded) = encode_body(&self.transformer, batch, &self.delimiter, self.gzip)
+        let compression = if self.gzip {
+            Compression::Gzip {
+                level: self.gzip_level,
+            }
+        } else {
+            Compression::None
+        };
+        let (body, encoded) = encode_body(&self.transformer, batch, &self.delimiter, compression)
             .map_err(compress_error)?;
         let written = encoded.written;
         let rejected = encoded.into_rejected(format_args!("s3://{}/{key}", self.bucket));
@@ -410,6 +423,7 @@ pub struct S3EmitterBuilder<T: Encoder> {
     suffix: String,
     delimiter: Vec<u8>,
     gzip: bool,
+    gzip_level: u32,
     content_type: Option<String>,
     server_side_encryption: Option<ServerSideEncryption>,
     sse_kms_key_id: Option<String>,
@@ -470,6 +484,16 @@ impl<T: Encoder> S3EmitterBuilder<T> {
         self
     }
 
+    /// The gzip level, 0 to 9 (default 6, [`DEFAULT_GZIP_LEVEL`]); turns
+    /// gzip on. Lower is faster and larger: on ~1 KiB JSON events level 2
+    /// compresses 8 times as fast as 6 for 20 % larger objects (see the
+    /// crate README's figures).
+    pub fn gzip_level(mut self, level: u32) -> Self {
+        self.gzip = true;
+        self.gzip_level = level;
+        self
+    }
+
     /// The objects' `Content-Type` (default: none set, which S3 serves as
     /// `binary/octet-stream`).
     pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
@@ -513,7 +537,7 @@ impl<T: Encoder> S3EmitterBuilder<T> {
     /// Fails with [`Error::Config`] for an empty or malformed bucket name, a
     /// key template with an unknown placeholder or without `{shard}` and
     /// `{first_seq}`, keys that could exceed S3's 1024 bytes, a part size
-    /// outside S3's 5 MiB – 5 GiB, a concurrency of 0, or a KMS key without
+    /// outside S3's 5 MiB – 5 GiB, a gzip level above 9, a concurrency of 0, or a KMS key without
     /// `aws:kms` encryption. The message names the bucket, so that the
     /// emitter at fault can be told apart when a program builds several.
     pub fn build(self) -> Result<S3Emitter<T>, Error> {
@@ -531,6 +555,7 @@ impl<T: Encoder> S3EmitterBuilder<T> {
             transformer: self.transformer,
             delimiter: self.delimiter,
             gzip: self.gzip,
+            gzip_level: self.gzip_level,
             content_type: self.content_type,
             server_side_encryption: self.server_side_encryption,
             sse_kms_key_id: self.sse_kms_key_id,
@@ -549,6 +574,12 @@ impl<T: Encoder> S3EmitterBuilder<T> {
             self.suffix.clone()
         };
         template.check_length(&self.prefix, &suffix)?;
+        if self.gzip_level > 9 {
+            return Err(Error::Config(format!(
+                "gzip level {} is not within 0..=9",
+                self.gzip_level
+            )));
+        }
         if self.part_size < MIN_PART_SIZE {
             return Err(Error::Config(format!(
                 "part size {} bytes is below S3's minimum of {MIN_PART_SIZE} bytes (5 MiB)",

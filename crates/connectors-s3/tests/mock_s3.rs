@@ -275,6 +275,39 @@ async fn gzip_adds_the_suffix_and_encoding_and_is_deterministic() {
 }
 
 #[tokio::test]
+async fn the_gzip_level_turns_gzip_on_and_sets_how_hard_it_compresses() {
+    let body = |level: Option<u32>| {
+        let bucket = Shared::default();
+        let client = s3_client(&bucket_rules(&bucket, Vec::new()));
+        let builder = S3Emitter::builder(client, BUCKET, Utf8Transformer);
+        let emitter = match level {
+            Some(level) => builder.gzip_level(level),
+            None => builder.gzip(true),
+        }
+        .build()
+        .unwrap();
+        let b = dated_batch(strings(2_000, "line"), 7);
+        async move {
+            let object = emitter.upload(&b).await.unwrap().object.unwrap();
+            assert!(object.key.ends_with(".gz"), "{}", object.key);
+            let stored = bucket.lock().unwrap().objects[&object.key].clone();
+            assert_eq!(stored.content_encoding.as_deref(), Some("gzip"));
+            assert_eq!(lines(&gunzip(&stored.body)), strings(2_000, "line"));
+            stored.body
+        }
+    };
+    let stored = body(Some(0)).await;
+    let fast = body(Some(1)).await;
+    let default = body(None).await;
+    assert!(stored.len() > fast.len(), "level 0 stores");
+    assert!(
+        fast.len() >= default.len(),
+        "level 1 compresses less than 6"
+    );
+    assert_eq!(body(Some(6)).await, default, "6 is the default");
+}
+
+#[tokio::test]
 async fn sub_sequence_positions_give_distinct_keys() {
     let bucket = Shared::default();
     let client = s3_client(&bucket_rules(&bucket, Vec::new()));
@@ -770,6 +803,10 @@ fn bad_configurations_are_refused_clearly() {
             "above S3's maximum",
         ),
         (named(|b| b.upload_concurrency(0)), "at least 1"),
+        (
+            named(|b| b.gzip_level(10)),
+            "gzip level 10 is not within 0..=9",
+        ),
         (named(|b| b.prefix("p".repeat(1000))), "1024"),
         (named(|b| b.sse_kms_key_id("k")), "KMS key"),
     ];

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use kinesis_connectors_core::{
-    Batch, EmitOutcome, Emitter, Encoder, RejectedItem, async_trait, encode_body,
+    Batch, Compression, EmitOutcome, Emitter, Encoder, RejectedItem, async_trait, encode_body,
 };
 
 use crate::error::Error;
@@ -203,7 +203,12 @@ impl<T: Encoder> RotatingFileEmitter<T> {
             path: location.path(),
             source,
         };
-        let (body, encoded) = encode_body(&self.transformer, batch, &self.delimiter, self.gzip)
+        let compression = if self.gzip {
+            Compression::GZIP
+        } else {
+            Compression::None
+        };
+        let (body, encoded) = encode_body(&self.transformer, batch, &self.delimiter, compression)
             .map_err(compress_error)?;
         let written = encoded.written;
         let rejected = encoded.into_rejected(location.path().display());

@@ -9,6 +9,7 @@
 //! stops processes, `probe` asks them whether they answer, and one module per
 //! service knows how to start it.
 
+mod kinesalite;
 mod kinesis_local;
 mod localstack;
 mod lock;
@@ -50,6 +51,9 @@ pub(crate) enum Mode {
     LocalStackHost,
     /// A LocalStack that already runs at this URL (e.g. Docker on a laptop).
     LocalStackUrl(String),
+    /// `cargo xtask bench`: kinesalite (a Kinesis fast enough not to be the
+    /// bottleneck), moto for S3 and redis.
+    Bench,
 }
 
 impl Mode {
@@ -58,6 +62,7 @@ impl Mode {
         match self {
             Mode::Embedded => "embedded",
             Mode::LocalStackHost | Mode::LocalStackUrl(_) => "localstack",
+            Mode::Bench => "bench",
         }
     }
 
@@ -68,6 +73,7 @@ impl Mode {
             Mode::LocalStackUrl(url) => {
                 format!("external LocalStack at {url} (+ PostgreSQL, redis)")
             }
+            Mode::Bench => "bench (kinesalite, moto, redis)".to_owned(),
         }
     }
 
@@ -76,6 +82,7 @@ impl Mode {
             Mode::Embedded => json!({ "kind": "embedded" }),
             Mode::LocalStackHost => json!({ "kind": "localstack-host" }),
             Mode::LocalStackUrl(url) => json!({ "kind": "localstack-url", "url": url }),
+            Mode::Bench => json!({ "kind": "bench" }),
         }
     }
 
@@ -83,6 +90,7 @@ impl Mode {
         match v["kind"].as_str() {
             Some("embedded") => Ok(Mode::Embedded),
             Some("localstack-host") => Ok(Mode::LocalStackHost),
+            Some("bench") => Ok(Mode::Bench),
             Some("localstack-url") => Ok(Mode::LocalStackUrl(
                 v["url"]
                     .as_str()
@@ -107,12 +115,15 @@ pub(crate) enum Kind {
     Redis,
     /// LocalStack started on the host.
     LocalStack,
+    /// kinesalite, the fast Kinesis of `cargo xtask bench`.
+    Kinesalite,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::LocalStack,
         Kind::Kinesis,
+        Kind::Kinesalite,
         Kind::Moto,
         Kind::Postgres,
         Kind::Redis,
@@ -126,6 +137,7 @@ impl Kind {
             Kind::Postgres => "postgres",
             Kind::Redis => "redis",
             Kind::LocalStack => "localstack",
+            Kind::Kinesalite => "kinesalite",
         }
     }
 

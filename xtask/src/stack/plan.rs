@@ -20,6 +20,7 @@ pub(super) fn plan(mode: &Mode) -> Result<(Vec<Kind>, Vec<String>)> {
             vec![Kind::LocalStack, Kind::Moto, Kind::Postgres, Kind::Redis],
             Vec::new(),
         )),
+        Mode::Bench => Ok((vec![Kind::Kinesalite, Kind::Moto, Kind::Redis], Vec::new())),
         Mode::LocalStackUrl(url) => {
             let available = probe::usable_localstack_services(url)?;
             let mut kinds = Vec::new();
@@ -50,6 +51,15 @@ pub(super) fn route(state: &mut State, available: &[String]) -> Result<()> {
             Routes {
                 default: moto.clone(),
                 kinesis: url_of(Kind::Kinesis)?,
+                s3: moto.clone(),
+                dynamodb: moto,
+            }
+        }
+        Mode::Bench => {
+            let moto = url_of(Kind::Moto)?;
+            Routes {
+                default: moto.clone(),
+                kinesis: url_of(Kind::Kinesalite)?,
                 s3: moto.clone(),
                 dynamodb: moto,
             }

@@ -25,6 +25,9 @@ pub(super) fn answers(svc: &Svc) -> bool {
     };
     match svc.kind {
         Kind::Kinesis => get("/healthcheck"),
+        Kind::Kinesalite => {
+            HttpUrl::parse(&svc.url()).is_ok_and(|url| localstack_request(&url, "kinesis").is_ok())
+        }
         Kind::Moto => get("/moto-api/"),
         Kind::LocalStack => get("/_localstack/health"),
         Kind::Postgres => pg_isready(svc.port, TEST_DATABASE),
@@ -78,7 +81,8 @@ fn fake_auth(service: &str) -> String {
     )
 }
 
-/// One cheap real request to `service` (`kinesis`, `s3` or `dynamodb`) of a LocalStack.
+/// One cheap real request to `service` (`kinesis`, `s3` or `dynamodb`) of a
+/// LocalStack (or, for `kinesis`, of kinesalite).
 pub(super) fn localstack_request(url: &HttpUrl, service: &str) -> std::result::Result<(), String> {
     let auth = fake_auth(service);
     let (method, target, content_type, body, timeout) = match service {
@@ -100,8 +104,10 @@ pub(super) fn localstack_request(url: &HttpUrl, service: &str) -> std::result::R
         "s3" => ("GET", None, "application/xml", "", 60),
         other => return Err(format!("no probe for {other}")),
     };
+    // kinesalite refuses a signature without a date.
     let mut headers = vec![
         ("Authorization", auth.as_str()),
+        ("X-Amz-Date", "20260101T000000Z"),
         ("Content-Type", content_type),
     ];
     if let Some(target) = target {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::state::Svc;
-use super::{Kind, kinesis_local, localstack, moto, postgres, probe, redis};
+use super::{Kind, kinesalite, kinesis_local, localstack, moto, postgres, probe, redis};
 use crate::install;
 use crate::util;
 
@@ -28,6 +28,7 @@ pub(super) fn install_all(kinds: &[Kind]) -> Result<()> {
                 scope.spawn(move || -> Result<()> {
                     match kind {
                         Kind::Kinesis => install::ensure_kinesis_local(),
+                        Kind::Kinesalite => install::ensure_kinesalite(),
                         Kind::Moto => install::ensure_moto(),
                         Kind::Postgres => install::ensure_postgres().map(drop),
                         Kind::Redis => install::ensure_redis().map(drop),
@@ -66,6 +67,7 @@ pub(super) fn start(kind: Kind, preferred: Option<u16>) -> Result<Svc> {
     };
     match kind {
         Kind::Kinesis => kinesis_local::start(log, port),
+        Kind::Kinesalite => kinesalite::start(log, port),
         Kind::Moto => moto::start(log, port),
         Kind::Postgres => postgres::start(log, port),
         Kind::Redis => redis::start(log, port),

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::{ACCESS_KEY, Kind, Mode, REGION, SECRET_KEY, TEST_DATABASE};
@@ -148,9 +148,6 @@ impl State {
 
     /// The environment variables the tests read, in `export` order.
     pub(crate) fn env_vars(&self) -> Result<Vec<(&'static str, String)>> {
-        let pg = self
-            .get(Kind::Postgres)
-            .context("the stack has no postgres")?;
         let redis = self.get(Kind::Redis).context("the stack has no redis")?;
         let mut vars = vec![
             ("KC_STACK", self.mode.kc_stack().to_owned()),
@@ -164,13 +161,18 @@ impl State {
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
             ("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port)),
-            (
+        ];
+        // Every mode but the benchmark's runs PostgreSQL.
+        if let Some(pg) = self.get(Kind::Postgres) {
+            vars.push((
                 "DATABASE_URL",
                 format!("postgres://postgres@127.0.0.1:{}/{TEST_DATABASE}", pg.port),
-            ),
-        ];
+            ));
+        } else if self.mode != Mode::Bench {
+            bail!("the stack has no postgres");
+        }
         match &self.mode {
-            Mode::Embedded => {}
+            Mode::Embedded | Mode::Bench => {}
             Mode::LocalStackHost | Mode::LocalStackUrl(_) => {
                 vars.push(("KC_LOCALSTACK_URL", self.routes.default.clone()));
             }

@@ -1,0 +1,243 @@
+//! The library's consumers: `StreamConsumer` over `PollingSource`, events
+//! decoded by `JsonTransformer`, batches handed to a counting emitter (or
+//! the S3 emitter, counting after it), checkpoints in memory or Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kinesis_checkpoint_redis::RedisCheckpointStore;
+use kinesis_connectors_core::{
+    Batch, BufferLimits, CancellationToken, CheckpointStore, EmitOutcome, Emitter, JsonTransformer,
+    MemoryCheckpointStore, Pipeline, Record, ShardConfig, ShardContext, StreamConsumer,
+    StreamReport, Transformer, async_trait,
+};
+use kinesis_connectors_kinesis::PollingSource;
+use kinesis_connectors_s3::S3Emitter;
+
+use crate::event::Event;
+use crate::measure::Clock;
+use crate::target::Target;
+
+/// Where checkpoints go.
+#[derive(Debug, Clone)]
+pub(crate) enum Checkpoints {
+    /// `MemoryCheckpointStore`.
+    Memory,
+    /// `RedisCheckpointStore` at this URL.
+    Redis(String),
+}
+
+/// Where batches go.
+#[derive(Debug, Clone)]
+pub(crate) enum Sink {
+    /// Counted and dropped.
+    Count,
+    /// `S3Emitter` (JSON lines) into this bucket, gzipped or not.
+    S3 {
+        /// The bucket (created when missing).
+        bucket: String,
+        /// Object key prefix of this run.
+        prefix: String,
+        /// Gzip the objects.
+        gzip: bool,
+    },
+}
+
+/// One library consumer.
+#[derive(Debug, Clone)]
+pub(crate) struct Setup {
+    /// The stream.
+    pub(crate) stream: String,
+    /// The checkpoint namespace (fresh per run: no checkpoint to resume from).
+    pub(crate) application: String,
+    /// Checkpoint store.
+    pub(crate) checkpoints: Checkpoints,
+    /// Emitter.
+    pub(crate) sink: Sink,
+    /// Records per batch (and so per checkpoint).
+    pub(crate) batch: usize,
+}
+
+/// The JSON transformer, noting when the first record reached it.
+struct Timed {
+    json: JsonTransformer<Event>,
+    clock: Arc<Clock>,
+}
+
+impl Transformer for Timed {
+    type Item = Event;
+
+    fn to_item(&self, record: &Record) -> kinesis_connectors_core::Result<Event> {
+        self.clock.saw_record();
+        self.json.to_item(record)
+    }
+}
+
+/// Counts each batch into the target once the inner emitter (if any) took it.
+struct Counting {
+    inner: Option<Arc<dyn Emitter<Event>>>,
+    target: Arc<Target>,
+    visit: Arc<dyn Fn(&Event) + Send + Sync>,
+}
+
+#[async_trait]
+impl Emitter<Event> for Counting {
+    async fn emit(&self, batch: &Batch<Event>) -> kinesis_connectors_core::Result<EmitOutcome> {
+        let outcome = match &self.inner {
+            Some(inner) => inner.emit(batch).await?,
+            None => EmitOutcome::delivered(),
+        };
+        let mut id_sum = 0;
+        for event in &batch.items {
+            id_sum += event.id;
+            (self.visit)(event);
+        }
+        self.target.add(batch.len() as u64, id_sum);
+        Ok(outcome)
+    }
+
+    async fn shutdown(&self) -> kinesis_connectors_core::Result<()> {
+        match &self.inner {
+            Some(inner) => inner.shutdown().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A running consumer: stop it with [`Running::stop`].
+pub(crate) struct Running {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<kinesis_connectors_core::Result<StreamReport>>,
+}
+
+impl Running {
+    /// Cancels the consumer and waits for its report (its last checkpoints
+    /// written); fails if a shard failed.
+    pub(crate) async fn stop(self) -> Result<()> {
+        self.cancel.cancel();
+        let report = tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .context("the consumer did not stop within 60 s")?
+            .context("the consumer task panicked")??;
+        if let Some((shard, error)) = report.failures().next() {
+            anyhow::bail!("shard {shard} failed: {error}");
+        }
+        Ok(())
+    }
+}
+
+/// Starts the consumer of `setup`, counting into `target` and showing every
+/// event to `visit`.
+pub(crate) async fn start(
+    setup: &Setup,
+    aws: &aws_config::SdkConfig,
+    shard_config: ShardConfig,
+    clock: Arc<Clock>,
+    target: Arc<Target>,
+    visit: Arc<dyn Fn(&Event) + Send + Sync>,
+) -> Result<Running> {
+    let store: Arc<dyn CheckpointStore> = match &setup.checkpoints {
+        Checkpoints::Memory => Arc::new(MemoryCheckpointStore::new()),
+        Checkpoints::Redis(url) => Arc::new(
+            RedisCheckpointStore::connect(url)
+                .await
+                .with_context(|| format!("connecting to Redis at {url}"))?,
+        ),
+    };
+    let inner: Option<Arc<dyn Emitter<Event>>> = match &setup.sink {
+        Sink::Count => None,
+        Sink::S3 {
+            bucket,
+            prefix,
+            gzip,
+        } => {
+            let s3 = aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(aws)
+                    .force_path_style(true)
+                    .build(),
+            );
+            ensure_bucket(&s3, bucket).await?;
+            Some(Arc::new(
+                S3Emitter::builder(s3, bucket, JsonTransformer::<Event>::new())
+                    .prefix(prefix)
+                    .suffix(".jsonl")
+                    .gzip(*gzip)
+                    .build()?,
+            ))
+        }
+    };
+    let emitter: Arc<dyn Emitter<Event>> = Arc::new(Counting {
+        inner,
+        target,
+        visit,
+    });
+    let limits = BufferLimits::default()
+        .with_max_records(setup.batch)
+        .with_max_bytes(256 * 1024 * 1024)
+        .with_max_age(Duration::from_secs(600));
+    let source = Arc::new(PollingSource::new(aws_sdk_kinesis::Client::new(aws)));
+    let consumer = StreamConsumer::builder(
+        &setup.application,
+        &setup.stream,
+        source,
+        store,
+        move |_: &ShardContext| {
+            Pipeline::decode_only(
+                Timed {
+                    json: JsonTransformer::new(),
+                    clock: Arc::clone(&clock),
+                },
+                Arc::clone(&emitter),
+            )
+            .buffer_limits(limits)
+            .build()
+        },
+    )
+    .shard_config(shard_config)
+    .build()?;
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    Ok(Running { cancel, task })
+}
+
+async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
+    if s3.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(());
+    }
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .with_context(|| format!("CreateBucket {bucket}"))?;
+    Ok(())
+}
+
+/// Deletes the objects under `prefix` (what one run wrote), so that the
+/// emulator's memory does not grow run after run.
+pub(crate) async fn delete_objects(
+    aws: &aws_config::SdkConfig,
+    bucket: &str,
+    prefix: &str,
+) -> Result<u64> {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws)
+            .force_path_style(true)
+            .build(),
+    );
+    let mut deleted = 0;
+    let listed = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .context("ListObjectsV2")?;
+    for object in listed.contents() {
+        if let Some(key) = object.key() {
+            s3.delete_object().bucket(bucket).key(key).send().await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
