@@ -5,8 +5,8 @@
 //! ratios to the raw aws-sdk-kinesis loop built and run alongside.
 //!
 //! CPU time on a shared 2-core machine wanders by ±20 % from run to run
-//! (the emulator runs on the other core), so the raw loop and the memory
-//! scenario also run once under callgrind: instructions per record are
+//! (the emulator runs on the other core), so the raw loop and the two
+//! no-op library scenarios also run once under callgrind: instructions per record are
 //! the same on every run and show the library's own overhead exactly.
 //!
 //! `--smoke` (what CI runs) checks the machinery with a debug build and a
@@ -200,10 +200,10 @@ pub(crate) fn run(opts: &BenchOptions) -> Result<()> {
             }
         }
 
-        say("counting instructions under callgrind (raw, memory; about 20 s each) …");
+        say("counting instructions under callgrind (raw, memory, redis; about 20 s each) …");
         let valgrind = install::ensure_program("valgrind", "valgrind")?;
         let mut instructions = Vec::new();
-        for name in ["raw", "memory"] {
+        for name in ["raw", "memory", "redis"] {
             let mut cmd = Command::new(&valgrind);
             cmd.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
                 .arg(&binary)

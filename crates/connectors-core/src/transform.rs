@@ -272,8 +272,8 @@ pub enum Compression {
     None,
     /// gzip (feature `gzip`, the zlib-rs backend) at `level`, 0 (stored)
     /// to 9 (smallest, slowest). On ~1 KiB JSON events, one core
-    /// compresses about 34 MB/s at level 6 ([`DEFAULT_GZIP_LEVEL`]), 270
-    /// MB/s at level 2 for 20 % larger output, 450 MB/s at level 1 for 70 %
+    /// compresses about 32 MB/s at level 6 ([`DEFAULT_GZIP_LEVEL`]), 220
+    /// MB/s at level 2 for 23 % larger output, 345 MB/s at level 1 for 67 %
     /// larger (the S3 crate's README has the measurement).
     Gzip {
         /// 0 to 9.
