@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use crate::event;
 
@@ -27,25 +27,7 @@ pub(crate) async fn create(client: &Client, stream: &str, shards: u32) -> Result
         .send()
         .await
         .with_context(|| format!("CreateStream {stream}"))?;
-    let deadline = Instant::now() + ACTIVE_WAIT;
-    loop {
-        let summary = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .with_context(|| format!("DescribeStreamSummary {stream}"))?;
-        let status = summary
-            .stream_description_summary()
-            .map(|s| s.stream_status().clone());
-        if status == Some(StreamStatus::Active) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("{stream} is not ACTIVE after {ACTIVE_WAIT:?} ({status:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    producer::wait_until_active(client, stream, ACTIVE_WAIT).await?;
     let listed = client
         .list_shards()
         .stream_name(stream)
