@@ -92,8 +92,8 @@ impl BufferLimits {
     }
 }
 
-/// Items a [`RecordBuffer`] makes room for when a batch opens, at most.
-const RESERVED_ITEMS: usize = 10_000;
+/// The room a [`RecordBuffer`] makes for items when a batch opens, at most.
+const RESERVED_BYTES: usize = 1024 * 1024;
 
 /// The default buffer: flushes on a record count, a byte count or an age,
 /// whichever comes first.
@@ -153,8 +153,12 @@ impl<T: Send + Sync> Buffer<T> for RecordBuffer<T> {
             self.first_arrival = record.approximate_arrival;
             self.opened_at = Some(Instant::now());
             // A batch grows to its record limit, usually: room for that up
-            // front (within reason) instead of regrowing from empty.
-            let room = self.limits.max_records.min(RESERVED_ITEMS);
+            // front (at most about 1 MiB of items) instead of regrowing
+            // from empty.
+            let room = self
+                .limits
+                .max_records
+                .min(RESERVED_BYTES / std::mem::size_of::<T>().max(1));
             self.items.reserve(room);
             self.sources.reserve(room);
         }
