@@ -187,31 +187,39 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             chaos::run(&opts)?;
         }
         "bench" => {
-            let mut opts = BenchOptions::default();
+            // `--smoke` picks the other defaults; --runs and --records,
+            // wherever they stand, override either.
+            let (mut runs, mut records, mut smoke, mut keep) = (None, None, false, false);
             let mut args = args.into_iter();
             while let Some(a) = args.next() {
                 match a.as_str() {
-                    "--smoke" => {
-                        opts = BenchOptions {
-                            keep: opts.keep,
-                            ..BenchOptions::smoke()
-                        }
-                    }
-                    "--keep" => opts.keep = true,
+                    "--smoke" => smoke = true,
+                    "--keep" => keep = true,
                     flag @ ("--runs" | "--records") => {
                         let n = args.next().unwrap_or_default();
                         let value: u64 = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
                             anyhow::anyhow!("{flag} needs a positive number, got `{n}`")
                         })?;
                         if flag == "--runs" {
-                            opts.runs = u32::try_from(value)?;
+                            runs = Some(u32::try_from(value)?);
                         } else {
-                            opts.records = value;
+                            records = Some(value);
                         }
                     }
                     other => bail!("unexpected argument `{other}`\n\n{USAGE}"),
                 }
             }
+            let base = if smoke {
+                BenchOptions::smoke()
+            } else {
+                BenchOptions::default()
+            };
+            let opts = BenchOptions {
+                runs: runs.unwrap_or(base.runs),
+                records: records.unwrap_or(base.records),
+                keep,
+                ..base
+            };
             bench::run(&opts)?;
         }
         "tidy" => {
