@@ -107,13 +107,23 @@ fn counts(items: &[String]) -> HashMap<&str, usize> {
 /// Waits until `emitter` has every one of `expected`, then checks it has
 /// each exactly once and nothing else.
 async fn assert_each_once(what: &str, emitter: &RecordingEmitter<String>, expected: &[String]) {
+    assert_each_once_after(what, emitter, expected, 0).await;
+}
+
+/// [`assert_each_once`] for the items the emitter got after its first `from`.
+async fn assert_each_once_after(
+    what: &str,
+    emitter: &RecordingEmitter<String>,
+    expected: &[String],
+    from: usize,
+) {
     wait_until(what, WAIT, Duration::from_millis(100), || async {
-        emitter.item_count() >= expected.len()
+        emitter.item_count() >= from + expected.len()
     })
     .await;
     // A little longer: a duplicate would show up now.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let items = emitter.items();
+    let items = emitter.items().split_off(from);
     let counts = counts(&items);
     let missing: Vec<_> = expected
         .iter()
@@ -127,6 +137,39 @@ async fn assert_each_once(what: &str, emitter: &RecordingEmitter<String>, expect
         "{what}: emitted more than once: {repeated:?}"
     );
     assert_eq!(items.len(), expected.len(), "{what}: unexpected records");
+}
+
+/// Puts rounds of probe records until one round arrives whole, and returns
+/// how many items the emitter then holds. A round spans every shard (its
+/// partition keys are those `put` gives any 30 records) and a shard's
+/// records arrive in order, so a LATEST consumer's subscriptions are all
+/// open then, and no earlier probe can arrive later. A fixed wait is not
+/// enough: a registration a stopped consumer used may refuse new
+/// subscriptions (`ResourceInUseException`) for a while.
+async fn wait_subscribed(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    emitter: &RecordingEmitter<String>,
+) -> usize {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut round = 0;
+    loop {
+        let probes = texts(&format!("probe{round}"), 0..30);
+        put(client, stream, &probes).await;
+        let round_end = std::time::Instant::now() + SUBSCRIBED;
+        while std::time::Instant::now() < round_end {
+            let items = emitter.items();
+            if probes.iter().all(|probe| items.contains(probe)) {
+                return items.len();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the LATEST consumer's subscriptions did not open within {WAIT:?}"
+        );
+        round += 1;
+    }
 }
 
 /// A new stream of `shards` shards named after `prefix`.
@@ -285,10 +328,10 @@ async fn fan_out_starts_at_timestamp_and_at_latest() {
         &emitter,
         InitialPosition::Latest,
     ));
-    tokio::time::sleep(SUBSCRIBED).await;
+    let probed = wait_subscribed(&client, &stream, &emitter).await;
     let late = texts("late", 0..30);
     put(&client, &stream, &late).await;
-    assert_each_once("LATEST", &emitter, &late).await;
+    assert_each_once_after("LATEST", &emitter, &late, probed).await;
     running.stop().await;
     delete_stream(&client, &stream).await;
 }
