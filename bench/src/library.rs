@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use example_support::s3::{ensure_bucket, s3_client};
 use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_connectors_core::{
     Batch, BufferLimits, CancellationToken, CheckpointStore, EmitOutcome, Emitter, JsonTransformer,
@@ -152,12 +153,8 @@ pub(crate) async fn start(
             prefix,
             gzip,
         } => {
-            let s3 = aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(aws)
-                    .force_path_style(true)
-                    .build(),
-            );
-            ensure_bucket(&s3, bucket).await?;
+            let s3 = s3_client(aws, true);
+            ensure_bucket(&s3, bucket, true).await?;
             Some(Arc::new(
                 S3Emitter::builder(s3, bucket, JsonTransformer::<Event>::new())
                     .prefix(prefix)
@@ -201,18 +198,6 @@ pub(crate) async fn start(
     Ok(Running { cancel, task })
 }
 
-async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
-    if s3.head_bucket().bucket(bucket).send().await.is_ok() {
-        return Ok(());
-    }
-    s3.create_bucket()
-        .bucket(bucket)
-        .send()
-        .await
-        .with_context(|| format!("CreateBucket {bucket}"))?;
-    Ok(())
-}
-
 /// Deletes the objects under `prefix` (what one run wrote), so that the
 /// emulator's memory does not grow run after run.
 pub(crate) async fn delete_objects(
@@ -220,11 +205,7 @@ pub(crate) async fn delete_objects(
     bucket: &str,
     prefix: &str,
 ) -> Result<u64> {
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(aws)
-            .force_path_style(true)
-            .build(),
-    );
+    let s3 = s3_client(aws, true);
     let mut deleted = 0;
     let listed = s3
         .list_objects_v2()
