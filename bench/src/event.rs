@@ -22,9 +22,11 @@ pub(crate) struct Event {
     pub(crate) payload: String,
 }
 
-/// The same event as the raw loop decodes it: strings borrowed from the
-/// response, as a hand-written loop that drops each record at once would.
-#[derive(Debug, Deserialize)]
+/// The same event with strings borrowed from the payload: the raw loop
+/// decodes it from the response, as a hand-written loop that drops each
+/// record at once would, and the library into a `JsonView` that keeps the
+/// payload. (`&str` and not `Cow<str>`: the events have no escapes.)
+#[derive(Debug, Serialize, Deserialize, yoke::Yokeable)]
 pub(crate) struct EventRef<'a> {
     /// See [`Event::id`].
     pub(crate) id: u64,

@@ -1,6 +1,7 @@
 //! The library's consumers: `StreamConsumer` over `PollingSource`, events
-//! decoded by `JsonTransformer`, batches handed to a counting emitter (or
-//! the S3 emitter, counting after it), checkpoints in memory or Redis.
+//! decoded by `JsonViewTransformer` (borrowed strings) or `JsonTransformer`
+//! (owned ones), batches handed to a counting emitter (or the S3 emitter,
+//! counting after it), checkpoints in memory or Redis.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +10,14 @@ use anyhow::{Context, Result};
 use example_support::s3::{ensure_bucket, s3_client};
 use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_connectors_core::{
-    Batch, BufferLimits, CancellationToken, CheckpointStore, EmitOutcome, Emitter, JsonTransformer,
-    MemoryCheckpointStore, Pipeline, Record, ShardConfig, ShardContext, StreamConsumer,
-    StreamReport, Transformer, async_trait,
+    Batch, BufferLimits, CancellationToken, CheckpointStore, EmitOutcome, Emitter, Encoder,
+    JsonTransformer, JsonView, JsonViewTransformer, MemoryCheckpointStore, Pipeline, Record,
+    ShardConfig, ShardContext, StreamConsumer, StreamReport, Transformer, async_trait,
 };
 use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_s3::S3Emitter;
 
-use crate::event::Event;
+use crate::event::{Event, EventRef};
 use crate::measure::Clock;
 use crate::target::Target;
 
@@ -27,6 +28,42 @@ pub(crate) enum Checkpoints {
     Memory,
     /// `RedisCheckpointStore` at this URL.
     Redis(String),
+}
+
+/// How events are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decode {
+    /// `JsonViewTransformer<EventRef>`: strings borrowed from the payload,
+    /// as the raw loop decodes them.
+    View,
+    /// `JsonTransformer<Event>`: owned strings.
+    Owned,
+}
+
+/// What the counting emitter reads of an item.
+pub(crate) trait BenchItem: Send + Sync + 'static {
+    /// The event's id.
+    fn id(&self) -> u64;
+    /// When the event was put.
+    fn sent_at_micros(&self) -> u64;
+}
+
+impl BenchItem for Event {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn sent_at_micros(&self) -> u64 {
+        self.sent_at_micros
+    }
+}
+
+impl BenchItem for JsonView<EventRef<'static>> {
+    fn id(&self) -> u64 {
+        self.get().id
+    }
+    fn sent_at_micros(&self) -> u64 {
+        self.get().sent_at_micros
+    }
 }
 
 /// Where batches go.
@@ -54,45 +91,48 @@ pub(crate) struct Setup {
     pub(crate) application: String,
     /// Checkpoint store.
     pub(crate) checkpoints: Checkpoints,
+    /// Transformer.
+    pub(crate) decode: Decode,
     /// Emitter.
     pub(crate) sink: Sink,
     /// Records per batch (and so per checkpoint).
     pub(crate) batch: usize,
 }
 
-/// The JSON transformer, noting when the first record reached it.
-struct Timed {
-    json: JsonTransformer<Event>,
+/// A JSON transformer, noting when the first record reached it.
+struct Timed<X> {
+    json: X,
     clock: Arc<Clock>,
 }
 
-impl Transformer for Timed {
-    type Item = Event;
+impl<X: Transformer> Transformer for Timed<X> {
+    type Item = X::Item;
 
-    fn to_item(&self, record: &Record) -> kinesis_connectors_core::Result<Event> {
+    fn to_item(&self, record: &Record) -> kinesis_connectors_core::Result<X::Item> {
         self.clock.saw_record();
         self.json.to_item(record)
     }
 }
 
-/// Counts each batch into the target once the inner emitter (if any) took it.
-struct Counting {
-    inner: Option<Arc<dyn Emitter<Event>>>,
+/// Counts each batch into the target once the inner emitter (if any) took
+/// it, showing each event's put time to `visit`.
+struct Counting<T> {
+    inner: Option<Arc<dyn Emitter<T>>>,
     target: Arc<Target>,
-    visit: Arc<dyn Fn(&Event) + Send + Sync>,
+    visit: Arc<dyn Fn(u64) + Send + Sync>,
 }
 
 #[async_trait]
-impl Emitter<Event> for Counting {
-    async fn emit(&self, batch: &Batch<Event>) -> kinesis_connectors_core::Result<EmitOutcome> {
+impl<T: BenchItem> Emitter<T> for Counting<T> {
+    async fn emit(&self, batch: &Batch<T>) -> kinesis_connectors_core::Result<EmitOutcome> {
         let outcome = match &self.inner {
             Some(inner) => inner.emit(batch).await?,
             None => EmitOutcome::delivered(),
         };
         let mut id_sum = 0;
         for event in &batch.items {
-            id_sum += event.id;
-            (self.visit)(event);
+            id_sum += event.id();
+            (self.visit)(event.sent_at_micros());
         }
         self.target.add(batch.len() as u64, id_sum);
         Ok(outcome)
@@ -129,15 +169,40 @@ impl Running {
 }
 
 /// Starts the consumer of `setup`, counting into `target` and showing every
-/// event to `visit`.
+/// event's put time to `visit`.
 pub(crate) async fn start(
     setup: &Setup,
     aws: &aws_config::SdkConfig,
     shard_config: ShardConfig,
     clock: Arc<Clock>,
     target: Arc<Target>,
-    visit: Arc<dyn Fn(&Event) + Send + Sync>,
+    visit: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<Running> {
+    match setup.decode {
+        Decode::View => {
+            let json = JsonViewTransformer::<EventRef<'static>>::new();
+            start_with(json, setup, aws, shard_config, clock, target, visit).await
+        }
+        Decode::Owned => {
+            let json = JsonTransformer::<Event>::new();
+            start_with(json, setup, aws, shard_config, clock, target, visit).await
+        }
+    }
+}
+
+async fn start_with<X>(
+    json: X,
+    setup: &Setup,
+    aws: &aws_config::SdkConfig,
+    shard_config: ShardConfig,
+    clock: Arc<Clock>,
+    target: Arc<Target>,
+    visit: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<Running>
+where
+    X: Encoder + Clone,
+    X::Item: BenchItem,
+{
     let store: Arc<dyn CheckpointStore> = match &setup.checkpoints {
         Checkpoints::Memory => Arc::new(MemoryCheckpointStore::new()),
         Checkpoints::Redis(url) => Arc::new(
@@ -146,7 +211,7 @@ pub(crate) async fn start(
                 .with_context(|| format!("connecting to Redis at {url}"))?,
         ),
     };
-    let inner: Option<Arc<dyn Emitter<Event>>> = match &setup.sink {
+    let inner: Option<Arc<dyn Emitter<X::Item>>> = match &setup.sink {
         Sink::Count => None,
         Sink::S3 {
             bucket,
@@ -156,7 +221,7 @@ pub(crate) async fn start(
             let s3 = s3_client(aws, true);
             ensure_bucket(&s3, bucket, true).await?;
             Some(Arc::new(
-                S3Emitter::builder(s3, bucket, JsonTransformer::<Event>::new())
+                S3Emitter::builder(s3, bucket, json.clone())
                     .prefix(prefix)
                     .suffix(".jsonl")
                     .gzip(*gzip)
@@ -164,7 +229,7 @@ pub(crate) async fn start(
             ))
         }
     };
-    let emitter: Arc<dyn Emitter<Event>> = Arc::new(Counting {
+    let emitter: Arc<dyn Emitter<X::Item>> = Arc::new(Counting {
         inner,
         target,
         visit,
@@ -182,7 +247,7 @@ pub(crate) async fn start(
         move |_: &ShardContext| {
             Pipeline::decode_only(
                 Timed {
-                    json: JsonTransformer::new(),
+                    json: json.clone(),
                     clock: Arc::clone(&clock),
                 },
                 Arc::clone(&emitter),

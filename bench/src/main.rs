@@ -4,7 +4,8 @@
 //! - `kc-bench preload` fills a stream with ~1 KiB JSON events;
 //! - `kc-bench consume --scenario S` reads them all from TRIM_HORIZON with
 //!   the raw aws-sdk-kinesis loop (`raw`) or the library (`memory`,
-//!   `redis`, `s3-gzip`, `s3-plain`) and prints one report line;
+//!   `memory-owned`, `redis`, `s3-gzip`, `s3-plain`) and prints one report
+//!   line;
 //! - `kc-bench live --consumer raw|library` puts events at a steady rate
 //!   to a new stream while consuming it and reports put → user code
 //!   latency;
@@ -29,7 +30,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use kinesis_connectors_core::ShardConfig;
 
-use crate::library::{Checkpoints, Setup, Sink};
+use crate::library::{Checkpoints, Decode, Setup, Sink};
 use crate::measure::{Clock, Report, quantile};
 use crate::target::Target;
 
@@ -117,6 +118,8 @@ enum Scenario {
     Raw,
     /// The library, checkpoints in memory.
     Memory,
+    /// The same with owned strings (`JsonTransformer`).
+    MemoryOwned,
     /// The library, checkpoints in Redis (`REDIS_URL`).
     Redis,
     /// The library into S3, gzipped JSON lines.
@@ -228,6 +231,10 @@ async fn consume(
             Scenario::Redis => Checkpoints::Redis(redis_url()?),
             _ => Checkpoints::Memory,
         },
+        decode: match scenario {
+            Scenario::MemoryOwned => Decode::Owned,
+            _ => Decode::View,
+        },
         sink: match scenario {
             Scenario::S3Gzip | Scenario::S3Plain => Sink::S3 {
                 bucket: bucket.to_owned(),
@@ -326,6 +333,7 @@ async fn live(
                     stream: stream.clone(),
                     application: unique("kc-bench-live"),
                     checkpoints: Checkpoints::Memory,
+                    decode: Decode::View,
                     sink: Sink::Count,
                     batch: 1,
                 };
@@ -336,7 +344,7 @@ async fn live(
                         ShardConfig::default(),
                         Arc::clone(&clock),
                         Arc::clone(&target),
-                        Arc::new(move |e| note(e.sent_at_micros)),
+                        Arc::new(note),
                     )
                     .await?,
                 )

@@ -43,7 +43,7 @@ pub(crate) struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         Self {
-            runs: 5,
+            runs: 7,
             records: 100_000,
             smoke: false,
             keep: false,
@@ -74,15 +74,19 @@ const BATCH: u64 = 5_000;
 const PROCESS_LIMIT: Duration = Duration::from_secs(420);
 
 /// The scenarios of `kc-bench consume`, the baseline first.
-const SCENARIOS: [(&str, &str); 5] = [
+const SCENARIOS: [(&str, &str); 6] = [
     ("raw", "raw aws-sdk-kinesis loop (baseline)"),
     (
         "memory",
-        "library, typed JSON, no-op emitter, memory checkpoints",
+        "library, typed JSON (borrowed strings), no-op emitter, memory checkpoints",
     ),
     (
         "redis",
-        "library, typed JSON, no-op emitter, Redis checkpoints",
+        "library, typed JSON (borrowed strings), no-op emitter, Redis checkpoints",
+    ),
+    (
+        "memory-owned",
+        "library, typed JSON (owned strings), no-op emitter, memory checkpoints",
     ),
     ("s3-plain", "library, JSON lines to S3 (moto), plain"),
     ("s3-gzip", "library, JSON lines to S3 (moto), gzip"),
@@ -200,10 +204,12 @@ pub(crate) fn run(opts: &BenchOptions) -> Result<()> {
             }
         }
 
-        say("counting instructions under callgrind (raw, memory, redis; about 20 s each) …");
+        say(
+            "counting instructions under callgrind (raw, memory, redis, memory-owned; about 20 s each) …",
+        );
         let valgrind = install::ensure_program("valgrind", "valgrind")?;
         let mut instructions = Vec::new();
-        for name in ["raw", "memory", "redis"] {
+        for name in ["raw", "memory", "redis", "memory-owned"] {
             let mut cmd = Command::new(&valgrind);
             cmd.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
                 .arg(&binary)

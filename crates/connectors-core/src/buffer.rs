@@ -169,7 +169,12 @@ impl<T: Send + Sync> Buffer<T> for RecordBuffer<T> {
                 self.sources.push(ItemSource::from(record));
                 self.last_filtered = None;
             }
-            None => self.last_filtered = Some(record.position()),
+            None => {
+                self.last_filtered = Some(Position {
+                    sequence: record.sequence_number,
+                    sub_sequence: record.sub_sequence_number,
+                })
+            }
         }
         self.record_count += 1;
     }

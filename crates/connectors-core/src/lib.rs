@@ -4,6 +4,7 @@ mod budget;
 mod buffer;
 mod checkpoint;
 mod error;
+mod json_view;
 pub mod kpl;
 mod lease;
 pub mod metrics;
@@ -25,6 +26,7 @@ pub use budget::MemoryBudget;
 pub use buffer::{Buffer, BufferLimits, RecordBuffer};
 pub use checkpoint::{Checkpoint, CheckpointStore, MemoryCheckpointStore, ShardKey};
 pub use error::{BoxError, Error, Result, SourceErrorKind};
+pub use json_view::{JsonView, JsonViewTransformer};
 pub use lease::{Lease, LeaseCoordinator, LeaseStore, ShardAssigner, SingleWorker, StoredLease};
 pub use pipeline::{
     AllPass, BadRecordPolicy, Batch, EmitOutcome, Emitter, Encoder, FailedRecord, Filter,

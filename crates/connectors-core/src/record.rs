@@ -16,8 +16,13 @@ use crate::error::Error;
 /// than any integer type, so they are kept as normalized digit strings and
 /// ordered numerically (shorter is smaller, then digit by digit), never as
 /// plain strings (`"9" < "10"`).
+///
+/// Every record read carries one, so it is a plain owned string: parsing
+/// the SDK's `String` ([`TryFrom<String>`](#impl-TryFrom%3CString%3E-for-SequenceNumber))
+/// keeps its allocation instead of making another. A clone copies the
+/// digits; the loop clones one per batch, not per record.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SequenceNumber(Arc<str>);
+pub struct SequenceNumber(Box<str>);
 
 impl SequenceNumber {
     /// Parses a decimal sequence number; leading zeros are ignored.
@@ -30,21 +35,8 @@ impl SequenceNumber {
     /// # Ok::<(), kinesis_connectors_core::Error>(())
     /// ```
     pub fn parse(text: &str) -> Result<Self, Error> {
-        // Every byte checked without an early exit, which the compiler
-        // vectorizes: this runs once per record read.
-        let digits_only = text
-            .bytes()
-            .fold(!text.is_empty(), |ok, b| ok & b.is_ascii_digit());
-        if !digits_only {
-            return Err(Error::InvalidSequenceNumber(text.to_owned()));
-        }
-        let zeros = text.bytes().take_while(|&b| b == b'0').count();
-        let digits = if zeros == text.len() {
-            "0"
-        } else {
-            &text[zeros..]
-        };
-        Ok(Self(Arc::from(digits)))
+        let zeros = leading_zeros(text)?;
+        Ok(Self(Box::from(&text[zeros..])))
     }
 
     /// The decimal digits, without leading zeros.
@@ -53,9 +45,46 @@ impl SequenceNumber {
     }
 }
 
+/// How many leading zeros to drop from `text` (all but the last digit of
+/// zero itself), or the error if `text` is not a decimal number.
+fn leading_zeros(text: &str) -> Result<usize, Error> {
+    // Every byte checked without an early exit, which the compiler
+    // vectorizes: this runs once per record read.
+    let digits_only = text
+        .bytes()
+        .fold(!text.is_empty(), |ok, b| ok & b.is_ascii_digit());
+    if !digits_only {
+        return Err(Error::InvalidSequenceNumber(text.to_owned()));
+    }
+    let zeros = text.bytes().take_while(|&b| b == b'0').count();
+    Ok(zeros.min(text.len() - 1))
+}
+
+impl TryFrom<String> for SequenceNumber {
+    type Error = Error;
+
+    /// Parses an owned decimal string, keeping its allocation when it has
+    /// no leading zeros (as Kinesis writes them) and no spare capacity.
+    ///
+    /// ```
+    /// use kinesis_connectors_core::SequenceNumber;
+    /// let seq = SequenceNumber::try_from(String::from("0042"))?;
+    /// assert_eq!(seq, SequenceNumber::from(42));
+    /// assert!(SequenceNumber::try_from(String::from("4x2")).is_err());
+    /// # Ok::<(), kinesis_connectors_core::Error>(())
+    /// ```
+    fn try_from(mut text: String) -> Result<Self, Error> {
+        let zeros = leading_zeros(&text)?;
+        if zeros > 0 {
+            text.drain(..zeros);
+        }
+        Ok(Self(text.into_boxed_str()))
+    }
+}
+
 impl From<u64> for SequenceNumber {
     fn from(value: u64) -> Self {
-        Self(Arc::from(value.to_string()))
+        Self(value.to_string().into_boxed_str())
     }
 }
 
@@ -245,6 +274,21 @@ impl ShardContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_sequence_numbers_keep_their_allocation_and_normalize() -> Result<(), Error> {
+        let text = String::from("49590338271490256608559692538361571095921575989136588898");
+        let at = text.as_ptr();
+        let seq = SequenceNumber::try_from(text)?;
+        assert_eq!(seq.as_str().as_ptr(), at, "the digits were copied");
+        assert_eq!(SequenceNumber::try_from(String::from("000"))?.as_str(), "0");
+        assert_eq!(SequenceNumber::try_from(String::from("0070"))?.as_str(), "70");
+        assert_eq!(SequenceNumber::parse("000")?, SequenceNumber::from(0));
+        for bad in ["", "-1", "1 2", "١٢"] {
+            assert!(SequenceNumber::try_from(bad.to_owned()).is_err(), "{bad:?}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn sequence_numbers_order_numerically() {

@@ -152,16 +152,17 @@ where
     }
 }
 
-/// The codec of [`JsonTransformer`].
-mod json {
-    use serde::de::DeserializeOwned;
+/// The codec of [`JsonTransformer`] and [`JsonViewTransformer`](crate::JsonViewTransformer).
+pub(crate) mod json {
+    use serde::Deserialize;
 
     /// Decodes with serde_json. Checking UTF-8 once over the whole payload
     /// and parsing a `str` made the pipeline benchmark's typed JSON ~10 %
     /// faster than `from_slice`, which checks every string on its own;
     /// invalid UTF-8 takes `from_slice`, so the error (and what is accepted)
     /// stays the same. (sonic-rs decoded these typed structs more slowly.)
-    pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    /// Borrowed strings (`&'de str`, `Cow<'de, str>`) borrow from `bytes`.
+    pub(crate) fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> serde_json::Result<T> {
         match std::str::from_utf8(bytes) {
             Ok(text) => serde_json::from_str(text),
             Err(_) => serde_json::from_slice(bytes),
@@ -170,12 +171,12 @@ mod json {
 
     /// Encodes as compact JSON with serde_json.
     #[cfg(not(feature = "fast-json"))]
-    pub(super) use serde_json::to_writer as encode;
+    pub(crate) use serde_json::to_writer as encode;
 
     /// Encodes as compact JSON with sonic-rs (SIMD string escaping), byte for
     /// byte what serde_json writes.
     #[cfg(feature = "fast-json")]
-    pub(super) use sonic_rs::to_writer as encode;
+    pub(crate) use sonic_rs::to_writer as encode;
 }
 
 /// Encodes `items` one per line (each followed by `\n`), the default body of

@@ -253,7 +253,8 @@ fn parse_sequence(text: &str) -> Result<SequenceNumber> {
 /// `SubscribeToShard` event).
 pub(crate) fn record_from_sdk(record: aws_sdk_kinesis::types::Record) -> Result<Record> {
     Ok(Record {
-        sequence_number: parse_sequence(&record.sequence_number)?,
+        // Keeps the SDK's string: no allocation per record.
+        sequence_number: SequenceNumber::try_from(record.sequence_number)?,
         data: Bytes::from(record.data.into_inner()),
         partition_key: record.partition_key.unwrap_or_default(),
         sub_sequence_number: None,

@@ -1,0 +1,229 @@
+//! Zero-copy JSON items: decoded structs that borrow their strings from the
+//! record's payload instead of copying them.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use yoke::{Yoke, Yokeable};
+
+use crate::error::{Error, Result};
+use crate::pipeline::{Encoder, Transformer};
+use crate::record::Record;
+use crate::transform::json;
+
+/// A JSON record decoded into `T`, with `T`'s borrowed strings pointing into
+/// the payload, which the view keeps alive; see [`JsonViewTransformer`].
+///
+/// `T` is the borrowing struct at `'static` (`Click<'static>`), as
+/// [`Yokeable`] has it; [`get`](Self::get) hands it out at the view's own
+/// lifetime.
+pub struct JsonView<T: for<'a> Yokeable<'a>> {
+    decoded: Yoke<T, Arc<Bytes>>,
+}
+
+impl<T: for<'a> Yokeable<'a>> JsonView<T> {
+    /// The decoded struct, borrowing from [`payload`](Self::payload).
+    pub fn get(&self) -> &<T as Yokeable<'_>>::Output {
+        self.decoded.get()
+    }
+
+    /// The record's payload, the JSON the struct was decoded from.
+    pub fn payload(&self) -> &Bytes {
+        self.decoded.backing_cart()
+    }
+}
+
+impl<T> Clone for JsonView<T>
+where
+    T: for<'a> Yokeable<'a>,
+    for<'a> <T as Yokeable<'a>>::Output: Clone,
+{
+    /// Clones the struct; the payload is shared, not copied.
+    fn clone(&self) -> Self {
+        Self {
+            decoded: self.decoded.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for JsonView<T>
+where
+    T: for<'a> Yokeable<'a>,
+    for<'a> <T as Yokeable<'a>>::Output: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JsonView").field(self.get()).finish()
+    }
+}
+
+/// Decodes JSON payloads into a struct that borrows its strings from the
+/// payload (`Item = JsonView<T>`), so that a record costs no allocation or
+/// copy per string field; as an [`Encoder`] it writes `T` back as compact
+/// JSON, as [`JsonTransformer`](crate::JsonTransformer) does.
+///
+/// Derive [`Yokeable`] (the `yoke` crate with its `derive` feature) and
+/// `Deserialize` on the borrowing struct. Borrow strings as
+/// `Cow<'a, str>` with `#[serde(borrow)]`: a string with escapes (`\"`,
+/// `\n`, `\u00e9`) cannot point into the payload and is then decoded into
+/// an owned one, while a `&'a str` field makes such a record fail to
+/// decode. Each item holds one small allocation of its own (the shared
+/// payload's handle) instead of one per string.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use kinesis_connectors_core::{JsonViewTransformer, Record, Transformer};
+///
+/// #[derive(yoke::Yokeable, serde::Deserialize)]
+/// struct Click<'a> {
+///     #[serde(borrow)]
+///     user: Cow<'a, str>,
+///     #[serde(borrow)]
+///     page: Cow<'a, str>,
+/// }
+///
+/// let json = JsonViewTransformer::<Click<'static>>::new();
+/// let click = json.to_item(&Record::new(r#"{"user":"u1","page":"/a\"b"}"#, "u1", 1u64))?;
+/// assert_eq!(click.get().user, "u1");
+/// assert!(matches!(click.get().user, Cow::Borrowed(_)));
+/// assert_eq!(click.get().page, "/a\"b"); // an escape: owned
+/// # Ok::<(), kinesis_connectors_core::Error>(())
+/// ```
+pub struct JsonViewTransformer<T> {
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T> JsonViewTransformer<T> {
+    /// A zero-copy JSON transformer for `T`.
+    pub fn new() -> Self {
+        Self { _item: PhantomData }
+    }
+}
+
+impl<T> Default for JsonViewTransformer<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for JsonViewTransformer<T> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl<T> fmt::Debug for JsonViewTransformer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JsonViewTransformer<{}>", std::any::type_name::<T>())
+    }
+}
+
+impl<T> Transformer for JsonViewTransformer<T>
+where
+    T: for<'a> Yokeable<'a> + Send + Sync + 'static,
+    for<'a> <T as Yokeable<'a>>::Output: Deserialize<'a>,
+{
+    type Item = JsonView<T>;
+
+    fn to_item(&self, record: &Record) -> Result<JsonView<T>> {
+        // Cloning `Bytes` shares the payload; the `Arc` gives the view a
+        // handle that stays put, which borrowing from it needs.
+        Yoke::try_attach_to_cart(Arc::new(record.data.clone()), |data: &Bytes| {
+            json::decode(data)
+        })
+        .map(|decoded| JsonView { decoded })
+        .map_err(|e| Error::Transform {
+            message: format!(
+                "record {} is not valid JSON for the target type",
+                record.position()
+            ),
+            source: Some(Box::new(e)),
+        })
+    }
+}
+
+/// Encoding needs `Serialize`; decoding alone does not.
+impl<T> Encoder for JsonViewTransformer<T>
+where
+    T: for<'a> Yokeable<'a> + Send + Sync + 'static,
+    for<'a> <T as Yokeable<'a>>::Output: Deserialize<'a> + Serialize,
+{
+    fn from_item(&self, item: &JsonView<T>, out: &mut Vec<u8>) -> Result<()> {
+        json::encode(out, item.get()).map_err(|e| Error::Transform {
+            message: "item could not be encoded as JSON".to_owned(),
+            source: Some(Box::new(e)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    #[derive(Yokeable, Deserialize, Serialize, Clone, Debug)]
+    struct Click<'a> {
+        id: u64,
+        #[serde(borrow)]
+        user: Cow<'a, str>,
+    }
+
+    fn decode(json: &str) -> Result<JsonView<Click<'static>>> {
+        JsonViewTransformer::<Click<'static>>::new().to_item(&Record::new(
+            json.to_owned(),
+            "k",
+            7u64,
+        ))
+    }
+
+    #[test]
+    fn strings_point_into_the_payload() -> Result<()> {
+        let view = decode(r#"{"id":1,"user":"u-1"}"#)?;
+        let Cow::Borrowed(user) = &view.get().user else {
+            panic!("the user was copied: {view:?}");
+        };
+        let payload = view.payload().as_ptr_range();
+        assert!(
+            payload.contains(&user.as_ptr()),
+            "{user} lies outside the payload"
+        );
+        assert_eq!(view.get().id, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_clone_shares_the_payload() -> Result<()> {
+        let view = decode(r#"{"id":2,"user":"u-2"}"#)?;
+        let copy = view.clone();
+        assert_eq!(copy.payload().as_ptr(), view.payload().as_ptr());
+        assert_eq!(copy.get().user, "u-2");
+        Ok(())
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded_into_owned_ones() -> Result<()> {
+        let view = decode(r#"{"id":3,"user":"a\"b"}"#)?;
+        assert!(matches!(view.get().user, Cow::Owned(_)));
+        assert_eq!(view.get().user, "a\"b");
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_json_is_a_transform_error_naming_the_record() {
+        let error = decode(r#"{"id":"#).map(|_| ()).unwrap_err();
+        assert!(matches!(error, Error::Transform { .. }), "{error:?}");
+        assert!(error.to_string().contains("record 7"), "{error}");
+    }
+
+    #[test]
+    fn encodes_back_to_compact_json() -> Result<()> {
+        let view = decode(r#"{ "id": 4, "user": "u-4", "extra": true }"#)?;
+        let mut out = Vec::new();
+        JsonViewTransformer::<Click<'static>>::new().from_item(&view, &mut out)?;
+        assert_eq!(out, br#"{"id":4,"user":"u-4"}"#);
+        Ok(())
+    }
+}
