@@ -252,7 +252,7 @@ impl<T: Transformer> Stages<T> {
                 Err(error) => panic!("bench records are valid: {error}"),
             };
             // The loop owns each record it read; a clone stands in for that.
-            self.buffer.push(record.clone(), item);
+            self.buffer.push(record.clone(), record.data.len(), item);
             if self.buffer.is_full() {
                 emitted += self.flush().await;
             }

@@ -17,8 +17,10 @@ use crate::record::{Position, Record, ShardContext};
 pub trait Buffer<T>: Send + Sync {
     /// Adds one record's item (`None` if it was filtered out). The buffer
     /// takes the record, so that the item's [`ItemSource`] can keep its
-    /// partition key without copying it.
-    fn push(&mut self, record: Record, item: Option<T>);
+    /// partition key without copying it. `size` is the payload's size as
+    /// read: the transformer may have moved `record.data` into the item
+    /// ([`Transformer::take_item`](crate::Transformer::take_item)).
+    fn push(&mut self, record: Record, size: usize, item: Option<T>);
 
     /// Whether the buffer reached a size limit and must be flushed now.
     /// (Age is not checked here: the consumer flushes at
@@ -102,9 +104,9 @@ const RESERVED_BYTES: usize = 1024 * 1024;
 /// use std::time::Duration;
 /// use kinesis_connectors_core::{Buffer, BufferLimits, Record, RecordBuffer};
 /// let mut buffer = RecordBuffer::new(BufferLimits::default().with_max_records(2))?;
-/// buffer.push(Record::new("a", "k", 1u64), Some("a"));
+/// buffer.push(Record::new("a", "k", 1u64), 1, Some("a"));
 /// assert!(!buffer.is_full());
-/// buffer.push(Record::new("b", "k", 2u64), Some("b"));
+/// buffer.push(Record::new("b", "k", 2u64), 1, Some("b"));
 /// assert!(buffer.is_full());
 /// # Ok::<(), kinesis_connectors_core::Error>(())
 /// ```
@@ -147,7 +149,7 @@ impl<T> RecordBuffer<T> {
 }
 
 impl<T: Send + Sync> Buffer<T> for RecordBuffer<T> {
-    fn push(&mut self, record: Record, item: Option<T>) {
+    fn push(&mut self, record: Record, size: usize, item: Option<T>) {
         if self.first.is_none() {
             self.first = Some(record.position());
             self.first_arrival = record.approximate_arrival;
@@ -164,9 +166,11 @@ impl<T: Send + Sync> Buffer<T> for RecordBuffer<T> {
         }
         match item {
             Some(item) => {
-                self.byte_size += record.data.len();
+                self.byte_size += size;
                 self.items.push(item);
-                self.sources.push(ItemSource::from(record));
+                let mut source = ItemSource::from(record);
+                source.size = size;
+                self.sources.push(source);
                 self.last_filtered = None;
             }
             None => {
@@ -226,18 +230,18 @@ mod tests {
             ..BufferLimits::default()
         };
         let mut buffer = RecordBuffer::new(limits).unwrap();
-        buffer.push(Record::new("12345", "k", 1u64), Some(1));
+        buffer.push(Record::new("12345", "k", 1u64), 5, Some(1));
         assert!(!buffer.is_full());
-        buffer.push(Record::new("67890", "k", 2u64), Some(2));
+        buffer.push(Record::new("67890", "k", 2u64), 5, Some(2));
         assert!(buffer.is_full());
     }
 
     #[test]
     fn filtered_records_are_covered_but_not_counted() {
         let mut buffer = RecordBuffer::new(BufferLimits::default()).unwrap();
-        buffer.push(Record::new("a", "k", 1u64), None);
-        buffer.push(Record::new("b", "k", 2u64), Some("b"));
-        buffer.push(Record::new("c", "k", 3u64), None);
+        buffer.push(Record::new("a", "k", 1u64), 1, None);
+        buffer.push(Record::new("b", "k", 2u64), 1, Some("b"));
+        buffer.push(Record::new("c", "k", 3u64), 1, None);
         let batch = buffer.take(&ctx()).unwrap();
         assert_eq!(batch.items, vec!["b"]);
         assert_eq!(batch.record_count, 3);
@@ -258,7 +262,7 @@ mod tests {
         let mut buffer = RecordBuffer::<u8>::new(limits).unwrap();
         assert!(buffer.deadline().is_none());
         let before = Instant::now();
-        buffer.push(Record::new("a", "k", 1u64), None);
+        buffer.push(Record::new("a", "k", 1u64), 1, None);
         let deadline = buffer.deadline().unwrap();
         assert!(deadline >= before + Duration::from_secs(5));
         tokio::time::advance(Duration::from_secs(5)).await;

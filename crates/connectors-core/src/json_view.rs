@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -15,13 +14,13 @@ use crate::record::Record;
 use crate::transform::json;
 
 /// A JSON record decoded into `T`, with `T`'s borrowed strings pointing into
-/// the payload, which the view keeps alive; see [`JsonViewTransformer`].
+/// the payload, which the view owns; see [`JsonViewTransformer`].
 ///
 /// `T` is the borrowing struct at `'static` (`Click<'static>`), as
 /// [`Yokeable`] has it; [`get`](Self::get) hands it out at the view's own
 /// lifetime.
 pub struct JsonView<T: for<'a> Yokeable<'a>> {
-    decoded: Yoke<T, Arc<Bytes>>,
+    decoded: Yoke<T, Vec<u8>>,
 }
 
 impl<T: for<'a> Yokeable<'a>> JsonView<T> {
@@ -31,21 +30,8 @@ impl<T: for<'a> Yokeable<'a>> JsonView<T> {
     }
 
     /// The record's payload, the JSON the struct was decoded from.
-    pub fn payload(&self) -> &Bytes {
+    pub fn payload(&self) -> &[u8] {
         self.decoded.backing_cart()
-    }
-}
-
-impl<T> Clone for JsonView<T>
-where
-    T: for<'a> Yokeable<'a>,
-    for<'a> <T as Yokeable<'a>>::Output: Clone,
-{
-    /// Clones the struct; the payload is shared, not copied.
-    fn clone(&self) -> Self {
-        Self {
-            decoded: self.decoded.clone(),
-        }
     }
 }
 
@@ -69,8 +55,13 @@ where
 /// `Cow<'a, str>` with `#[serde(borrow)]`: a string with escapes (`\"`,
 /// `\n`, `\u00e9`) cannot point into the payload and is then decoded into
 /// an owned one, while a `&'a str` field makes such a record fail to
-/// decode. Each item holds one small allocation of its own (the shared
-/// payload's handle) instead of one per string.
+/// decode.
+///
+/// In a pipeline the item takes the record's payload over
+/// ([`Transformer::take_item`]): no allocation and no copy, unless the
+/// payload is shared or a slice of a larger buffer (a sub-record of a KPL
+/// aggregate), which is copied once. Called directly,
+/// [`to_item`](Transformer::to_item) copies the payload.
 ///
 /// ```
 /// use std::borrow::Cow;
@@ -128,19 +119,40 @@ where
     type Item = JsonView<T>;
 
     fn to_item(&self, record: &Record) -> Result<JsonView<T>> {
-        // Cloning `Bytes` shares the payload; the `Arc` gives the view a
-        // handle that stays put, which borrowing from it needs.
-        Yoke::try_attach_to_cart(Arc::new(record.data.clone()), |data: &Bytes| {
-            json::decode(data)
+        decode(record.data.to_vec()).map_err(|(error, _)| decode_error(record, error))
+    }
+
+    fn take_item(&self, record: &mut Record) -> Result<JsonView<T>> {
+        // O(1) for a payload read from Kinesis: the `Bytes` is the only
+        // owner of its `Vec`.
+        let payload = Vec::from(std::mem::take(&mut record.data));
+        decode(payload).map_err(|(error, payload)| {
+            record.data = payload;
+            decode_error(record, error)
         })
-        .map(|decoded| JsonView { decoded })
-        .map_err(|e| Error::Transform {
-            message: format!(
-                "record {} is not valid JSON for the target type",
-                record.position()
-            ),
-            source: Some(Box::new(e)),
-        })
+    }
+}
+
+/// Decodes `payload` into a view of it; on an error, gives the payload back
+/// (copied: the view's cart is gone) for the bad-record policy.
+fn decode<T>(payload: Vec<u8>) -> std::result::Result<JsonView<T>, (serde_json::Error, Bytes)>
+where
+    T: for<'a> Yokeable<'a>,
+    for<'a> <T as Yokeable<'a>>::Output: Deserialize<'a>,
+{
+    Yoke::try_attach_to_cart(payload, |data: &[u8]| {
+        json::decode(data).map_err(|error| (error, Bytes::copy_from_slice(data)))
+    })
+    .map(|decoded| JsonView { decoded })
+}
+
+fn decode_error(record: &Record, error: serde_json::Error) -> Error {
+    Error::Transform {
+        message: format!(
+            "record {} is not valid JSON for the target type",
+            record.position()
+        ),
+        source: Some(Box::new(error)),
     }
 }
 
@@ -171,7 +183,7 @@ mod tests {
         user: Cow<'a, str>,
     }
 
-    fn decode(json: &str) -> Result<JsonView<Click<'static>>> {
+    fn view_of(json: &str) -> Result<JsonView<Click<'static>>> {
         JsonViewTransformer::<Click<'static>>::new().to_item(&Record::new(
             json.to_owned(),
             "k",
@@ -181,7 +193,7 @@ mod tests {
 
     #[test]
     fn strings_point_into_the_payload() -> Result<()> {
-        let view = decode(r#"{"id":1,"user":"u-1"}"#)?;
+        let view = view_of(r#"{"id":1,"user":"u-1"}"#)?;
         let Cow::Borrowed(user) = &view.get().user else {
             panic!("the user was copied: {view:?}");
         };
@@ -195,17 +207,28 @@ mod tests {
     }
 
     #[test]
-    fn a_clone_shares_the_payload() -> Result<()> {
-        let view = decode(r#"{"id":2,"user":"u-2"}"#)?;
-        let copy = view.clone();
-        assert_eq!(copy.payload().as_ptr(), view.payload().as_ptr());
-        assert_eq!(copy.get().user, "u-2");
+    fn take_item_moves_the_payload_in_without_copying_it() -> Result<()> {
+        let payload = br#"{"id":2,"user":"u-2"}"#.to_vec();
+        let at = payload.as_ptr();
+        let mut record = Record::new(payload, "k", 2u64);
+        let view = JsonViewTransformer::<Click<'static>>::new().take_item(&mut record)?;
+        assert_eq!(view.payload().as_ptr(), at, "the payload was copied");
+        assert!(record.data.is_empty());
+        assert_eq!(view.get().user, "u-2");
         Ok(())
     }
 
     #[test]
+    fn take_item_gives_the_payload_back_on_an_error() {
+        let mut record = Record::new(&b"{\"id\": oops}"[..], "k", 3u64);
+        let result = JsonViewTransformer::<Click<'static>>::new().take_item(&mut record);
+        assert!(matches!(result, Err(Error::Transform { .. })));
+        assert_eq!(record.data, &b"{\"id\": oops}"[..]);
+    }
+
+    #[test]
     fn escaped_strings_are_decoded_into_owned_ones() -> Result<()> {
-        let view = decode(r#"{"id":3,"user":"a\"b"}"#)?;
+        let view = view_of(r#"{"id":3,"user":"a\"b"}"#)?;
         assert!(matches!(view.get().user, Cow::Owned(_)));
         assert_eq!(view.get().user, "a\"b");
         Ok(())
@@ -213,14 +236,14 @@ mod tests {
 
     #[test]
     fn invalid_json_is_a_transform_error_naming_the_record() {
-        let error = decode(r#"{"id":"#).map(|_| ()).unwrap_err();
+        let error = view_of(r#"{"id":"#).map(|_| ()).unwrap_err();
         assert!(matches!(error, Error::Transform { .. }), "{error:?}");
         assert!(error.to_string().contains("record 7"), "{error}");
     }
 
     #[test]
     fn encodes_back_to_compact_json() -> Result<()> {
-        let view = decode(r#"{ "id": 4, "user": "u-4", "extra": true }"#)?;
+        let view = view_of(r#"{ "id": 4, "user": "u-4", "extra": true }"#)?;
         let mut out = Vec::new();
         JsonViewTransformer::<Click<'static>>::new().from_item(&view, &mut out)?;
         assert_eq!(out, br#"{"id":4,"user":"u-4"}"#);

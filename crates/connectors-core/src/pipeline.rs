@@ -23,6 +23,15 @@ pub trait Transformer: Send + Sync + 'static {
     /// Decodes one record. An error is handled by the pipeline's
     /// [`BadRecordPolicy`]; it never stops other records by itself.
     fn to_item(&self, record: &Record) -> Result<Self::Item>;
+
+    /// Decodes one record the pipeline has no other use for, so that the
+    /// item may take its payload (`std::mem::take(&mut record.data)`)
+    /// instead of sharing or copying it. The pipeline calls this one; the
+    /// default calls [`to_item`](Self::to_item). On an error, leave
+    /// `record.data` as it was: the bad-record policy hands it on.
+    fn take_item(&self, record: &mut Record) -> Result<Self::Item> {
+        self.to_item(record)
+    }
 }
 
 /// Turns items back into bytes, for sinks that write bytes (S3 objects,

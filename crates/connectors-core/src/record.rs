@@ -282,7 +282,10 @@ mod tests {
         let seq = SequenceNumber::try_from(text)?;
         assert_eq!(seq.as_str().as_ptr(), at, "the digits were copied");
         assert_eq!(SequenceNumber::try_from(String::from("000"))?.as_str(), "0");
-        assert_eq!(SequenceNumber::try_from(String::from("0070"))?.as_str(), "70");
+        assert_eq!(
+            SequenceNumber::try_from(String::from("0070"))?.as_str(),
+            "70"
+        );
         assert_eq!(SequenceNumber::parse("000")?, SequenceNumber::from(0));
         for bad in ["", "-1", "1 2", "١٢"] {
             assert!(SequenceNumber::try_from(bad.to_owned()).is_err(), "{bad:?}");

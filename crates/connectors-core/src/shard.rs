@@ -731,8 +731,11 @@ impl<T: Transformer> Processor<T> {
         Ok(page.next_iterator.is_none().then_some(page.child_shards))
     }
 
-    async fn handle_record(&mut self, record: Record) -> Result<(), Stop> {
-        let item = match self.pipeline.transformer.to_item(&record) {
+    async fn handle_record(&mut self, mut record: Record) -> Result<(), Stop> {
+        // Sized before the transformer may take the payload into the item.
+        let size = record.data.len();
+        let cost = record_cost(&record);
+        let item = match self.pipeline.transformer.take_item(&mut record) {
             Ok(item) => {
                 if self.pipeline.filter.keep(&item) {
                     Some(item)
@@ -756,13 +759,13 @@ impl<T: Transformer> Processor<T> {
         // Failed and filtered records are pushed as `None`: the batch still
         // covers them, so the checkpoint moves past them.
         if item.is_some() {
-            self.buffered_cost += record_cost(&record);
+            self.buffered_cost += cost;
         }
         let replayed_to_end = self
             .replay_until
             .as_ref()
             .is_some_and(|end| record.position() >= *end);
-        self.pipeline.buffer.push(record, item);
+        self.pipeline.buffer.push(record, size, item);
         match &self.replay_until {
             // A replayed batch ends at its recorded end, whatever the limits.
             Some(_) if replayed_to_end => {

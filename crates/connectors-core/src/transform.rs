@@ -20,6 +20,11 @@ impl Transformer for BytesTransformer {
     fn to_item(&self, record: &Record) -> Result<Bytes> {
         Ok(record.data.clone())
     }
+
+    /// Moves the payload; a clone would allocate its shared handle.
+    fn take_item(&self, record: &mut Record) -> Result<Bytes> {
+        Ok(std::mem::take(&mut record.data))
+    }
 }
 
 impl Encoder for BytesTransformer {

@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use kinesis_connectors_core::{
     BadRecordPolicy, BufferLimits, BytesTransformer, CancellationToken, Checkpoint,
-    CheckpointStore, Delivery, Error, FailedRecord, InitialPosition, JsonTransformer, Lease,
-    LeaseHandle, MemoryCheckpointStore, Pipeline, Position, RetryPolicy, SequenceNumber,
-    ShardConfig, ShardConsumer, ShardEnv, ShardInfo, ShardKey, ShardOutcome, ShardReport,
-    StartPosition, Transformer, Utf8Transformer,
+    CheckpointStore, Delivery, Error, FailedRecord, InitialPosition, JsonTransformer, JsonView,
+    JsonViewTransformer, Lease, LeaseHandle, MemoryCheckpointStore, Pipeline, Position,
+    RetryPolicy, SequenceNumber, ShardConfig, ShardConsumer, ShardEnv, ShardInfo, ShardKey,
+    ShardOutcome, ShardReport, StartPosition, Transformer, Utf8Transformer,
 };
 use kinesis_connectors_testkit::{
     FailingEmitter, Fault, PUSH_WAIT, RecordingEmitter, RejectingEmitter, ScriptedSource,
@@ -873,4 +873,89 @@ async fn the_first_call_asks_for_a_small_page_and_the_next_for_full_ones() {
     );
     let bad = config().with_first_call_records(0).validate().unwrap_err();
     assert!(bad.to_string().contains("first_call_records"), "{bad}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transformer_that_takes_the_payload_leaves_sizes_and_byte_limits_intact() {
+    // `BytesTransformer` moves each payload into its item (`take_item`).
+    let (source, _) = source_with(6);
+    source.close_shard(SHARD, vec![]);
+    let store = MemoryCheckpointStore::new();
+    let emitter = RecordingEmitter::<Bytes>::new();
+    let pipeline = Pipeline::builder(BytesTransformer, Arc::new(emitter.clone()))
+        .buffer_limits(BufferLimits::default().with_max_bytes(4))
+        .build()
+        .unwrap();
+    let report = run_to_end(&source, &store, pipeline).await;
+    assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
+    let batches = emitter.batches();
+    // "r0" … "r5": 2 bytes each, so a 4-byte limit cuts every 2 items.
+    assert_eq!(batches.len(), 3, "{batches:?}");
+    for batch in &batches {
+        assert_eq!(batch.items.len(), 2);
+        assert!(batch.sources.iter().all(|s| s.size == 2), "{batches:?}");
+    }
+    let items: Vec<Bytes> = emitter.items();
+    assert_eq!(
+        items,
+        (0..6)
+            .map(|i| Bytes::from(format!("r{i}")))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A zero-copy view of a reading.
+#[derive(yoke::Yokeable, serde::Deserialize)]
+struct ReadingView<'a> {
+    #[serde(borrow)]
+    sensor: std::borrow::Cow<'a, str>,
+}
+
+/// Notes the sensors of the views it is given.
+#[derive(Clone, Default)]
+struct SensorLog(Arc<std::sync::Mutex<Vec<String>>>);
+
+#[kinesis_connectors_core::async_trait]
+impl kinesis_connectors_core::Emitter<JsonView<ReadingView<'static>>> for SensorLog {
+    async fn emit(
+        &self,
+        batch: &kinesis_connectors_core::Batch<JsonView<ReadingView<'static>>>,
+    ) -> kinesis_connectors_core::Result<kinesis_connectors_core::EmitOutcome> {
+        let mut log = self.0.lock().unwrap();
+        log.extend(batch.items.iter().map(|view| view.get().sensor.to_string()));
+        Ok(kinesis_connectors_core::EmitOutcome::delivered())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_views_take_payloads_and_a_bad_record_is_dead_lettered_whole() {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open(SHARD));
+    let seqs = source.append(
+        SHARD,
+        vec![
+            ("a".into(), Bytes::from_static(br#"{"sensor":"a"}"#)),
+            ("b".into(), Bytes::from_static(br#"{"sensor": oops"#)),
+            ("c".into(), Bytes::from_static(br#"{"sensor":"c\u00e9"}"#)),
+        ],
+    );
+    source.close_shard(SHARD, vec![]);
+    let store = MemoryCheckpointStore::new();
+    let log = SensorLog::default();
+    let dead_letters = RecordingEmitter::<FailedRecord>::new();
+    let pipeline = Pipeline::decode_only(
+        JsonViewTransformer::<ReadingView<'static>>::new(),
+        Arc::new(log.clone()),
+    )
+    .bad_records(BadRecordPolicy::DeadLetter(Arc::new(dead_letters.clone())))
+    .build()
+    .unwrap();
+    let report = run_to_end(&source, &store, pipeline).await;
+    assert!(matches!(report.outcome, ShardOutcome::ShardEnd { .. }));
+    assert_eq!(*log.0.lock().unwrap(), ["a", "cé"]);
+    let dead = dead_letters.items();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].data, &br#"{"sensor": oops"#[..]);
+    assert_eq!(dead[0].position, Position::new(seqs[1].clone()));
+    assert_eq!(store.get(&key()).await.unwrap(), Some(Checkpoint::ShardEnd));
 }
