@@ -52,6 +52,15 @@ fn source_with(n: usize) -> (ScriptedSource, Vec<SequenceNumber>) {
     (source, seqs)
 }
 
+/// A source whose one shard holds `records` and then ends.
+fn closed_shard(records: Vec<(String, Bytes)>) -> (ScriptedSource, Vec<SequenceNumber>) {
+    let source = ScriptedSource::new();
+    source.add_shard(ShardInfo::open(SHARD));
+    let seqs = source.append(SHARD, records);
+    source.close_shard(SHARD, vec![]);
+    (source, seqs)
+}
+
 fn append(source: &ScriptedSource, from: usize, n: usize) -> Vec<SequenceNumber> {
     source.append(
         SHARD,
@@ -447,17 +456,11 @@ async fn shard_end_flushes_checkpoints_shard_end_and_reports_children() {
 
 #[tokio::test(start_paused = true)]
 async fn bad_records_are_skipped_and_counted_by_default() {
-    let source = ScriptedSource::new();
-    source.add_shard(ShardInfo::open(SHARD));
-    source.append(
-        SHARD,
-        vec![
-            ("k".into(), Bytes::from_static(b"ok-1")),
-            ("k".into(), Bytes::from_static(&[0xff, 0xfe])),
-            ("k".into(), Bytes::from_static(b"ok-2")),
-        ],
-    );
-    source.close_shard(SHARD, vec![]);
+    let (source, _) = closed_shard(vec![
+        ("k".into(), Bytes::from_static(b"ok-1")),
+        ("k".into(), Bytes::from_static(&[0xff, 0xfe])),
+        ("k".into(), Bytes::from_static(b"ok-2")),
+    ]);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
     let report = run_to_end(&source, &store, pipeline_to(Arc::new(emitter.clone()), 100)).await;
@@ -760,16 +763,10 @@ struct Reading {
 
 #[tokio::test(start_paused = true)]
 async fn a_decode_only_pipeline_needs_no_encoder_and_dead_letters_carry_no_payload() {
-    let source = ScriptedSource::new();
-    source.add_shard(ShardInfo::open(SHARD));
-    let seqs = source.append(
-        SHARD,
-        vec![
-            ("a".into(), Bytes::from_static(br#"{"sensor":"a"}"#)),
-            ("b".into(), Bytes::from_static(br#"{"sensor":"b"}"#)),
-        ],
-    );
-    source.close_shard(SHARD, vec![]);
+    let (source, seqs) = closed_shard(vec![
+        ("a".into(), Bytes::from_static(br#"{"sensor":"a"}"#)),
+        ("b".into(), Bytes::from_static(br#"{"sensor":"b"}"#)),
+    ]);
     let store = MemoryCheckpointStore::new();
     let delivered = RecordingEmitter::<Reading>::new();
     let emitter = RejectingEmitter::new(delivered.clone(), |reading: &Reading| {
@@ -794,16 +791,10 @@ async fn a_decode_only_pipeline_needs_no_encoder_and_dead_letters_carry_no_paylo
 
 #[tokio::test(start_paused = true)]
 async fn a_dead_letter_the_dead_letter_emitter_rejects_stops_the_shard() {
-    let source = ScriptedSource::new();
-    source.add_shard(ShardInfo::open(SHARD));
-    let seqs = source.append(
-        SHARD,
-        vec![
-            ("k".into(), Bytes::from_static(b"ok-1")),
-            ("bad-key".into(), Bytes::from_static(&[0xff])),
-        ],
-    );
-    source.close_shard(SHARD, vec![]);
+    let (source, seqs) = closed_shard(vec![
+        ("k".into(), Bytes::from_static(b"ok-1")),
+        ("bad-key".into(), Bytes::from_static(&[0xff])),
+    ]);
     let store = MemoryCheckpointStore::new();
     let emitter = RecordingEmitter::new();
     let refusing = RejectingEmitter::new(
@@ -929,17 +920,11 @@ impl kinesis_connectors_core::Emitter<JsonView<ReadingView<'static>>> for Sensor
 
 #[tokio::test(start_paused = true)]
 async fn json_views_take_payloads_and_a_bad_record_is_dead_lettered_whole() {
-    let source = ScriptedSource::new();
-    source.add_shard(ShardInfo::open(SHARD));
-    let seqs = source.append(
-        SHARD,
-        vec![
-            ("a".into(), Bytes::from_static(br#"{"sensor":"a"}"#)),
-            ("b".into(), Bytes::from_static(br#"{"sensor": oops"#)),
-            ("c".into(), Bytes::from_static(br#"{"sensor":"c\u00e9"}"#)),
-        ],
-    );
-    source.close_shard(SHARD, vec![]);
+    let (source, seqs) = closed_shard(vec![
+        ("a".into(), Bytes::from_static(br#"{"sensor":"a"}"#)),
+        ("b".into(), Bytes::from_static(br#"{"sensor": oops"#)),
+        ("c".into(), Bytes::from_static(br#"{"sensor":"c\u00e9"}"#)),
+    ]);
     let store = MemoryCheckpointStore::new();
     let log = SensorLog::default();
     let dead_letters = RecordingEmitter::<FailedRecord>::new();
