@@ -43,7 +43,7 @@ pub(crate) struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         Self {
-            runs: 7,
+            runs: 15,
             records: 100_000,
             smoke: false,
             keep: false,
