@@ -12,7 +12,7 @@ use kinesis_checkpoint_redis::RedisCheckpointStore;
 use kinesis_connectors_core::{
     Batch, BufferLimits, CancellationToken, CheckpointStore, EmitOutcome, Emitter, Encoder,
     JsonTransformer, JsonView, JsonViewTransformer, MemoryCheckpointStore, Pipeline, Record,
-    ShardConfig, ShardContext, StreamConsumer, StreamReport, Transformer, async_trait,
+    ShardContext, StreamConsumer, StreamReport, Transformer, async_trait,
 };
 use kinesis_connectors_kinesis::PollingSource;
 use kinesis_connectors_s3::S3Emitter;
@@ -168,25 +168,26 @@ impl Running {
     }
 }
 
-/// Starts the consumer of `setup`, counting into `target` and showing every
-/// event's put time to `visit`.
+/// What a run is measured through: its clock, the count of what it
+/// consumed, and a visitor shown every event's put time.
+pub(crate) struct Probes {
+    pub(crate) clock: Arc<Clock>,
+    pub(crate) target: Arc<Target>,
+    pub(crate) visit: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+/// Starts the consumer of `setup`, measured through `probes`.
 pub(crate) async fn start(
     setup: &Setup,
     aws: &aws_config::SdkConfig,
-    shard_config: ShardConfig,
-    clock: Arc<Clock>,
-    target: Arc<Target>,
-    visit: Arc<dyn Fn(u64) + Send + Sync>,
+    probes: Probes,
 ) -> Result<Running> {
     match setup.decode {
         Decode::View => {
             let json = JsonViewTransformer::<EventRef<'static>>::new();
-            start_with(json, setup, aws, shard_config, clock, target, visit).await
+            start_with(json, setup, aws, probes).await
         }
-        Decode::Owned => {
-            let json = JsonTransformer::<Event>::new();
-            start_with(json, setup, aws, shard_config, clock, target, visit).await
-        }
+        Decode::Owned => start_with(JsonTransformer::<Event>::new(), setup, aws, probes).await,
     }
 }
 
@@ -194,10 +195,11 @@ async fn start_with<X>(
     json: X,
     setup: &Setup,
     aws: &aws_config::SdkConfig,
-    shard_config: ShardConfig,
-    clock: Arc<Clock>,
-    target: Arc<Target>,
-    visit: Arc<dyn Fn(u64) + Send + Sync>,
+    Probes {
+        clock,
+        target,
+        visit,
+    }: Probes,
 ) -> Result<Running>
 where
     X: Encoder + Clone,
@@ -256,7 +258,6 @@ where
             .build()
         },
     )
-    .shard_config(shard_config)
     .build()?;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(consumer.run(cancel.clone()));

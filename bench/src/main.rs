@@ -28,9 +28,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use kinesis_connectors_core::ShardConfig;
 
-use crate::library::{Checkpoints, Decode, Setup, Sink};
+use crate::library::{Checkpoints, Decode, Probes, Setup, Sink};
 use crate::measure::{Clock, Report, quantile};
 use crate::target::Target;
 
@@ -245,15 +244,12 @@ async fn consume(
         },
         batch,
     };
-    let running = library::start(
-        &setup,
-        aws,
-        ShardConfig::default(),
-        Arc::clone(&clock),
-        Arc::clone(&target),
-        Arc::new(|_| {}),
-    )
-    .await?;
+    let probes = Probes {
+        clock: Arc::clone(&clock),
+        target: Arc::clone(&target),
+        visit: Arc::new(|_| {}),
+    };
+    let running = library::start(&setup, aws, probes).await?;
     let done = target.wait(RUN_LIMIT).await;
     let report = Report::now(&name, &clock, target.count())?;
     let stopped = running.stop().await;
@@ -337,17 +333,12 @@ async fn live(
                     sink: Sink::Count,
                     batch: 1,
                 };
-                Stop::Library(
-                    library::start(
-                        &setup,
-                        aws,
-                        ShardConfig::default(),
-                        Arc::clone(&clock),
-                        Arc::clone(&target),
-                        Arc::new(note),
-                    )
-                    .await?,
-                )
+                let probes = Probes {
+                    clock: Arc::clone(&clock),
+                    target: Arc::clone(&target),
+                    visit: Arc::new(note),
+                };
+                Stop::Library(library::start(&setup, aws, probes).await?)
             }
         };
         // Let the consumer reach its polling rhythm before traffic starts.

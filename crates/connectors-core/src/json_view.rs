@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use yoke::{Yoke, Yokeable};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pipeline::{Encoder, Transformer};
 use crate::record::Record;
 use crate::transform::json;
@@ -86,30 +86,10 @@ pub struct JsonViewTransformer<T> {
     _item: PhantomData<fn() -> T>,
 }
 
-impl<T> JsonViewTransformer<T> {
-    /// A zero-copy JSON transformer for `T`.
-    pub fn new() -> Self {
-        Self { _item: PhantomData }
-    }
-}
-
-impl<T> Default for JsonViewTransformer<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<T> Clone for JsonViewTransformer<T> {
-    fn clone(&self) -> Self {
-        Self::new()
-    }
-}
-
-impl<T> fmt::Debug for JsonViewTransformer<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JsonViewTransformer<{}>", std::any::type_name::<T>())
-    }
-}
+crate::transform::typed_transformer_impls!(
+    JsonViewTransformer,
+    "A zero-copy JSON transformer for `T`."
+);
 
 impl<T> Transformer for JsonViewTransformer<T>
 where
@@ -119,7 +99,7 @@ where
     type Item = JsonView<T>;
 
     fn to_item(&self, record: &Record) -> Result<JsonView<T>> {
-        decode(record.data.to_vec()).map_err(|(error, _)| decode_error(record, error))
+        decode(record.data.to_vec()).map_err(|(error, _)| json::decode_error(record, error))
     }
 
     fn take_item(&self, record: &mut Record) -> Result<JsonView<T>> {
@@ -128,7 +108,7 @@ where
         let payload = Vec::from(std::mem::take(&mut record.data));
         decode(payload).map_err(|(error, payload)| {
             record.data = payload;
-            decode_error(record, error)
+            json::decode_error(record, error)
         })
     }
 }
@@ -146,16 +126,6 @@ where
     .map(|decoded| JsonView { decoded })
 }
 
-fn decode_error(record: &Record, error: serde_json::Error) -> Error {
-    Error::Transform {
-        message: format!(
-            "record {} is not valid JSON for the target type",
-            record.position()
-        ),
-        source: Some(Box::new(error)),
-    }
-}
-
 /// Encoding needs `Serialize`; decoding alone does not.
 impl<T> Encoder for JsonViewTransformer<T>
 where
@@ -163,10 +133,7 @@ where
     for<'a> <T as Yokeable<'a>>::Output: Deserialize<'a> + Serialize,
 {
     fn from_item(&self, item: &JsonView<T>, out: &mut Vec<u8>) -> Result<()> {
-        json::encode(out, item.get()).map_err(|e| Error::Transform {
-            message: "item could not be encoded as JSON".to_owned(),
-            source: Some(Box::new(e)),
-        })
+        json::write_item(out, item.get())
     }
 }
 
@@ -175,6 +142,7 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
+    use crate::error::Error;
 
     #[derive(Yokeable, Deserialize, Serialize, Clone, Debug)]
     struct Click<'a> {

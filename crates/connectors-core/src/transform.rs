@@ -10,6 +10,45 @@ use crate::error::{Error, Result};
 use crate::pipeline::{Batch, Encoder, RejectedItem, Transformer};
 use crate::record::Record;
 
+/// The constructor, `Default`, `Clone` and `Debug` of a transformer that is
+/// generic over its item type only through `PhantomData`: derives would
+/// demand the same traits of `T`.
+macro_rules! typed_transformer_impls {
+    ($name:ident, $new_doc:literal) => {
+        impl<T> $name<T> {
+            #[doc = $new_doc]
+            pub fn new() -> Self {
+                Self {
+                    _item: std::marker::PhantomData,
+                }
+            }
+        }
+
+        impl<T> Default for $name<T> {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl<T> Clone for $name<T> {
+            fn clone(&self) -> Self {
+                Self::new()
+            }
+        }
+
+        impl<T> std::fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    concat!(stringify!($name), "<{}>"),
+                    std::any::type_name::<T>()
+                )
+            }
+        }
+    };
+}
+pub(crate) use typed_transformer_impls;
+
 /// Passes the payload through untouched (`Item = Bytes`, no copy).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BytesTransformer;
@@ -102,30 +141,7 @@ pub struct JsonTransformer<T> {
     _item: PhantomData<fn() -> T>,
 }
 
-impl<T> JsonTransformer<T> {
-    /// A JSON transformer for `T`.
-    pub fn new() -> Self {
-        Self { _item: PhantomData }
-    }
-}
-
-impl<T> Default for JsonTransformer<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<T> Clone for JsonTransformer<T> {
-    fn clone(&self) -> Self {
-        Self::new()
-    }
-}
-
-impl<T> std::fmt::Debug for JsonTransformer<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "JsonTransformer<{}>", std::any::type_name::<T>())
-    }
-}
+typed_transformer_impls!(JsonTransformer, "A JSON transformer for `T`.");
 
 impl<T> Transformer for JsonTransformer<T>
 where
@@ -134,13 +150,7 @@ where
     type Item = T;
 
     fn to_item(&self, record: &Record) -> Result<T> {
-        json::decode(&record.data).map_err(|e| Error::Transform {
-            message: format!(
-                "record {} is not valid JSON for the target type",
-                record.position()
-            ),
-            source: Some(Box::new(e)),
-        })
+        json::decode(&record.data).map_err(|e| json::decode_error(record, e))
     }
 }
 
@@ -150,16 +160,16 @@ where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     fn from_item(&self, item: &T, out: &mut Vec<u8>) -> Result<()> {
-        json::encode(out, item).map_err(|e| Error::Transform {
-            message: "item could not be encoded as JSON".to_owned(),
-            source: Some(Box::new(e)),
-        })
+        json::write_item(out, item)
     }
 }
 
 /// The codec of [`JsonTransformer`] and [`JsonViewTransformer`](crate::JsonViewTransformer).
 pub(crate) mod json {
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
+
+    use crate::error::{Error, Result};
+    use crate::record::Record;
 
     /// Decodes with serde_json. Checking UTF-8 once over the whole payload
     /// and parsing a `str` made the pipeline benchmark's typed JSON ~10 %
@@ -182,6 +192,25 @@ pub(crate) mod json {
     /// byte what serde_json writes.
     #[cfg(feature = "fast-json")]
     pub(crate) use sonic_rs::to_writer as encode;
+
+    /// The error for a record that does not decode into the target type.
+    pub(crate) fn decode_error(record: &Record, error: serde_json::Error) -> Error {
+        Error::Transform {
+            message: format!(
+                "record {} is not valid JSON for the target type",
+                record.position()
+            ),
+            source: Some(Box::new(error)),
+        }
+    }
+
+    /// Appends `item` to `out` as compact JSON.
+    pub(crate) fn write_item<T: Serialize + ?Sized>(out: &mut Vec<u8>, item: &T) -> Result<()> {
+        encode(out, item).map_err(|e| Error::Transform {
+            message: "item could not be encoded as JSON".to_owned(),
+            source: Some(Box::new(e)),
+        })
+    }
 }
 
 /// Encodes `items` one per line (each followed by `\n`), the default body of
