@@ -186,12 +186,12 @@ pub(crate) mod json {
 
     /// Encodes as compact JSON with serde_json.
     #[cfg(not(feature = "fast-json"))]
-    pub(crate) use serde_json::to_writer as encode;
+    use serde_json::to_writer as encode;
 
     /// Encodes as compact JSON with sonic-rs (SIMD string escaping), byte for
     /// byte what serde_json writes.
     #[cfg(feature = "fast-json")]
-    pub(crate) use sonic_rs::to_writer as encode;
+    use sonic_rs::to_writer as encode;
 
     /// The error for a record that does not decode into the target type.
     pub(crate) fn decode_error(record: &Record, error: serde_json::Error) -> Error {
